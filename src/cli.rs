@@ -1,0 +1,130 @@
+//! The command line: one binary, `kokuho-ledger`, with subcommands (api.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, DEFAULT_DATABASE_URL};
+use crate::clock::SystemClock;
+use crate::settings::Settings;
+use crate::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(name = "kokuho-ledger", version, about = "Event-sourced NHI eligibility history ledger")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service (embedded SQLite by default).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "KOKUHO_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// postgres://… or sqlite://path; default: ./kokuho-ledger.db.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Bulk-load events from a JSON Lines file (validated whole before anything is written).
+    Import {
+        /// One event body per line, plus `person_id` or `household_id`.
+        file: PathBuf,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Events per transaction.
+        #[arg(long, default_value_t = 10_000)]
+        batch_size: usize,
+        /// Actor recorded in the events' metadata.
+        #[arg(long, default_value = "import")]
+        actor: String,
+    },
+}
+
+fn url(u: Option<String>) -> String {
+    u.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Runs the command line; the exit code follows api.md (0 ok, 1 failed, 2 bad usage).
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { listen, database_url } => serve(&listen, &url(database_url)).await,
+        Command::Migrate { database_url } => {
+            let store = Store::connect(&url(database_url)).await?;
+            tracing::info!(head = store.head().await?, "migrations applied");
+            Ok(())
+        }
+        Command::Import { file, database_url, batch_size, actor } => {
+            let settings = Settings::from_env()?;
+            let summary = crate::import::run(&file, &url(database_url), settings, batch_size.max(1), &actor).await?;
+            println!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let opened = app::open(url, settings, Arc::new(SystemClock)).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, database = ?opened.ledger.store().kind(), "serving");
+    let router = crate::http::router(opened.ledger.clone());
+    let store = opened.ledger.store().clone();
+    drop(opened.ledger);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    // The router (and with it the last writer handle) is gone: the writer drains and stops.
+    if tokio::time::timeout(Duration::from_secs(30), opened.writer_task).await.is_err() {
+        tracing::warn!("the writer did not drain within 30 s");
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

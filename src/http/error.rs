@@ -1,0 +1,61 @@
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::ledger::LedgerError;
+
+/// Every error the API answers with: a status, a stable code and a human message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error; the request id identifies it in the server log")
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Input(i) => Self::bad_request(i.code, i.message),
+            LedgerError::Rule(r) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, r.code, r.message),
+            LedgerError::NotFound { code, message } => Self::new(StatusCode::NOT_FOUND, code, message),
+            LedgerError::Conflict { expected, actual } if expected >= 0 => Self::new(
+                StatusCode::CONFLICT,
+                "sequence_conflict",
+                format!("expected sequence {expected}, but the stream is at {actual}"),
+            ),
+            LedgerError::Conflict { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "sequence_conflict",
+                "other writers kept changing this stream; retry",
+            ),
+            // Logged once here, at the boundary; the client gets no internals.
+            LedgerError::Store(err) => {
+                tracing::error!(error = %err, "storage failure");
+                Self::internal()
+            }
+            LedgerError::Internal(err) => {
+                tracing::error!(error = %err, "internal failure");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}

@@ -1,0 +1,118 @@
+//! Person and household endpoints.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{json, Value};
+
+use super::{context, ApiError, AppState};
+use crate::domain::input::parse_date;
+use crate::domain::{HouseholdId, PersonId};
+use crate::ledger::Recorded;
+use crate::store::format_instant;
+
+fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiError> {
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body exceeds 1 MiB")
+        } else {
+            ApiError::bad_request("invalid_body", "the request body could not be read")
+        }
+    })?;
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    Ok((bytes, value))
+}
+
+fn as_of(q: &HashMap<String, String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    q.get("as_of")
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::bad_request("invalid_as_of", "as_of must be an RFC 3339 instant, e.g. 2026-11-25T10:00:00+09:00"))
+        })
+        .transpose()
+}
+
+fn created(id_field: &str, r: Recorded) -> Response {
+    let body = json!({
+        id_field: r.appended.aggregate_id,
+        "sequence": r.appended.last_sequence,
+        "position": r.appended.last_position,
+        "recorded_at": format_instant(&r.appended.recorded_at),
+    });
+    let mut res = (StatusCode::CREATED, Json(body)).into_response();
+    if r.replayed {
+        res.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    res
+}
+
+pub async fn record_person_event(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (bytes, value) = body_json(body)?;
+    let person_id = PersonId::parse(&id).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    let ctx = context(&headers, uri.path(), &bytes)?;
+    let r = s.ledger.record_person_event(&person_id, &value, &ctx).await?;
+    Ok(created("person_id", r))
+}
+
+pub async fn record_household_event(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (bytes, value) = body_json(body)?;
+    let household_id = HouseholdId::parse(&id).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    let ctx = context(&headers, uri.path(), &bytes)?;
+    let r = s.ledger.record_household_event(&household_id, &value, &ctx).await?;
+    Ok(created("household_id", r))
+}
+
+fn person_id(id: &str) -> Result<PersonId, ApiError> {
+    PersonId::parse(id).map_err(|e| ApiError::bad_request(e.code, e.message))
+}
+
+pub async fn person(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let v = s.ledger.person(&person_id(&id)?, as_of(&q)?).await?;
+    Ok(Json(serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?))
+}
+
+pub async fn timeline(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let v = s.ledger.timeline(&person_id(&id)?, as_of(&q)?).await?;
+    Ok(Json(serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?))
+}
+
+pub async fn eligibility(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let on: Option<NaiveDate> = q
+        .get("on")
+        .map(|d| parse_date("on", d).map_err(|_| ApiError::bad_request("invalid_on", "on must be a date YYYY-MM-DD")))
+        .transpose()?;
+    let v = s.ledger.eligibility(&person_id(&id)?, on, as_of(&q)?).await?;
+    Ok(Json(serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?))
+}

@@ -1,0 +1,255 @@
+//! `kokuho-ledger import FILE`: bulk load from JSON Lines.
+//!
+//! The whole file is parsed and run through the aggregates in memory first (against the
+//! streams already stored), so the first invalid line is reported with its number and nothing
+//! is written. Then the events are appended in file order, many per transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::io::BufRead as _;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+use crate::clock::{Clock, SystemClock};
+use crate::domain::event::{HOUSEHOLD_EVENT_TYPES, PERSON_EVENT_TYPES};
+use crate::domain::input::{parse_household_event, parse_person_event};
+use crate::domain::{
+    CardNumber, CardSymbol, Directory, Household, HouseholdFact, HouseholdId, HouseholdServices, InputError, Person,
+    PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
+};
+use crate::ledger::{household_from, new_event, person_from, prepare_person_event, LedgerError, RequestContext};
+use crate::settings::Settings;
+use crate::store::{AppendRequest, Rejection, Store};
+use crate::vault::Vault;
+
+enum Target {
+    Person(PersonId, crate::domain::input::PersonInput),
+    Household(HouseholdId, crate::domain::HouseholdEvent),
+}
+
+struct Line {
+    number: usize,
+    target: Target,
+}
+
+fn line_error(number: usize, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("line {number}: {e}; nothing was imported")
+}
+
+fn parse_line(text: &str, today: chrono::NaiveDate) -> Result<Target, InputError> {
+    let mut v: Value = serde_json::from_str(text).map_err(|e| InputError::new("invalid_json", format!("not valid JSON: {e}")))?;
+    let obj = v.as_object_mut().ok_or_else(|| InputError::new("invalid_body", "a line must be a JSON object"))?;
+    let ty = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| InputError::new("missing_field", "type is required"))?
+        .to_owned();
+    let take_id = |obj: &mut serde_json::Map<String, Value>, key: &str| match obj.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(InputError::new("invalid_field", format!("{key} must be a string"))),
+        None => Err(InputError::new("missing_field", format!("{key} is required"))),
+    };
+    if HOUSEHOLD_EVENT_TYPES.contains(&ty.as_str()) {
+        let id = HouseholdId::parse(&take_id(obj, "household_id")?)?;
+        Ok(Target::Household(id, parse_household_event(&v, today)?))
+    } else if PERSON_EVENT_TYPES.contains(&ty.as_str()) {
+        let id = PersonId::parse(&take_id(obj, "person_id")?)?;
+        Ok(Target::Person(id, parse_person_event(&v, today)?))
+    } else {
+        Err(InputError::new("unknown_event_type", format!("unknown event type {ty:?}")))
+    }
+}
+
+/// Persons and cards as the import sees them: stored state plus the file so far.
+struct MemoryDirectory {
+    persons: RwLock<HashMap<PersonId, Person>>,
+    cards: RwLock<HashMap<(String, String), HouseholdId>>,
+    store: Store,
+}
+
+#[async_trait::async_trait]
+impl Directory for MemoryDirectory {
+    async fn person(&self, id: &PersonId) -> Result<Option<Person>, String> {
+        Ok(self.persons.read().expect("lock").get(id).cloned())
+    }
+    async fn card_holder(&self, symbol: &CardSymbol, number: &CardNumber) -> Result<Option<HouseholdId>, String> {
+        let key = (symbol.to_string(), number.to_string());
+        if let Some(h) = self.cards.read().expect("lock").get(&key) {
+            return Ok(Some(h.clone()));
+        }
+        let held = self.store.card_holder(&key.0, &key.1).await.map_err(|e| e.to_string())?;
+        Ok(held.and_then(|h| HouseholdId::parse(&h).ok()))
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    // Drawn only on a terminal: indicatif hides itself when stderr is not one.
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, actor: &str) -> anyhow::Result<String> {
+    let started = Instant::now();
+    let clock = SystemClock;
+    let today = clock.today();
+
+    // 1. Parse every line.
+    let reader = std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
+    let mut lines = Vec::new();
+    for (i, text) in reader.lines().enumerate() {
+        let number = i + 1;
+        let text = text.with_context(|| format!("reading line {number}"))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let target = parse_line(&text, today).map_err(|e| line_error(number, e))?;
+        lines.push(Line { number, target });
+    }
+
+    let store = Store::connect(url).await?;
+    let vault = Vault::open_key_file(&crate::app::vault_key_path(url, &settings)?, true)?;
+
+    // 2. Load the stored state of every stream the file touches.
+    let mut person_ids = HashSet::new();
+    let mut household_ids = HashSet::new();
+    for l in &lines {
+        match &l.target {
+            Target::Person(p, _) => {
+                person_ids.insert(p.to_string());
+            }
+            Target::Household(h, e) => {
+                household_ids.insert(h.to_string());
+                if let HouseholdFact::HouseholdHeadChanged { person_id } | HouseholdFact::NhiHeadDesignated { person_id } = &e.fact {
+                    person_ids.insert(person_id.to_string());
+                }
+            }
+        }
+    }
+    let mut persons: HashMap<PersonId, Person> = HashMap::new();
+    for (id, events) in group(store.load_streams(Person::TYPE, &person_ids.into_iter().collect::<Vec<_>>()).await?) {
+        persons.insert(PersonId::parse(&id)?, person_from(&events)?);
+    }
+    let mut households: HashMap<HouseholdId, Household> = HashMap::new();
+    for (id, events) in group(store.load_streams(Household::TYPE, &household_ids.into_iter().collect::<Vec<_>>()).await?) {
+        households.insert(HouseholdId::parse(&id)?, household_from(&events)?);
+    }
+    let directory = Arc::new(MemoryDirectory { persons: RwLock::new(persons), cards: RwLock::default(), store: store.clone() });
+
+    // 3. Run every line through its aggregate, in file order.
+    let run_id = uuid::Uuid::new_v4();
+    let pb = bar(lines.len() as u64, "checking");
+    let mut requests: Vec<(usize, AppendRequest)> = Vec::with_capacity(lines.len());
+    let person_services = PersonServices { today };
+    let household_services = HouseholdServices { today, directory: directory.clone() };
+    for l in lines {
+        let ctx = RequestContext { actor: actor.to_owned(), request_id: format!("{run_id}:{}", l.number), ..Default::default() };
+        let request = match l.target {
+            Target::Person(id, input) => {
+                let mut persons = directory.persons.write().expect("lock");
+                let person = persons.entry(id.clone()).or_default();
+                let expected = person.last_sequence() as i64;
+                let (event, vault_entries) = prepare_person_event(&vault, &id, person, &input);
+                let reported = event.reported_date;
+                let sink = EventSink::default();
+                // The handler only awaits its event sink: it completes without yielding.
+                futures::executor::block_on(person.handle(RecordPersonEvent { event, system: false }, &person_services, &sink))
+                    .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
+                let events = futures::executor::block_on(sink.collect())
+                    .iter()
+                    .map(|e| new_event(e, &ctx, reported))
+                    .collect::<Result<Vec<_>, _>>()?;
+                AppendRequest { aggregate_type: Person::TYPE.into(), aggregate_id: id.to_string(), expected_sequence: expected, events, vault: vault_entries, idempotency: None }
+            }
+            Target::Household(id, event) => {
+                let household = households.entry(id.clone()).or_default();
+                let expected = household.last_sequence() as i64;
+                let reported = event.reported_date;
+                let card = match &event.fact {
+                    HouseholdFact::CardNumberAssigned { symbol, number } => Some((symbol.to_string(), number.to_string())),
+                    _ => None,
+                };
+                let sink = EventSink::default();
+                household
+                    .handle(RecordHouseholdEvent { household_id: id.clone(), event, system: false }, &household_services, &sink)
+                    .await
+                    .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
+                if let Some(card) = card {
+                    // Later lines must see this card as taken.
+                    directory.cards.write().expect("lock").insert(card, id.clone());
+                }
+                let events = sink.collect().await.iter().map(|e| new_event(e, &ctx, reported)).collect::<Result<Vec<_>, _>>()?;
+                AppendRequest { aggregate_type: Household::TYPE.into(), aggregate_id: id.to_string(), expected_sequence: expected, events, vault: Vec::new(), idempotency: None }
+            }
+        };
+        requests.push((l.number, request));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let checked = started.elapsed();
+
+    // 4. Write, many events per transaction, in file order.
+    let total: usize = requests.iter().map(|(_, r)| r.events.len()).sum();
+    let pb = bar(total as u64, "writing");
+    let write_started = Instant::now();
+    let (mut first, mut last) = (None, 0);
+    let mut written_lines = 0usize;
+    let mut i = 0;
+    while i < requests.len() {
+        let mut j = i;
+        let mut events = 0;
+        while j < requests.len() && (events == 0 || events + requests[j].1.events.len() <= batch_size) {
+            events += requests[j].1.events.len();
+            j += 1;
+        }
+        let batch: Vec<AppendRequest> = requests[i..j].iter().map(|(_, r)| r.clone()).collect();
+        let outcomes = store.append_batch(&batch).await?;
+        for ((number, _), outcome) in requests[i..j].iter().zip(outcomes) {
+            match outcome {
+                Ok(a) => {
+                    first.get_or_insert(a.first_position);
+                    last = a.last_position;
+                }
+                Err(Rejection::Conflict { .. }) => bail!(
+                    "line {number}: the stream was changed by another writer during the import; \
+                     lines before it in its batch were not written, {written_lines} earlier lines were"
+                ),
+                Err(other) => bail!("line {number}: refused while writing: {other:?}; {written_lines} earlier lines were written"),
+            }
+        }
+        written_lines += j - i;
+        pb.inc(events as u64);
+        i = j;
+    }
+    pb.finish_and_clear();
+    let secs = write_started.elapsed().as_secs_f64();
+    store.close().await;
+    Ok(format!(
+        "imported {total} events from {written_lines} lines, positions {}..{last}; checked in {:.1} s, written in {secs:.1} s ({:.0} events/s)",
+        first.unwrap_or(0),
+        checked.as_secs_f64(),
+        total as f64 / secs.max(1e-9)
+    ))
+}
+
+fn group(events: Vec<crate::store::StoredEvent>) -> Vec<(String, Vec<crate::store::StoredEvent>)> {
+    let mut out: Vec<(String, Vec<crate::store::StoredEvent>)> = Vec::new();
+    for e in events {
+        match out.last_mut() {
+            Some((id, v)) if *id == e.aggregate_id => v.push(e),
+            _ => out.push((e.aggregate_id.clone(), vec![e])),
+        }
+    }
+    out
+}

@@ -1,0 +1,644 @@
+//! The application service: runs commands through the aggregates and the group-commit writer,
+//! and answers reads by folding streams on demand.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::clock::Clock;
+use crate::domain::input::{parse_household_event, parse_person_event, PersonInput};
+use crate::domain::person::{EventStatus, LATE_REPORT_DAYS};
+use crate::domain::{
+    CommandError, Directory, DomainError, Household, HouseholdEvent, HouseholdFact, HouseholdId, HouseholdServices,
+    InputError, Person, PersonEvent, PersonFact, PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
+};
+use crate::metrics;
+use crate::settings::Settings;
+use crate::store::writer::Writer;
+use crate::store::{format_instant, AppendRequest, Appended, IdempotencyClaim, NewEvent, Rejection, Store, StoreError, StoredEvent, VaultEntry};
+use crate::vault::Vault;
+
+/// How often a command is re-run when another writer moved the stream first (without If-Match).
+const CONFLICT_RETRIES: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Rule(#[from] DomainError),
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("expected sequence {expected}, the stream is at {actual}")]
+    Conflict { expected: i64, actual: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CommandError> for LedgerError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Rule(r) => LedgerError::Rule(r),
+            CommandError::Service(s) => LedgerError::Internal(s),
+        }
+    }
+}
+
+/// Who asked, for the event metadata (ids only, never personal data).
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    pub actor: String,
+    pub terminal: Option<String>,
+    pub request_id: String,
+    pub idempotency_key: Option<String>,
+    /// Fingerprint of the request (path and body) the key guards.
+    pub fingerprint: Option<String>,
+    /// `If-Match`: the stream's last sequence the client saw.
+    pub if_match: Option<i64>,
+}
+
+/// An accepted (or replayed) command.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    pub appended: Appended,
+    /// Answered from the Idempotency-Key record: nothing new was written.
+    pub replayed: bool,
+}
+
+pub struct Ledger {
+    store: Store,
+    writer: Writer,
+    clock: Arc<dyn Clock>,
+    vault: Arc<Vault>,
+    settings: Settings,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Store(StoreError::Corrupt(e.to_string()))
+}
+
+pub fn person_from(events: &[StoredEvent]) -> Result<Person, LedgerError> {
+    events
+        .iter()
+        .map(|e| serde_json::from_value::<PersonEvent>(e.payload.clone()).map_err(corrupt))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Person::from_events)
+}
+
+pub fn household_from(events: &[StoredEvent]) -> Result<Household, LedgerError> {
+    events
+        .iter()
+        .map(|e| serde_json::from_value::<HouseholdEvent>(e.payload.clone()).map_err(corrupt))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Household::from_events)
+}
+
+/// Serialises an event for the log, with the request's context as metadata.
+pub fn new_event<E: DomainEvent>(event: &E, ctx: &RequestContext, reported_date: NaiveDate) -> Result<NewEvent, LedgerError> {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("actor".into(), json!(ctx.actor));
+    if let Some(t) = &ctx.terminal {
+        metadata.insert("terminal".into(), json!(t));
+    }
+    metadata.insert("request_id".into(), json!(ctx.request_id));
+    if let Some(k) = &ctx.idempotency_key {
+        metadata.insert("idempotency_key".into(), json!(k));
+    }
+    metadata.insert("reported_date".into(), json!(reported_date.to_string()));
+    Ok(NewEvent {
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        payload: serde_json::to_value(event).map_err(|e| LedgerError::Internal(e.to_string()))?,
+        metadata: Value::Object(metadata),
+    })
+}
+
+/// Completes a parsed person event with what depends on the stream: the vault entry and
+/// commitment of a My Number, and the defaults of a correction's replacement.
+pub fn prepare_person_event(
+    vault: &Vault,
+    person_id: &PersonId,
+    person: &Person,
+    input: &PersonInput,
+) -> (PersonEvent, Vec<VaultEntry>) {
+    let mut event = input.event.clone();
+    let mut entries = Vec::new();
+    let sealed = input.my_number.as_ref().map(|n| vault.seal(person_id, n));
+    match &mut event.fact {
+        PersonFact::Registered(r) => {
+            if let Some(v) = sealed {
+                r.my_number_commitment = Some(v.commitment.clone());
+                entries.push(v);
+            }
+        }
+        PersonFact::Corrected { target_sequence, replacement } => {
+            let target = target_sequence.checked_sub(1).and_then(|i| person.events().get(i as usize));
+            if let Some(t) = target {
+                if input.replacement_reported_date_missing {
+                    replacement.reported_date = t.reported_date;
+                }
+            }
+            if let PersonFact::Registered(r) = &mut replacement.fact {
+                match sealed {
+                    Some(v) => {
+                        r.my_number_commitment = Some(v.commitment.clone());
+                        entries.push(v);
+                    }
+                    // A correction of other fields keeps the number on record.
+                    None => r.my_number_commitment = person.registration().and_then(|p| p.my_number_commitment),
+                }
+            }
+        }
+        _ => {}
+    }
+    (event, entries)
+}
+
+/// Household rules that read other streams go through this.
+pub struct StoreDirectory {
+    pub store: Store,
+}
+
+#[async_trait::async_trait]
+impl Directory for StoreDirectory {
+    async fn person(&self, id: &PersonId) -> Result<Option<Person>, String> {
+        let events = self.store.load_stream("person", id.as_str(), None).await.map_err(|e| e.to_string())?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        person_from(&events).map(Some).map_err(|e| e.to_string())
+    }
+    async fn card_holder(
+        &self,
+        symbol: &crate::domain::CardSymbol,
+        number: &crate::domain::CardNumber,
+    ) -> Result<Option<HouseholdId>, String> {
+        let holder = self.store.card_holder(symbol.as_str(), number.as_str()).await.map_err(|e| e.to_string())?;
+        Ok(holder.and_then(|h| HouseholdId::parse(&h).ok()))
+    }
+}
+
+// ---- views -------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct CardView {
+    pub insurer_number: String,
+    pub symbol: String,
+    pub number: String,
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct PersonView {
+    pub person_id: String,
+    pub name: String,
+    pub name_kana: String,
+    pub real_name: Option<String>,
+    pub real_name_kana: Option<String>,
+    pub birth_date: NaiveDate,
+    pub sex: &'static str,
+    pub sex_on_back: bool,
+    pub household_id: Option<String>,
+    pub insured: bool,
+    pub qualified_on: Option<NaiveDate>,
+    pub disqualified_on: Option<NaiveDate>,
+    pub applied_from: Option<NaiveDate>,
+    /// Inclusive last covered day (適用終了年月日).
+    pub applied_to: Option<NaiveDate>,
+    pub loss_reason: Option<&'static str>,
+    pub loss_code: Option<&'static str>,
+    pub card: Option<CardView>,
+    pub deemed_head: bool,
+    pub disclosure_restricted: bool,
+    pub deceased_on: Option<NaiveDate>,
+    pub last_sequence: u64,
+    pub today: NaiveDate,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct IntervalCard {
+    pub symbol: String,
+    pub number: String,
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct IntervalView {
+    pub from: NaiveDate,
+    pub to: Option<NaiveDate>,
+    pub acquisition_reason: &'static str,
+    pub loss_reason: Option<&'static str>,
+    pub loss_code: Option<&'static str>,
+    pub qualified_on: NaiveDate,
+    pub disqualified_on: Option<NaiveDate>,
+    /// Inclusive last covered day of this interval (`to` − 1).
+    pub applied_to: Option<NaiveDate>,
+    pub household_id: Option<String>,
+    pub card: Option<IntervalCard>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct EventView {
+    pub sequence: i64,
+    pub position: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub effective_date: Option<NaiveDate>,
+    pub reported_date: Option<NaiveDate>,
+    pub recorded_at: String,
+    pub late_report: bool,
+    pub status: EventStatus,
+    pub body: Value,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct TimelineView {
+    pub person_id: String,
+    pub intervals: Vec<IntervalView>,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct EligibilityView {
+    pub person_id: String,
+    pub on: NaiveDate,
+    pub insured: bool,
+    pub interval: Option<IntervalView>,
+}
+
+/// A person's stream as known at an instant, folded.
+struct Known {
+    events: Vec<StoredEvent>,
+    person: Person,
+    derived: crate::domain::history::Derived,
+}
+
+impl Ledger {
+    pub fn new(store: Store, writer: Writer, clock: Arc<dyn Clock>, vault: Arc<Vault>, settings: Settings) -> Self {
+        Self { store, writer, clock, vault, settings }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    async fn replay(&self, ctx: &RequestContext) -> Result<Option<Recorded>, LedgerError> {
+        let Some(key) = &ctx.idempotency_key else { return Ok(None) };
+        match self.store.idempotency_record(key).await? {
+            None => Ok(None),
+            Some(rec) => self.replayed(ctx, rec).map(Some),
+        }
+    }
+
+    fn replayed(&self, ctx: &RequestContext, rec: crate::store::IdempotencyRecord) -> Result<Recorded, LedgerError> {
+        if Some(&rec.fingerprint) == ctx.fingerprint.as_ref() {
+            Ok(Recorded { appended: rec.response, replayed: true })
+        } else {
+            Err(LedgerError::Rule(DomainError::new(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with another request",
+            )))
+        }
+    }
+
+    /// Submits one append and interprets the outcome; `Ok(None)` means "conflict: run again".
+    async fn submit(&self, request: AppendRequest, ctx: &RequestContext) -> Result<Option<Recorded>, LedgerError> {
+        match self.writer.append(request).await? {
+            Ok(appended) => Ok(Some(Recorded { appended, replayed: false })),
+            Err(Rejection::KeyUsed(rec)) => self.replayed(ctx, rec).map(Some),
+            Err(Rejection::Conflict { expected, actual }) => {
+                if ctx.if_match.is_some() {
+                    Err(LedgerError::Conflict { expected, actual })
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(Rejection::Unique(constraint)) => Err(LedgerError::Rule(match constraint.as_str() {
+                "events_card_number" => DomainError::new("card_number_in_use", "this card symbol and number belong to another household"),
+                "events_branch_number" => DomainError::new("branch_in_use", "this branch number is already issued"),
+                _ => DomainError::new("duplicate", "a uniqueness rule of the ledger refused the event"),
+            })),
+        }
+    }
+
+    fn check_if_match(ctx: &RequestContext, last: u64) -> Result<(), LedgerError> {
+        match ctx.if_match {
+            Some(expected) if expected != last as i64 => Err(LedgerError::Conflict { expected, actual: last as i64 }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `POST /v1/persons/{id}/events`.
+    pub async fn record_person_event(&self, person_id: &PersonId, body: &Value, ctx: &RequestContext) -> Result<Recorded, LedgerError> {
+        let today = self.clock.today();
+        let input = parse_person_event(body, today)?;
+        if let Some(r) = self.replay(ctx).await? {
+            return Ok(r);
+        }
+        self.run_person_command(person_id, input, ctx, false).await
+    }
+
+    /// Runs a parsed person command (API, import or the ledger's own jobs).
+    pub async fn run_person_command(
+        &self,
+        person_id: &PersonId,
+        input: PersonInput,
+        ctx: &RequestContext,
+        system: bool,
+    ) -> Result<Recorded, LedgerError> {
+        let today = self.clock.today();
+        for _ in 0..CONFLICT_RETRIES {
+            let stored = self.store.load_stream(Person::TYPE, person_id.as_str(), None).await?;
+            let mut person = person_from(&stored)?;
+            Self::check_if_match(ctx, person.last_sequence())?;
+            let (event, vault) = prepare_person_event(&self.vault, person_id, &person, &input);
+            let reported = event.reported_date;
+            let sink = EventSink::default();
+            if let Err(e) = person.handle(RecordPersonEvent { event, system }, &PersonServices { today }, &sink).await {
+                metrics::global().commands_refused.inc();
+                return Err(e.into());
+            }
+            let events = sink.collect().await.iter().map(|e| new_event(e, ctx, reported)).collect::<Result<Vec<_>, _>>()?;
+            let request = AppendRequest {
+                aggregate_type: Person::TYPE.into(),
+                aggregate_id: person_id.to_string(),
+                expected_sequence: stored.len() as i64,
+                events,
+                vault,
+                idempotency: ctx.idempotency_key.clone().map(|key| IdempotencyClaim {
+                    key,
+                    fingerprint: ctx.fingerprint.clone().unwrap_or_default(),
+                }),
+            };
+            if let Some(r) = self.submit(request, ctx).await? {
+                tracing::info!(person_id = %person_id, sequence = r.appended.last_sequence, position = r.appended.last_position, "person event recorded");
+                return Ok(r);
+            }
+        }
+        Err(LedgerError::Conflict { expected: -1, actual: -1 })
+    }
+
+    /// `POST /v1/households/{id}/events`.
+    pub async fn record_household_event(
+        &self,
+        household_id: &HouseholdId,
+        body: &Value,
+        ctx: &RequestContext,
+    ) -> Result<Recorded, LedgerError> {
+        let today = self.clock.today();
+        let event = parse_household_event(body, today)?;
+        if let Some(r) = self.replay(ctx).await? {
+            return Ok(r);
+        }
+        self.run_household_command(household_id, event, ctx, false).await
+    }
+
+    pub async fn run_household_command(
+        &self,
+        household_id: &HouseholdId,
+        event: HouseholdEvent,
+        ctx: &RequestContext,
+        system: bool,
+    ) -> Result<Recorded, LedgerError> {
+        let today = self.clock.today();
+        let services = HouseholdServices { today, directory: Arc::new(StoreDirectory { store: self.store.clone() }) };
+        for _ in 0..CONFLICT_RETRIES {
+            let stored = self.store.load_stream(Household::TYPE, household_id.as_str(), None).await?;
+            let mut household = household_from(&stored)?;
+            Self::check_if_match(ctx, household.last_sequence())?;
+            let reported = event.reported_date;
+            let sink = EventSink::default();
+            let cmd = RecordHouseholdEvent { household_id: household_id.clone(), event: event.clone(), system };
+            if let Err(e) = household.handle(cmd, &services, &sink).await {
+                metrics::global().commands_refused.inc();
+                return Err(e.into());
+            }
+            let events = sink.collect().await.iter().map(|e| new_event(e, ctx, reported)).collect::<Result<Vec<_>, _>>()?;
+            let request = AppendRequest {
+                aggregate_type: Household::TYPE.into(),
+                aggregate_id: household_id.to_string(),
+                expected_sequence: stored.len() as i64,
+                events,
+                vault: Vec::new(),
+                idempotency: ctx.idempotency_key.clone().map(|key| IdempotencyClaim {
+                    key,
+                    fingerprint: ctx.fingerprint.clone().unwrap_or_default(),
+                }),
+            };
+            if let Some(r) = self.submit(request, ctx).await? {
+                tracing::info!(household_id = %household_id, sequence = r.appended.last_sequence, position = r.appended.last_position, "household event recorded");
+                return Ok(r);
+            }
+        }
+        Err(LedgerError::Conflict { expected: -1, actual: -1 })
+    }
+
+    // ---- reads ---------------------------------------------------------------------------
+
+    async fn known(&self, person_id: &PersonId, as_of: Option<DateTime<Utc>>) -> Result<Known, LedgerError> {
+        let events = self.store.load_stream(Person::TYPE, person_id.as_str(), as_of).await?;
+        if events.is_empty() {
+            return Err(LedgerError::NotFound {
+                code: "person_not_found",
+                message: format!("no person {person_id}{}", if as_of.is_some() { " as of that instant" } else { "" }),
+            });
+        }
+        let person = person_from(&events)?;
+        // Stored histories were validated on the way in; a failure here means the log no longer
+        // satisfies today's rules (e.g. after a rule change) and is an internal error.
+        let derived = person.derive().map_err(|e| LedgerError::Internal(format!("stored history does not derive: {e}")))?;
+        Ok(Known { events, person, derived })
+    }
+
+    async fn household(&self, id: &HouseholdId, as_of: Option<DateTime<Utc>>) -> Result<Household, LedgerError> {
+        let events = self.store.load_stream(Household::TYPE, id.as_str(), as_of).await?;
+        household_from(&events)
+    }
+
+    /// The register head of a household who is not insured while another member is (擬制世帯主).
+    async fn is_deemed_head(
+        &self,
+        person_id: &PersonId,
+        household_id: &HouseholdId,
+        household: &Household,
+        insured: bool,
+        day: NaiveDate,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<bool, LedgerError> {
+        if insured || household.head_on(day).as_ref() != Some(person_id) {
+            return Ok(false);
+        }
+        for other in self.store.household_person_ids(household_id.as_str()).await? {
+            if other == person_id.as_str() {
+                continue;
+            }
+            let Ok(pid) = PersonId::parse(&other) else { continue };
+            let Ok(k) = self.known(&pid, as_of).await else { continue };
+            if k.derived.household_on(day) == Some(household_id) && k.derived.insured_on(day) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `GET /v1/persons/{id}`: the person as of today (Asia/Tokyo), as known at `as_of`.
+    pub async fn person(&self, person_id: &PersonId, as_of: Option<DateTime<Utc>>) -> Result<PersonView, LedgerError> {
+        let today = self.clock.today();
+        let k = self.known(person_id, as_of).await?;
+        let reg = k.person.registration().ok_or_else(|| LedgerError::Internal("registered stream without registration".into()))?;
+        let current = k.derived.run_on(today);
+        // Not insured today: show the last period, so staff see since when and why it ended.
+        let shown = current.or_else(|| k.derived.runs.iter().rev().find(|r| r.from <= today));
+        let household_id = k.derived.household_current(today).cloned();
+        let mut card = None;
+        let mut deemed_head = false;
+        if let Some(h) = &household_id {
+            let household = self.household(h, as_of).await?;
+            if let Some((symbol, number)) = household.card() {
+                card = Some(CardView {
+                    insurer_number: self.settings.insurer_number.clone(),
+                    symbol: symbol.to_string(),
+                    number: number.to_string(),
+                    branch: household.branch_of(person_id).map(|b| b.to_string()),
+                });
+            }
+            deemed_head = self.is_deemed_head(person_id, h, &household, current.is_some(), today, as_of).await?;
+        }
+        Ok(PersonView {
+            person_id: person_id.to_string(),
+            name: reg.name.as_str().to_owned(),
+            name_kana: reg.name_kana.as_str().to_owned(),
+            real_name: reg.real_name.as_ref().map(|n| n.as_str().to_owned()),
+            real_name_kana: reg.real_name_kana.as_ref().map(|n| n.as_str().to_owned()),
+            birth_date: reg.birth_date,
+            sex: reg.sex.code(),
+            sex_on_back: reg.sex_on_back,
+            household_id: household_id.map(|h| h.to_string()),
+            insured: current.is_some(),
+            qualified_on: shown.map(|r| r.qualified_on),
+            disqualified_on: shown.and_then(|r| r.disqualified_on()),
+            applied_from: shown.map(|r| r.from),
+            applied_to: shown.and_then(|r| r.applied_to()),
+            loss_reason: shown.and_then(|r| r.loss).map(|l| l.as_str()),
+            loss_code: shown.and_then(|r| r.loss).and_then(|l| l.code()),
+            card,
+            deemed_head,
+            disclosure_restricted: k.derived.disclosure_restricted_from.is_some_and(|d| d <= today),
+            deceased_on: k.derived.death,
+            last_sequence: k.person.last_sequence(),
+            today,
+        })
+    }
+
+    async fn interval_views(
+        &self,
+        person_id: &PersonId,
+        intervals: &[crate::domain::history::Interval],
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Vec<IntervalView>, LedgerError> {
+        let mut households: HashMap<HouseholdId, Household> = HashMap::new();
+        let mut out = Vec::with_capacity(intervals.len());
+        for i in intervals {
+            let mut card = None;
+            if let Some(h) = &i.household_id {
+                if !households.contains_key(h) {
+                    households.insert(h.clone(), self.household(h, as_of).await?);
+                }
+                let household = &households[h];
+                card = household.card().map(|(symbol, number)| IntervalCard {
+                    symbol: symbol.to_string(),
+                    number: number.to_string(),
+                    branch: household.branch_of(person_id).map(|b| b.to_string()),
+                });
+            }
+            out.push(IntervalView {
+                from: i.from,
+                to: i.to,
+                acquisition_reason: i.acquisition.as_str(),
+                loss_reason: i.loss.map(|l| l.as_str()),
+                loss_code: i.loss.and_then(|l| l.code()),
+                qualified_on: i.qualified_on,
+                disqualified_on: i.disqualified_on,
+                applied_to: i.to.and_then(|t| t.pred_opt()),
+                household_id: i.household_id.as_ref().map(|h| h.to_string()),
+                card,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `GET /v1/persons/{id}/timeline`.
+    pub async fn timeline(&self, person_id: &PersonId, as_of: Option<DateTime<Utc>>) -> Result<TimelineView, LedgerError> {
+        let k = self.known(person_id, as_of).await?;
+        let (statuses, _) = k.person.statuses();
+        let events = k
+            .events
+            .iter()
+            .zip(statuses)
+            .map(|(e, status)| {
+                let date = |f: &str| e.payload.get(f).and_then(Value::as_str).and_then(|s| s.parse::<NaiveDate>().ok());
+                let (effective_date, reported_date) = (date("effective_date"), date("reported_date"));
+                let late_report = matches!((effective_date, reported_date), (Some(eff), Some(rep)) if (rep - eff).num_days() > LATE_REPORT_DAYS);
+                EventView {
+                    sequence: e.sequence,
+                    position: e.position,
+                    event_type: e.event_type.clone(),
+                    effective_date,
+                    reported_date,
+                    recorded_at: format_instant(&e.recorded_at),
+                    late_report,
+                    status,
+                    body: e.payload.clone(),
+                }
+            })
+            .collect();
+        Ok(TimelineView {
+            person_id: person_id.to_string(),
+            intervals: self.interval_views(person_id, &k.derived.intervals, as_of).await?,
+            events,
+        })
+    }
+
+    /// `GET /v1/persons/{id}/eligibility?on=`.
+    pub async fn eligibility(
+        &self,
+        person_id: &PersonId,
+        on: Option<NaiveDate>,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<EligibilityView, LedgerError> {
+        let on = on.unwrap_or_else(|| self.clock.today());
+        let k = self.known(person_id, as_of).await?;
+        let interval = match k.derived.interval_on(on) {
+            Some(i) => self.interval_views(person_id, std::slice::from_ref(i), as_of).await?.pop(),
+            None => None,
+        };
+        Ok(EligibilityView { person_id: person_id.to_string(), on, insured: interval.is_some(), interval })
+    }
+
+    /// Household facts (for later read models and tests).
+    pub async fn household_view(&self, id: &HouseholdId, as_of: Option<DateTime<Utc>>) -> Result<Household, LedgerError> {
+        self.household(id, as_of).await
+    }
+
+    pub fn household_head(household: &Household, day: NaiveDate) -> Option<PersonId> {
+        household.head_on(day)
+    }
+}
+
+/// Whether a household fact may only come from the ledger itself.
+pub fn is_system_household_fact(f: &HouseholdFact) -> bool {
+    matches!(f, HouseholdFact::BranchNumberIssued { .. })
+}

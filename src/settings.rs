@@ -1,0 +1,57 @@
+//! Deployment settings, from the environment (documented in the README).
+
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// 保険者番号: six digits.
+    pub insurer_number: String,
+    /// The card symbol (記号) of this deployment.
+    pub card_symbol: String,
+    /// The audit log's origin name (signed checkpoints name it).
+    pub log_origin: String,
+    /// Where the My Number vault key lives; default beside the SQLite file, or
+    /// `./kokuho-ledger.vault.key` for PostgreSQL.
+    pub vault_key_file: Option<PathBuf>,
+    /// Requests committed together by the group-commit writer.
+    pub max_batch: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            insurer_number: "000000".into(),
+            card_symbol: "1".into(),
+            log_origin: "kokuho-ledger.local".into(),
+            vault_key_file: None,
+            max_batch: 256,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `KOKUHO_INSURER_NUMBER`, `KOKUHO_CARD_SYMBOL`, `KOKUHO_LOG_ORIGIN`,
+    /// `KOKUHO_VAULT_KEY_FILE`, `KOKUHO_MAX_BATCH`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut s = Self::default();
+        if let Ok(v) = std::env::var("KOKUHO_INSURER_NUMBER") {
+            anyhow::ensure!(v.len() == 6 && v.bytes().all(|b| b.is_ascii_digit()), "KOKUHO_INSURER_NUMBER must be 6 digits");
+            s.insurer_number = v;
+        }
+        if let Ok(v) = std::env::var("KOKUHO_CARD_SYMBOL") {
+            crate::domain::CardSymbol::parse(&v).map_err(|e| anyhow::anyhow!("KOKUHO_CARD_SYMBOL: {}", e.message))?;
+            s.card_symbol = v;
+        }
+        if let Ok(v) = std::env::var("KOKUHO_LOG_ORIGIN") {
+            anyhow::ensure!(!v.trim().is_empty(), "KOKUHO_LOG_ORIGIN must not be empty");
+            s.log_origin = v;
+        }
+        if let Ok(v) = std::env::var("KOKUHO_VAULT_KEY_FILE") {
+            s.vault_key_file = Some(PathBuf::from(v));
+        }
+        if let Ok(v) = std::env::var("KOKUHO_MAX_BATCH") {
+            s.max_batch = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| anyhow::anyhow!("KOKUHO_MAX_BATCH must be a positive integer"))?;
+        }
+        Ok(s)
+    }
+}

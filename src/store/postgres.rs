@@ -1,0 +1,208 @@
+//! PostgreSQL side of the event log.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row as _};
+
+use super::{commit_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError, StoredEvent, VaultEntry};
+
+const SELECT_EVENT: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+     payload::text AS payload, metadata::text AS metadata, recorded_at FROM events";
+
+fn event(row: PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        position: row.try_get("position")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: parse_json(row.try_get("payload")?)?,
+        metadata: parse_json(row.try_get("metadata")?)?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+pub(super) async fn append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
+    let mut tx = pool.begin().await?;
+    // The log head lock: held until commit, it orders every writer.
+    let (last_position, last_recorded_at): (i64, DateTime<Utc>) =
+        sqlx::query_as("SELECT last_position, last_recorded_at FROM log_head WHERE id FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+    let recorded_at = commit_instant(last_recorded_at);
+
+    let mut types = Vec::new();
+    let mut ids = Vec::new();
+    for r in requests {
+        types.push(r.aggregate_type.clone());
+        ids.push(r.aggregate_id.clone());
+    }
+    let heads: HashMap<(String, String), i64> = sqlx::query_as::<_, (String, String, i64)>(
+        "SELECT e.aggregate_type, e.aggregate_id, max(e.sequence) FROM events e \
+         JOIN (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[])) AS s(t, i) \
+           ON e.aggregate_type = s.t AND e.aggregate_id = s.i \
+         GROUP BY e.aggregate_type, e.aggregate_id",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(t, i, s)| ((t, i), s))
+    .collect();
+
+    let claimed: Vec<String> = requests.iter().filter_map(|r| r.idempotency.as_ref().map(|c| c.key.clone())).collect();
+    let mut used = HashMap::new();
+    if !claimed.is_empty() {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT key, fingerprint, response::text FROM idempotency_keys WHERE key = ANY($1)")
+                .bind(&claimed)
+                .fetch_all(&mut *tx)
+                .await?;
+        for (key, fingerprint, response) in rows {
+            let response = serde_json::from_str(&response).map_err(super::corrupt)?;
+            used.insert(key, IdempotencyRecord { fingerprint, response });
+        }
+    }
+
+    let plan = plan(requests, heads, used, last_position, recorded_at)?;
+    if !plan.rows.is_empty() {
+        let mut c: [Vec<String>; 6] = Default::default();
+        let mut seqs = Vec::with_capacity(plan.rows.len());
+        let mut positions = Vec::with_capacity(plan.rows.len());
+        for r in plan.rows {
+            c[0].push(r.aggregate_type);
+            c[1].push(r.aggregate_id);
+            c[2].push(r.event_type);
+            c[3].push(r.event_version);
+            c[4].push(r.payload);
+            c[5].push(r.metadata);
+            seqs.push(r.sequence);
+            positions.push(r.position);
+        }
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at) \
+             SELECT t, i, s, et, ev, p::json, m::json, pos, $9 \
+             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]) \
+               AS u(t, i, s, et, ev, p, m, pos)",
+        )
+        .bind(&c[0])
+        .bind(&c[1])
+        .bind(&seqs)
+        .bind(&c[2])
+        .bind(&c[3])
+        .bind(&c[4])
+        .bind(&c[5])
+        .bind(&positions)
+        .bind(recorded_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (v, position) in &plan.vault {
+        sqlx::query(
+            "INSERT INTO my_number_vault (commitment, person_id, salt, nonce, ciphertext, position, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (commitment) DO NOTHING",
+        )
+        .bind(&v.commitment)
+        .bind(&v.person_id)
+        .bind(&v.salt)
+        .bind(&v.nonce)
+        .bind(&v.ciphertext)
+        .bind(position)
+        .bind(recorded_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (claim, appended) in &plan.keys {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, fingerprint, response, position, created_at) VALUES ($1, $2, $3::json, $4, $5)",
+        )
+        .bind(&claim.key)
+        .bind(&claim.fingerprint)
+        .bind(serde_json::to_string(appended).map_err(super::corrupt)?)
+        .bind(appended.last_position)
+        .bind(recorded_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if plan.last_position != last_position {
+        sqlx::query("UPDATE log_head SET last_position = $1, last_recorded_at = $2 WHERE id")
+            .bind(plan.last_position)
+            .bind(recorded_at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(plan.outcomes)
+}
+
+pub(super) async fn load_stream(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!(
+        "{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = $2 AND ($3::timestamptz IS NULL OR recorded_at <= $3) ORDER BY sequence"
+    );
+    sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(as_of)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(event)
+        .collect()
+}
+
+pub(super) async fn load_streams(pool: &PgPool, aggregate_type: &str, ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!("{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = ANY($2) ORDER BY aggregate_id, sequence");
+    sqlx::query(&sql).bind(aggregate_type).bind(ids).fetch_all(pool).await?.into_iter().map(event).collect()
+}
+
+pub(super) async fn read_log(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!("{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2");
+    sqlx::query(&sql).bind(after).bind(limit).fetch_all(pool).await?.into_iter().map(event).collect()
+}
+
+pub(super) async fn household_person_ids(pool: &PgPool, household_id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'person' \
+         AND COALESCE(payload ->> 'household_id', payload -> 'replacement' ->> 'household_id') = $1",
+    )
+    .bind(household_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(super) async fn card_holder(pool: &PgPool, symbol: &str, number: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE event_type = 'card_number_assigned' \
+         AND payload ->> 'symbol' = $1 AND payload ->> 'number' = $2",
+    )
+    .bind(symbol)
+    .bind(number)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(super) async fn idempotency(pool: &PgPool, key: &str) -> Result<Option<(String, String)>, StoreError> {
+    Ok(sqlx::query_as("SELECT fingerprint, response::text FROM idempotency_keys WHERE key = $1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub(super) async fn vault_entry(pool: &PgPool, commitment: &str) -> Result<Option<VaultEntry>, StoreError> {
+    let row: Option<(String, String, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT commitment, person_id, salt, nonce, ciphertext FROM my_number_vault WHERE commitment = $1",
+    )
+    .bind(commitment)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(commitment, person_id, salt, nonce, ciphertext)| VaultEntry { commitment, person_id, salt, nonce, ciphertext }))
+}

@@ -1,0 +1,191 @@
+//! SQLite side of the event log (the embedded default).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row as _, SqlitePool};
+
+use super::{commit_instant, corrupt, format_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError, StoredEvent, VaultEntry};
+
+const SELECT_EVENT: &str =
+    "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at FROM events";
+
+fn parse_instant(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(corrupt)
+}
+
+fn event(row: SqliteRow) -> Result<StoredEvent, StoreError> {
+    let recorded_at: String = row.try_get("recorded_at")?;
+    Ok(StoredEvent {
+        position: row.try_get("position")?,
+        aggregate_type: row.try_get("aggregate_type")?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        sequence: row.try_get("sequence")?,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        payload: parse_json(row.try_get("payload")?)?,
+        metadata: parse_json(row.try_get("metadata")?)?,
+        recorded_at: parse_instant(&recorded_at)?,
+    })
+}
+
+pub(super) async fn append(pool: &SqlitePool, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
+    // IMMEDIATE takes the write lock now, so the reads below are authoritative.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let (last_position, last_recorded_at): (i64, String) =
+        sqlx::query_as("SELECT last_position, last_recorded_at FROM log_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+    let recorded_at = commit_instant(parse_instant(&last_recorded_at)?);
+    let stamp = format_instant(&recorded_at);
+
+    let mut heads = HashMap::new();
+    for r in requests {
+        let key = (r.aggregate_type.clone(), r.aggregate_id.clone());
+        if heads.contains_key(&key) {
+            continue;
+        }
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT max(sequence) FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2")
+                .bind(&r.aggregate_type)
+                .bind(&r.aggregate_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        heads.insert(key, head.unwrap_or(0));
+    }
+    let mut used = HashMap::new();
+    for claim in requests.iter().filter_map(|r| r.idempotency.as_ref()) {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT fingerprint, response FROM idempotency_keys WHERE key = ?1")
+                .bind(&claim.key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((fingerprint, response)) = row {
+            used.insert(claim.key.clone(), IdempotencyRecord { fingerprint, response: serde_json::from_str(&response).map_err(corrupt)? });
+        }
+    }
+
+    let plan = plan(requests, heads, used, last_position, recorded_at)?;
+    for r in &plan.rows {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .bind(&r.aggregate_type)
+        .bind(&r.aggregate_id)
+        .bind(r.sequence)
+        .bind(&r.event_type)
+        .bind(&r.event_version)
+        .bind(&r.payload)
+        .bind(&r.metadata)
+        .bind(r.position)
+        .bind(&stamp)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (v, position) in &plan.vault {
+        sqlx::query(
+            "INSERT INTO my_number_vault (commitment, person_id, salt, nonce, ciphertext, position, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (commitment) DO NOTHING",
+        )
+        .bind(&v.commitment)
+        .bind(&v.person_id)
+        .bind(&v.salt)
+        .bind(&v.nonce)
+        .bind(&v.ciphertext)
+        .bind(position)
+        .bind(&stamp)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for (claim, appended) in &plan.keys {
+        sqlx::query("INSERT INTO idempotency_keys (key, fingerprint, response, position, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .bind(&claim.key)
+            .bind(&claim.fingerprint)
+            .bind(serde_json::to_string(appended).map_err(corrupt)?)
+            .bind(appended.last_position)
+            .bind(&stamp)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if plan.last_position != last_position {
+        sqlx::query("UPDATE log_head SET last_position = ?1, last_recorded_at = ?2 WHERE id = 1")
+            .bind(plan.last_position)
+            .bind(&stamp)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(plan.outcomes)
+}
+
+pub(super) async fn load_stream(
+    pool: &SqlitePool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    as_of: Option<DateTime<Utc>>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!("{SELECT_EVENT} WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND (?3 IS NULL OR recorded_at <= ?3) ORDER BY sequence");
+    sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(as_of.map(|t| format_instant(&t)))
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(event)
+        .collect()
+}
+
+pub(super) async fn load_streams(pool: &SqlitePool, aggregate_type: &str, ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
+    // json_each keeps the statement one parameter wide whatever the number of ids.
+    let sql = format!(
+        "{SELECT_EVENT} WHERE aggregate_type = ?1 AND aggregate_id IN (SELECT value FROM json_each(?2)) ORDER BY aggregate_id, sequence"
+    );
+    let ids = serde_json::to_string(ids).map_err(corrupt)?;
+    sqlx::query(&sql).bind(aggregate_type).bind(ids).fetch_all(pool).await?.into_iter().map(event).collect()
+}
+
+pub(super) async fn read_log(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql = format!("{SELECT_EVENT} WHERE position > ?1 ORDER BY position LIMIT ?2");
+    sqlx::query(&sql).bind(after).bind(limit).fetch_all(pool).await?.into_iter().map(event).collect()
+}
+
+pub(super) async fn household_person_ids(pool: &SqlitePool, household_id: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'person' \
+         AND coalesce(json_extract(payload, '$.household_id'), json_extract(payload, '$.replacement.household_id')) = ?1",
+    )
+    .bind(household_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(super) async fn card_holder(pool: &SqlitePool, symbol: &str, number: &str) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT aggregate_id FROM events WHERE event_type = 'card_number_assigned' \
+         AND json_extract(payload, '$.symbol') = ?1 AND json_extract(payload, '$.number') = ?2",
+    )
+    .bind(symbol)
+    .bind(number)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(super) async fn idempotency(pool: &SqlitePool, key: &str) -> Result<Option<(String, String)>, StoreError> {
+    Ok(sqlx::query_as("SELECT fingerprint, response FROM idempotency_keys WHERE key = ?1")
+        .bind(key)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub(super) async fn vault_entry(pool: &SqlitePool, commitment: &str) -> Result<Option<VaultEntry>, StoreError> {
+    let row: Option<(String, String, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT commitment, person_id, salt, nonce, ciphertext FROM my_number_vault WHERE commitment = ?1",
+    )
+    .bind(commitment)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(commitment, person_id, salt, nonce, ciphertext)| VaultEntry { commitment, person_id, salt, nonce, ciphertext }))
+}

@@ -1,0 +1,126 @@
+//! Test harness: a fresh database per test, on the real PostgreSQL server named by
+//! `DATABASE_URL` (never skipped: an unreachable server fails the test) or a temporary SQLite
+//! file.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kokuho_ledger::clock::FixedClock;
+use kokuho_ledger::ledger::Ledger;
+use kokuho_ledger::settings::Settings;
+use kokuho_ledger::store::writer::Writer;
+use kokuho_ledger::store::Store;
+use kokuho_ledger::vault::Vault;
+use sqlx::Connection;
+
+pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// "Today" of the tests: 2026-11-25, noon in Tokyo.
+pub fn test_now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-25T03:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+pub enum Kind {
+    Postgres,
+    Sqlite,
+}
+
+pub struct TestDb {
+    pub url: String,
+    pg_admin: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.to_owned())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{db}?{q}"),
+        None => format!("{root}/{db}"),
+    }
+}
+
+impl TestDb {
+    pub async fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Postgres => {
+                let admin = pg_admin_url();
+                let name = format!("kl_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at DATABASE_URL is required for this test: {e}"));
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                TestDb { url: with_database(&admin, &name), pg_admin: Some((admin, name)), _dir: None }
+            }
+            Kind::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+                TestDb { url, pg_admin: None, _dir: Some(dir) }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.pg_admin.is_some()
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.url).await.unwrap()
+    }
+
+    /// Drops the PostgreSQL database (the SQLite directory goes with the value).
+    pub async fn cleanup(self) {
+        if let Some((admin, name)) = &self.pg_admin {
+            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+        }
+    }
+}
+
+pub struct TestLedger {
+    pub db: TestDb,
+    pub ledger: Arc<Ledger>,
+    pub store: Store,
+    pub clock: Arc<FixedClock>,
+}
+
+pub async fn ledger(kind: Kind) -> TestLedger {
+    let db = TestDb::new(kind).await;
+    let store = db.store().await;
+    let clock = Arc::new(FixedClock::new(test_now()));
+    let (writer, _task) = Writer::spawn(store.clone(), 64);
+    let settings = Settings { insurer_number: "131999".into(), ..Settings::default() };
+    let ledger = Arc::new(Ledger::new(store.clone(), writer, clock.clone(), Arc::new(Vault::from_key([42; 32])), settings));
+    TestLedger { db, ledger, store, clock }
+}
+
+/// Defines one test per backend: `name::postgres` and `name::sqlite`.
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                ($body)(common::Kind::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                ($body)(common::Kind::Sqlite).await
+            }
+        }
+    };
+}
