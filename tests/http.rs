@@ -359,3 +359,27 @@ on_both!(my_number_never_enters_the_log, |kind| async move {
     assert_eq!(entry.person_id, "31");
     api.t.db.cleanup().await;
 });
+
+on_both!(concurrent_commands_without_if_match_all_land, |kind| async move {
+    let api = Api::new(kind).await;
+    api.register("61", "1980-06-15").await;
+    api.event("61", json!({"type": "moved_in", "effective_date": "2020-04-01", "from": "abroad", "household_id": "1"})).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let router = api.router.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"type": "document_collected", "effective_date": format!("2025-01-{:02}", i + 1)}).to_string();
+            let res = router.oneshot(Request::post("/v1/persons/61/events").body(Body::from(body)).unwrap()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::CREATED);
+            let v: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+            v["sequence"].as_i64().unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort();
+    assert_eq!(seqs, (3..=22).collect::<Vec<_>>(), "each command landed once, none lost to a conflict");
+    api.t.db.cleanup().await;
+});

@@ -1,0 +1,239 @@
+//! The binary itself: crash survival of acknowledged events (kill -9), graceful shutdown,
+//! `import` (all-or-nothing validation, line numbers), `migrate`, exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Kind, TestDb};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kokuho-ledger");
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn start(db: &TestDb, dir: &std::path::Path) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
+        .env("KOKUHO_VAULT_KEY_FILE", dir.join("vault.key"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announced its address");
+    Server { child, addr }
+}
+
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    // Small bodies may come chunked: take the JSON between the first `{` and the last `}`.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    (status, json)
+}
+
+fn register(addr: &str, id: &str) -> (u16, Value) {
+    let body = json!({"type": "registered", "effective_date": "2020-01-01", "name": "試験 花子", "name_kana": "シケン　ハナコ",
+        "birth_date": "1985-03-03", "sex": "2"});
+    http(addr, "POST", &format!("/v1/persons/{id}/events"), &body.to_string())
+}
+
+async fn crash_survival(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&db, dir.path());
+    let addr = server.addr.clone();
+    // Writers keep going while the process is killed; whatever was acknowledged must survive.
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..400 {
+                    let id = format!("{}{:04}", w + 1, i);
+                    match std::panic::catch_unwind(|| register(&addr, &id)) {
+                        Ok((201, body)) => acked.push((id, body["position"].as_i64().unwrap())),
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    server.child.kill().unwrap(); // SIGKILL: no shutdown path runs
+    server.child.wait().unwrap();
+    let acked: Vec<(String, i64)> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert!(acked.len() > 10, "the server acknowledged writes before the kill ({})", acked.len());
+
+    let server = start(&db, dir.path());
+    for (id, position) in &acked {
+        let (status, body) = http(&server.addr, "GET", &format!("/v1/persons/{id}/timeline"), "");
+        assert_eq!(status, 200, "acknowledged person {id} lost");
+        assert_eq!(body["events"][0]["position"].as_i64(), Some(*position));
+    }
+    let store = db.store().await;
+    let events = store.read_log(0, 1_000_000).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=events.len() as i64).collect::<Vec<_>>());
+    stop(server);
+    store.close().await;
+    db.cleanup().await;
+}
+
+fn stop(mut server: Server) {
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_events_survive_kill_9_postgres() {
+    crash_survival(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_events_survive_kill_9_sqlite() {
+    crash_survival(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_shuts_down_gracefully() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&db, dir.path());
+    assert_eq!(register(&server.addr, "1").0, 201);
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let code = server.child.wait().unwrap();
+    assert!(code.success(), "exit status {code:?}");
+    let server = start(&db, dir.path());
+    assert_eq!(http(&server.addr, "GET", "/v1/persons/1", "").0, 200);
+    stop(server);
+}
+
+fn import(db: &TestDb, dir: &std::path::Path, lines: &[Value]) -> std::process::Output {
+    let file = dir.join("events.jsonl");
+    let mut f = std::fs::File::create(&file).unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    Command::new(BIN)
+        .args(["import", file.to_str().unwrap(), "--database-url", &db.url, "--batch-size", "7"])
+        .env("KOKUHO_VAULT_KEY_FILE", dir.join("vault.key"))
+        .output()
+        .unwrap()
+}
+
+fn family() -> Vec<Value> {
+    let mut lines = Vec::new();
+    for (i, id) in ["501", "502", "503"].iter().enumerate() {
+        lines.push(json!({"person_id": id, "type": "registered", "effective_date": "2020-01-01", "name": "家族 一郎",
+            "name_kana": "ｶｿﾞｸ ｲﾁﾛｳ", "birth_date": format!("198{i}-01-01"), "sex": "1", "my_number": "123456789018"}));
+        lines.push(json!({"person_id": id, "type": "moved_in", "effective_date": "2021-04-01", "from": "other_prefecture", "household_id": "900"}));
+    }
+    lines.push(json!({"household_id": "900", "type": "household_head_changed", "effective_date": "2021-04-01", "person_id": "501"}));
+    lines.push(json!({"household_id": "900", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "000900"}));
+    lines.push(json!({"person_id": "502", "type": "employee_insurance_joined", "effective_date": "2023-04-01"}));
+    lines
+}
+
+async fn import_on(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let dir = tempfile::tempdir().unwrap();
+    // An invalid line: reported by number, nothing written.
+    let mut bad = family();
+    bad.insert(4, json!({"person_id": "502", "type": "moved_out", "effective_date": "2021-01-01", "to": "abroad"}));
+    let out = import(&db, dir.path(), &bad);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 5") && err.contains("not_resident"), "{err}");
+    let mut malformed = family();
+    malformed.insert(2, json!({"person_id": "50x", "type": "died", "effective_date": "2021-01-01"}));
+    let out = import(&db, dir.path(), &malformed);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
+    let store = db.store().await;
+    assert_eq!(store.head().await.unwrap(), 0, "a failed import writes nothing");
+
+    let out = import(&db, dir.path(), &family());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 9 events"));
+    let events = store.read_log(0, 100).await.unwrap();
+    assert_eq!(events.len(), 9);
+    assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=9).collect::<Vec<_>>());
+    assert_eq!(events[0].payload["name_kana"], "カゾク　イチロウ", "half-width kana stored full width");
+    assert_eq!(events[0].metadata["actor"], "import");
+    assert!(!serde_json::to_string(&events.iter().map(|e| &e.payload).collect::<Vec<_>>()).unwrap().contains("123456789018"));
+    // A second import continues the streams and re-checks against what is stored.
+    let more = vec![json!({"person_id": "501", "type": "moved_in", "effective_date": "2022-01-01", "from": "abroad", "household_id": "900"})];
+    let out = import(&db, dir.path(), &more);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already_resident"));
+    let more = vec![json!({"household_id": "901", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "000900"})];
+    let out = import(&db, dir.path(), &more);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("card_number_in_use"));
+    let more = vec![json!({"person_id": "502", "type": "employee_insurance_left", "effective_date": "2024-04-01"})];
+    assert!(import(&db, dir.path(), &more).status.success());
+    assert_eq!(store.head().await.unwrap(), 10);
+    store.close().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_postgres() {
+    import_on(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_sqlite() {
+    import_on(Kind::Sqlite).await;
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_works() {
+    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    for sub in [&["--help"][..], &["serve", "--help"], &["migrate", "--help"], &["import", "--help"]] {
+        let out = Command::new(BIN).args(sub).output().unwrap();
+        assert!(out.status.success(), "{sub:?}");
+    }
+    let out = Command::new(BIN).args(["migrate", "--database-url", "mysql://x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_creates_the_schema() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let out = Command::new(BIN).args(["migrate", "--database-url", &db.url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let store = kokuho_ledger::store::Store::connect_without_migrating(&db.url).await.unwrap();
+    assert_eq!(store.head().await.unwrap(), 0);
+    store.close().await;
+    db.cleanup().await;
+}
