@@ -21,6 +21,7 @@ use crate::metrics;
 use crate::settings::Settings;
 use crate::store::writer::Writer;
 use crate::store::{format_instant, AppendRequest, Appended, IdempotencyClaim, NewEvent, Rejection, Store, StoreError, StoredEvent, VaultEntry};
+use crate::stream_locks::StreamLocks;
 use crate::vault::Vault;
 
 /// How often a command is re-run when another writer moved the stream first (without If-Match).
@@ -78,6 +79,7 @@ pub struct Ledger {
     clock: Arc<dyn Clock>,
     vault: Arc<Vault>,
     settings: Settings,
+    locks: StreamLocks,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> LedgerError {
@@ -282,7 +284,7 @@ struct Known {
 
 impl Ledger {
     pub fn new(store: Store, writer: Writer, clock: Arc<dyn Clock>, vault: Arc<Vault>, settings: Settings) -> Self {
-        Self { store, writer, clock, vault, settings }
+        Self { store, writer, clock, vault, settings, locks: StreamLocks::default() }
     }
 
     pub fn store(&self) -> &Store {
@@ -360,6 +362,7 @@ impl Ledger {
         system: bool,
     ) -> Result<Recorded, LedgerError> {
         let today = self.clock.today();
+        let _serial = self.locks.lock(format!("person/{person_id}")).await;
         for _ in 0..CONFLICT_RETRIES {
             let stored = self.store.load_stream(Person::TYPE, person_id.as_str(), None).await?;
             let mut person = person_from(&stored)?;
@@ -415,6 +418,7 @@ impl Ledger {
     ) -> Result<Recorded, LedgerError> {
         let today = self.clock.today();
         let services = HouseholdServices { today, directory: Arc::new(StoreDirectory { store: self.store.clone() }) };
+        let _serial = self.locks.lock(format!("household/{household_id}")).await;
         for _ in 0..CONFLICT_RETRIES {
             let stored = self.store.load_stream(Household::TYPE, household_id.as_str(), None).await?;
             let mut household = household_from(&stored)?;

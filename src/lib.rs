@@ -12,3 +12,4 @@ pub mod http;
 pub mod app;
 pub mod cli;
 pub mod import;
+pub mod stream_locks;
