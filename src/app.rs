@@ -34,7 +34,9 @@ pub struct Opened {
 
 /// Connects, migrates, opens (or creates) the vault key and starts the group-commit writer.
 pub async fn open(url: &str, settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Opened> {
-    let store = Store::connect(url).await.with_context(|| format!("opening the {:?} database", database_kind(url).ok()))?;
+    let store = Store::connect(url)
+        .await
+        .with_context(|| format!("opening the {:?} database", database_kind(url).ok()))?;
     let key = vault_key_path(url, &settings)?;
     let vault = Vault::open_key_file(&key, true)?;
     let (writer, writer_task) = Writer::spawn(store.clone(), settings.max_batch);

@@ -13,7 +13,11 @@ use crate::settings::Settings;
 use crate::store::Store;
 
 #[derive(Parser, Debug)]
-#[command(name = "kokuho-ledger", version, about = "Event-sourced NHI eligibility history ledger")]
+#[command(
+    name = "kokuho-ledger",
+    version,
+    about = "Event-sourced NHI eligibility history ledger"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -58,7 +62,11 @@ fn url(u: Option<String>) -> String {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs the command line; the exit code follows api.md (0 ok, 1 failed, 2 bad usage).
@@ -70,7 +78,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(head = store.head().await?, "migrations applied");
             Ok(())
         }
-        Command::Import { file, database_url, batch_size, actor } => {
+        Command::Import {
+            file,
+            database_url,
+            batch_size,
+            actor,
+        } => {
             let settings = Settings::from_env()?;
             let summary = crate::import::run(&file, &url(database_url), settings, batch_size.max(1), &actor).await?;
             println!("{summary}");
@@ -82,14 +95,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let opened = app::open(url, settings, Arc::new(SystemClock)).await?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, database = ?opened.ledger.store().kind(), "serving");
     let router = crate::http::router(opened.ledger.clone());
     let store = opened.ledger.store().clone();
     drop(opened.ledger);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     // The router (and with it the last writer handle) is gone: the writer drains and stops.
-    if tokio::time::timeout(Duration::from_secs(30), opened.writer_task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), opened.writer_task)
+        .await
+        .is_err()
+    {
         tracing::warn!("the writer did not drain within 30 s");
     }
     store.close().await;

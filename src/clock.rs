@@ -52,9 +52,13 @@ mod tests {
 
     #[test]
     fn tokyo_date_turns_at_15_utc() {
-        let t = DateTime::parse_from_rfc3339("2026-11-24T14:59:59Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-24T14:59:59Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(tokyo_date(t), NaiveDate::from_ymd_opt(2026, 11, 24).unwrap());
-        let t = DateTime::parse_from_rfc3339("2026-11-24T15:00:00Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-24T15:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(tokyo_date(t), NaiveDate::from_ymd_opt(2026, 11, 25).unwrap());
     }
 }

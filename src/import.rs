@@ -43,8 +43,11 @@ fn line_error(number: usize, e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 fn parse_line(text: &str, today: chrono::NaiveDate) -> Result<Target, InputError> {
-    let mut v: Value = serde_json::from_str(text).map_err(|e| InputError::new("invalid_json", format!("not valid JSON: {e}")))?;
-    let obj = v.as_object_mut().ok_or_else(|| InputError::new("invalid_body", "a line must be a JSON object"))?;
+    let mut v: Value =
+        serde_json::from_str(text).map_err(|e| InputError::new("invalid_json", format!("not valid JSON: {e}")))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| InputError::new("invalid_body", "a line must be a JSON object"))?;
     let ty = obj
         .get("type")
         .and_then(Value::as_str)
@@ -62,7 +65,10 @@ fn parse_line(text: &str, today: chrono::NaiveDate) -> Result<Target, InputError
         let id = PersonId::parse(&take_id(obj, "person_id")?)?;
         Ok(Target::Person(id, parse_person_event(&v, today)?))
     } else {
-        Err(InputError::new("unknown_event_type", format!("unknown event type {ty:?}")))
+        Err(InputError::new(
+            "unknown_event_type",
+            format!("unknown event type {ty:?}"),
+        ))
     }
 }
 
@@ -83,7 +89,11 @@ impl Directory for MemoryDirectory {
         if let Some(h) = self.cards.read().expect("lock").get(&key) {
             return Ok(Some(h.clone()));
         }
-        let held = self.store.card_holder(&key.0, &key.1).await.map_err(|e| e.to_string())?;
+        let held = self
+            .store
+            .card_holder(&key.0, &key.1)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(held.and_then(|h| HouseholdId::parse(&h).ok()))
     }
 }
@@ -106,7 +116,8 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
     let today = clock.today();
 
     // 1. Parse every line.
-    let reader = std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
+    let reader =
+        std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
     let mut lines = Vec::new();
     for (i, text) in reader.lines().enumerate() {
         let number = i + 1;
@@ -131,30 +142,51 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
             }
             Target::Household(h, e) => {
                 household_ids.insert(h.to_string());
-                if let HouseholdFact::HouseholdHeadChanged { person_id } | HouseholdFact::NhiHeadDesignated { person_id } = &e.fact {
+                if let HouseholdFact::HouseholdHeadChanged { person_id }
+                | HouseholdFact::NhiHeadDesignated { person_id } = &e.fact
+                {
                     person_ids.insert(person_id.to_string());
                 }
             }
         }
     }
     let mut persons: HashMap<PersonId, Person> = HashMap::new();
-    for (id, events) in group(store.load_streams(Person::TYPE, &person_ids.into_iter().collect::<Vec<_>>()).await?) {
+    for (id, events) in group(
+        store
+            .load_streams(Person::TYPE, &person_ids.into_iter().collect::<Vec<_>>())
+            .await?,
+    ) {
         persons.insert(PersonId::parse(&id)?, person_from(&events)?);
     }
     let mut households: HashMap<HouseholdId, Household> = HashMap::new();
-    for (id, events) in group(store.load_streams(Household::TYPE, &household_ids.into_iter().collect::<Vec<_>>()).await?) {
+    for (id, events) in group(
+        store
+            .load_streams(Household::TYPE, &household_ids.into_iter().collect::<Vec<_>>())
+            .await?,
+    ) {
         households.insert(HouseholdId::parse(&id)?, household_from(&events)?);
     }
-    let directory = Arc::new(MemoryDirectory { persons: RwLock::new(persons), cards: RwLock::default(), store: store.clone() });
+    let directory = Arc::new(MemoryDirectory {
+        persons: RwLock::new(persons),
+        cards: RwLock::default(),
+        store: store.clone(),
+    });
 
     // 3. Run every line through its aggregate, in file order.
     let run_id = uuid::Uuid::new_v4();
     let pb = bar(lines.len() as u64, "checking");
     let mut requests: Vec<(usize, AppendRequest)> = Vec::with_capacity(lines.len());
     let person_services = PersonServices { today };
-    let household_services = HouseholdServices { today, directory: directory.clone() };
+    let household_services = HouseholdServices {
+        today,
+        directory: directory.clone(),
+    };
     for l in lines {
-        let ctx = RequestContext { actor: actor.to_owned(), request_id: format!("{run_id}:{}", l.number), ..Default::default() };
+        let ctx = RequestContext {
+            actor: actor.to_owned(),
+            request_id: format!("{run_id}:{}", l.number),
+            ..Default::default()
+        };
         let request = match l.target {
             Target::Person(id, input) => {
                 let mut persons = directory.persons.write().expect("lock");
@@ -164,33 +196,66 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
                 let reported = event.reported_date;
                 let sink = EventSink::default();
                 // The handler only awaits its event sink: it completes without yielding.
-                futures::executor::block_on(person.handle(RecordPersonEvent { event, system: false }, &person_services, &sink))
-                    .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
+                futures::executor::block_on(person.handle(
+                    RecordPersonEvent { event, system: false },
+                    &person_services,
+                    &sink,
+                ))
+                .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
                 let events = futures::executor::block_on(sink.collect())
                     .iter()
                     .map(|e| new_event(e, &ctx, reported))
                     .collect::<Result<Vec<_>, _>>()?;
-                AppendRequest { aggregate_type: Person::TYPE.into(), aggregate_id: id.to_string(), expected_sequence: expected, events, vault: vault_entries, idempotency: None }
+                AppendRequest {
+                    aggregate_type: Person::TYPE.into(),
+                    aggregate_id: id.to_string(),
+                    expected_sequence: expected,
+                    events,
+                    vault: vault_entries,
+                    idempotency: None,
+                }
             }
             Target::Household(id, event) => {
                 let household = households.entry(id.clone()).or_default();
                 let expected = household.last_sequence() as i64;
                 let reported = event.reported_date;
                 let card = match &event.fact {
-                    HouseholdFact::CardNumberAssigned { symbol, number } => Some((symbol.to_string(), number.to_string())),
+                    HouseholdFact::CardNumberAssigned { symbol, number } => {
+                        Some((symbol.to_string(), number.to_string()))
+                    }
                     _ => None,
                 };
                 let sink = EventSink::default();
                 household
-                    .handle(RecordHouseholdEvent { household_id: id.clone(), event, system: false }, &household_services, &sink)
+                    .handle(
+                        RecordHouseholdEvent {
+                            household_id: id.clone(),
+                            event,
+                            system: false,
+                        },
+                        &household_services,
+                        &sink,
+                    )
                     .await
                     .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
                 if let Some(card) = card {
                     // Later lines must see this card as taken.
                     directory.cards.write().expect("lock").insert(card, id.clone());
                 }
-                let events = sink.collect().await.iter().map(|e| new_event(e, &ctx, reported)).collect::<Result<Vec<_>, _>>()?;
-                AppendRequest { aggregate_type: Household::TYPE.into(), aggregate_id: id.to_string(), expected_sequence: expected, events, vault: Vec::new(), idempotency: None }
+                let events = sink
+                    .collect()
+                    .await
+                    .iter()
+                    .map(|e| new_event(e, &ctx, reported))
+                    .collect::<Result<Vec<_>, _>>()?;
+                AppendRequest {
+                    aggregate_type: Household::TYPE.into(),
+                    aggregate_id: id.to_string(),
+                    expected_sequence: expected,
+                    events,
+                    vault: Vec::new(),
+                    idempotency: None,
+                }
             }
         };
         requests.push((l.number, request));
@@ -225,7 +290,9 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
                     "line {number}: the stream was changed by another writer during the import; \
                      lines before it in its batch were not written, {written_lines} earlier lines were"
                 ),
-                Err(other) => bail!("line {number}: refused while writing: {other:?}; {written_lines} earlier lines were written"),
+                Err(other) => {
+                    bail!("line {number}: refused while writing: {other:?}; {written_lines} earlier lines were written")
+                }
             }
         }
         written_lines += j - i;

@@ -20,7 +20,10 @@ use crate::domain::{
 use crate::metrics;
 use crate::settings::Settings;
 use crate::store::writer::Writer;
-use crate::store::{format_instant, AppendRequest, Appended, IdempotencyClaim, NewEvent, Rejection, Store, StoreError, StoredEvent, VaultEntry};
+use crate::store::{
+    format_instant, AppendRequest, Appended, IdempotencyClaim, NewEvent, Rejection, Store, StoreError, StoredEvent,
+    VaultEntry,
+};
 use crate::stream_locks::StreamLocks;
 use crate::vault::Vault;
 
@@ -103,7 +106,11 @@ pub fn household_from(events: &[StoredEvent]) -> Result<Household, LedgerError> 
 }
 
 /// Serialises an event for the log, with the request's context as metadata.
-pub fn new_event<E: DomainEvent>(event: &E, ctx: &RequestContext, reported_date: NaiveDate) -> Result<NewEvent, LedgerError> {
+pub fn new_event<E: DomainEvent>(
+    event: &E,
+    ctx: &RequestContext,
+    reported_date: NaiveDate,
+) -> Result<NewEvent, LedgerError> {
     let mut metadata = serde_json::Map::new();
     metadata.insert("actor".into(), json!(ctx.actor));
     if let Some(t) = &ctx.terminal {
@@ -140,8 +147,13 @@ pub fn prepare_person_event(
                 entries.push(v);
             }
         }
-        PersonFact::Corrected { target_sequence, replacement } => {
-            let target = target_sequence.checked_sub(1).and_then(|i| person.events().get(i as usize));
+        PersonFact::Corrected {
+            target_sequence,
+            replacement,
+        } => {
+            let target = target_sequence
+                .checked_sub(1)
+                .and_then(|i| person.events().get(i as usize));
             if let Some(t) = target {
                 if input.replacement_reported_date_missing {
                     replacement.reported_date = t.reported_date;
@@ -171,7 +183,11 @@ pub struct StoreDirectory {
 #[async_trait::async_trait]
 impl Directory for StoreDirectory {
     async fn person(&self, id: &PersonId) -> Result<Option<Person>, String> {
-        let events = self.store.load_stream("person", id.as_str(), None).await.map_err(|e| e.to_string())?;
+        let events = self
+            .store
+            .load_stream("person", id.as_str(), None)
+            .await
+            .map_err(|e| e.to_string())?;
         if events.is_empty() {
             return Ok(None);
         }
@@ -182,7 +198,11 @@ impl Directory for StoreDirectory {
         symbol: &crate::domain::CardSymbol,
         number: &crate::domain::CardNumber,
     ) -> Result<Option<HouseholdId>, String> {
-        let holder = self.store.card_holder(symbol.as_str(), number.as_str()).await.map_err(|e| e.to_string())?;
+        let holder = self
+            .store
+            .card_holder(symbol.as_str(), number.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(holder.and_then(|h| HouseholdId::parse(&h).ok()))
     }
 }
@@ -217,6 +237,8 @@ pub struct PersonView {
     pub loss_reason: Option<&'static str>,
     pub loss_code: Option<&'static str>,
     pub card: Option<CardView>,
+    /// The coming 75th-birthday loss of a person insured today (derived, not yet reached).
+    pub late_elderly_on: Option<NaiveDate>,
     pub deemed_head: bool,
     pub disclosure_restricted: bool,
     pub deceased_on: Option<NaiveDate>,
@@ -284,7 +306,14 @@ struct Known {
 
 impl Ledger {
     pub fn new(store: Store, writer: Writer, clock: Arc<dyn Clock>, vault: Arc<Vault>, settings: Settings) -> Self {
-        Self { store, writer, clock, vault, settings, locks: StreamLocks::default() }
+        Self {
+            store,
+            writer,
+            clock,
+            vault,
+            settings,
+            locks: StreamLocks::default(),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -298,7 +327,9 @@ impl Ledger {
     }
 
     async fn replay(&self, ctx: &RequestContext) -> Result<Option<Recorded>, LedgerError> {
-        let Some(key) = &ctx.idempotency_key else { return Ok(None) };
+        let Some(key) = &ctx.idempotency_key else {
+            return Ok(None);
+        };
         match self.store.idempotency_record(key).await? {
             None => Ok(None),
             Some(rec) => self.replayed(ctx, rec).map(Some),
@@ -307,7 +338,10 @@ impl Ledger {
 
     fn replayed(&self, ctx: &RequestContext, rec: crate::store::IdempotencyRecord) -> Result<Recorded, LedgerError> {
         if Some(&rec.fingerprint) == ctx.fingerprint.as_ref() {
-            Ok(Recorded { appended: rec.response, replayed: true })
+            Ok(Recorded {
+                appended: rec.response,
+                replayed: true,
+            })
         } else {
             Err(LedgerError::Rule(DomainError::new(
                 "idempotency_key_reused",
@@ -319,7 +353,10 @@ impl Ledger {
     /// Submits one append and interprets the outcome; `Ok(None)` means "conflict: run again".
     async fn submit(&self, request: AppendRequest, ctx: &RequestContext) -> Result<Option<Recorded>, LedgerError> {
         match self.writer.append(request).await? {
-            Ok(appended) => Ok(Some(Recorded { appended, replayed: false })),
+            Ok(appended) => Ok(Some(Recorded {
+                appended,
+                replayed: false,
+            })),
             Err(Rejection::KeyUsed(rec)) => self.replayed(ctx, rec).map(Some),
             Err(Rejection::Conflict { expected, actual }) => {
                 if ctx.if_match.is_some() {
@@ -329,27 +366,45 @@ impl Ledger {
                 }
             }
             Err(Rejection::Unique(constraint)) => Err(LedgerError::Rule(match constraint.as_str() {
-                "events_card_number" => DomainError::new("card_number_in_use", "this card symbol and number belong to another household"),
+                "events_card_number" => DomainError::new(
+                    "card_number_in_use",
+                    "this card symbol and number belong to another household",
+                ),
                 "events_branch_number" => DomainError::new("branch_in_use", "this branch number is already issued"),
                 _ => DomainError::new("duplicate", "a uniqueness rule of the ledger refused the event"),
             })),
         }
     }
 
+    /// A refused command; if its Idempotency-Key meanwhile landed (a retry through another
+    /// process), the first answer stands.
+    async fn refused(&self, e: CommandError, ctx: &RequestContext) -> Result<Recorded, LedgerError> {
+        if let Some(r) = self.replay(ctx).await? {
+            return Ok(r);
+        }
+        metrics::global().commands_refused.inc();
+        Err(e.into())
+    }
+
     fn check_if_match(ctx: &RequestContext, last: u64) -> Result<(), LedgerError> {
         match ctx.if_match {
-            Some(expected) if expected != last as i64 => Err(LedgerError::Conflict { expected, actual: last as i64 }),
+            Some(expected) if expected != last as i64 => Err(LedgerError::Conflict {
+                expected,
+                actual: last as i64,
+            }),
             _ => Ok(()),
         }
     }
 
     /// `POST /v1/persons/{id}/events`.
-    pub async fn record_person_event(&self, person_id: &PersonId, body: &Value, ctx: &RequestContext) -> Result<Recorded, LedgerError> {
+    pub async fn record_person_event(
+        &self,
+        person_id: &PersonId,
+        body: &Value,
+        ctx: &RequestContext,
+    ) -> Result<Recorded, LedgerError> {
         let today = self.clock.today();
         let input = parse_person_event(body, today)?;
-        if let Some(r) = self.replay(ctx).await? {
-            return Ok(r);
-        }
         self.run_person_command(person_id, input, ctx, false).await
     }
 
@@ -363,6 +418,10 @@ impl Ledger {
     ) -> Result<Recorded, LedgerError> {
         let today = self.clock.today();
         let _serial = self.locks.lock(format!("person/{person_id}")).await;
+        // Checked under the stream lock: a concurrent retry waited for the first attempt.
+        if let Some(r) = self.replay(ctx).await? {
+            return Ok(r);
+        }
         for _ in 0..CONFLICT_RETRIES {
             let stored = self.store.load_stream(Person::TYPE, person_id.as_str(), None).await?;
             let mut person = person_from(&stored)?;
@@ -370,11 +429,18 @@ impl Ledger {
             let (event, vault) = prepare_person_event(&self.vault, person_id, &person, &input);
             let reported = event.reported_date;
             let sink = EventSink::default();
-            if let Err(e) = person.handle(RecordPersonEvent { event, system }, &PersonServices { today }, &sink).await {
-                metrics::global().commands_refused.inc();
-                return Err(e.into());
+            if let Err(e) = person
+                .handle(RecordPersonEvent { event, system }, &PersonServices { today }, &sink)
+                .await
+            {
+                return self.refused(e, ctx).await;
             }
-            let events = sink.collect().await.iter().map(|e| new_event(e, ctx, reported)).collect::<Result<Vec<_>, _>>()?;
+            let events = sink
+                .collect()
+                .await
+                .iter()
+                .map(|e| new_event(e, ctx, reported))
+                .collect::<Result<Vec<_>, _>>()?;
             let request = AppendRequest {
                 aggregate_type: Person::TYPE.into(),
                 aggregate_id: person_id.to_string(),
@@ -391,7 +457,10 @@ impl Ledger {
                 return Ok(r);
             }
         }
-        Err(LedgerError::Conflict { expected: -1, actual: -1 })
+        Err(LedgerError::Conflict {
+            expected: -1,
+            actual: -1,
+        })
     }
 
     /// `POST /v1/households/{id}/events`.
@@ -403,9 +472,6 @@ impl Ledger {
     ) -> Result<Recorded, LedgerError> {
         let today = self.clock.today();
         let event = parse_household_event(body, today)?;
-        if let Some(r) = self.replay(ctx).await? {
-            return Ok(r);
-        }
         self.run_household_command(household_id, event, ctx, false).await
     }
 
@@ -417,20 +483,40 @@ impl Ledger {
         system: bool,
     ) -> Result<Recorded, LedgerError> {
         let today = self.clock.today();
-        let services = HouseholdServices { today, directory: Arc::new(StoreDirectory { store: self.store.clone() }) };
+        let services = HouseholdServices {
+            today,
+            directory: Arc::new(StoreDirectory {
+                store: self.store.clone(),
+            }),
+        };
         let _serial = self.locks.lock(format!("household/{household_id}")).await;
+        // Checked under the stream lock: a concurrent retry waited for the first attempt.
+        if let Some(r) = self.replay(ctx).await? {
+            return Ok(r);
+        }
         for _ in 0..CONFLICT_RETRIES {
-            let stored = self.store.load_stream(Household::TYPE, household_id.as_str(), None).await?;
+            let stored = self
+                .store
+                .load_stream(Household::TYPE, household_id.as_str(), None)
+                .await?;
             let mut household = household_from(&stored)?;
             Self::check_if_match(ctx, household.last_sequence())?;
             let reported = event.reported_date;
             let sink = EventSink::default();
-            let cmd = RecordHouseholdEvent { household_id: household_id.clone(), event: event.clone(), system };
+            let cmd = RecordHouseholdEvent {
+                household_id: household_id.clone(),
+                event: event.clone(),
+                system,
+            };
             if let Err(e) = household.handle(cmd, &services, &sink).await {
-                metrics::global().commands_refused.inc();
-                return Err(e.into());
+                return self.refused(e, ctx).await;
             }
-            let events = sink.collect().await.iter().map(|e| new_event(e, ctx, reported)).collect::<Result<Vec<_>, _>>()?;
+            let events = sink
+                .collect()
+                .await
+                .iter()
+                .map(|e| new_event(e, ctx, reported))
+                .collect::<Result<Vec<_>, _>>()?;
             let request = AppendRequest {
                 aggregate_type: Household::TYPE.into(),
                 aggregate_id: household_id.to_string(),
@@ -447,7 +533,10 @@ impl Ledger {
                 return Ok(r);
             }
         }
-        Err(LedgerError::Conflict { expected: -1, actual: -1 })
+        Err(LedgerError::Conflict {
+            expected: -1,
+            actual: -1,
+        })
     }
 
     // ---- reads ---------------------------------------------------------------------------
@@ -457,14 +546,23 @@ impl Ledger {
         if events.is_empty() {
             return Err(LedgerError::NotFound {
                 code: "person_not_found",
-                message: format!("no person {person_id}{}", if as_of.is_some() { " as of that instant" } else { "" }),
+                message: format!(
+                    "no person {person_id}{}",
+                    if as_of.is_some() { " as of that instant" } else { "" }
+                ),
             });
         }
         let person = person_from(&events)?;
         // Stored histories were validated on the way in; a failure here means the log no longer
         // satisfies today's rules (e.g. after a rule change) and is an internal error.
-        let derived = person.derive().map_err(|e| LedgerError::Internal(format!("stored history does not derive: {e}")))?;
-        Ok(Known { events, person, derived })
+        let derived = person
+            .derive()
+            .map_err(|e| LedgerError::Internal(format!("stored history does not derive: {e}")))?;
+        Ok(Known {
+            events,
+            person,
+            derived,
+        })
     }
 
     async fn household(&self, id: &HouseholdId, as_of: Option<DateTime<Utc>>) -> Result<Household, LedgerError> {
@@ -502,10 +600,17 @@ impl Ledger {
     pub async fn person(&self, person_id: &PersonId, as_of: Option<DateTime<Utc>>) -> Result<PersonView, LedgerError> {
         let today = self.clock.today();
         let k = self.known(person_id, as_of).await?;
-        let reg = k.person.registration().ok_or_else(|| LedgerError::Internal("registered stream without registration".into()))?;
+        let reg = k
+            .person
+            .registration()
+            .ok_or_else(|| LedgerError::Internal("registered stream without registration".into()))?;
         let current = k.derived.run_on(today);
         // Not insured today: show the last period, so staff see since when and why it ended.
         let shown = current.or_else(|| k.derived.runs.iter().rev().find(|r| r.from <= today));
+        // A loss only derived from age and not reached yet is no end of the current period:
+        // it is announced when the birthday arrives (feed.md), and shown apart here.
+        let pending_age_loss = current.filter(|r| r.loss_by_age).and_then(|r| r.to);
+        let ended = shown.filter(|_| pending_age_loss.is_none());
         let household_id = k.derived.household_current(today).cloned();
         let mut card = None;
         let mut deemed_head = false;
@@ -519,7 +624,9 @@ impl Ledger {
                     branch: household.branch_of(person_id).map(|b| b.to_string()),
                 });
             }
-            deemed_head = self.is_deemed_head(person_id, h, &household, current.is_some(), today, as_of).await?;
+            deemed_head = self
+                .is_deemed_head(person_id, h, &household, current.is_some(), today, as_of)
+                .await?;
         }
         Ok(PersonView {
             person_id: person_id.to_string(),
@@ -533,12 +640,13 @@ impl Ledger {
             household_id: household_id.map(|h| h.to_string()),
             insured: current.is_some(),
             qualified_on: shown.map(|r| r.qualified_on),
-            disqualified_on: shown.and_then(|r| r.disqualified_on()),
+            disqualified_on: ended.and_then(|r| r.disqualified_on()),
             applied_from: shown.map(|r| r.from),
-            applied_to: shown.and_then(|r| r.applied_to()),
-            loss_reason: shown.and_then(|r| r.loss).map(|l| l.as_str()),
-            loss_code: shown.and_then(|r| r.loss).and_then(|l| l.code()),
+            applied_to: ended.and_then(|r| r.applied_to()),
+            loss_reason: ended.and_then(|r| r.loss).map(|l| l.as_str()),
+            loss_code: ended.and_then(|r| r.loss).and_then(|l| l.code()),
             card,
+            late_elderly_on: pending_age_loss,
             deemed_head,
             disclosure_restricted: k.derived.disclosure_restricted_from.is_some_and(|d| d <= today),
             deceased_on: k.derived.death,
@@ -585,7 +693,11 @@ impl Ledger {
     }
 
     /// `GET /v1/persons/{id}/timeline`.
-    pub async fn timeline(&self, person_id: &PersonId, as_of: Option<DateTime<Utc>>) -> Result<TimelineView, LedgerError> {
+    pub async fn timeline(
+        &self,
+        person_id: &PersonId,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<TimelineView, LedgerError> {
         let k = self.known(person_id, as_of).await?;
         let (statuses, _) = k.person.statuses();
         let events = k
@@ -626,14 +738,26 @@ impl Ledger {
         let on = on.unwrap_or_else(|| self.clock.today());
         let k = self.known(person_id, as_of).await?;
         let interval = match k.derived.interval_on(on) {
-            Some(i) => self.interval_views(person_id, std::slice::from_ref(i), as_of).await?.pop(),
+            Some(i) => self
+                .interval_views(person_id, std::slice::from_ref(i), as_of)
+                .await?
+                .pop(),
             None => None,
         };
-        Ok(EligibilityView { person_id: person_id.to_string(), on, insured: interval.is_some(), interval })
+        Ok(EligibilityView {
+            person_id: person_id.to_string(),
+            on,
+            insured: interval.is_some(),
+            interval,
+        })
     }
 
     /// Household facts (for later read models and tests).
-    pub async fn household_view(&self, id: &HouseholdId, as_of: Option<DateTime<Utc>>) -> Result<Household, LedgerError> {
+    pub async fn household_view(
+        &self,
+        id: &HouseholdId,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Household, LedgerError> {
         self.household(id, as_of).await
     }
 

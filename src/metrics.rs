@@ -51,14 +51,33 @@ impl Metrics {
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter("kokuho_events_appended_total", "Events appended by this process.", self.events_appended.get());
-        counter("kokuho_append_batches_total", "Group-commit transactions by this process.", self.append_batches.get());
-        counter("kokuho_commands_refused_total", "Commands refused by a domain rule.", self.commands_refused.get());
-        let _ = writeln!(out, "# HELP kokuho_http_responses_total HTTP responses by status.\n# TYPE kokuho_http_responses_total counter");
+        counter(
+            "kokuho_events_appended_total",
+            "Events appended by this process.",
+            self.events_appended.get(),
+        );
+        counter(
+            "kokuho_append_batches_total",
+            "Group-commit transactions by this process.",
+            self.append_batches.get(),
+        );
+        counter(
+            "kokuho_commands_refused_total",
+            "Commands refused by a domain rule.",
+            self.commands_refused.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kokuho_http_responses_total HTTP responses by status.\n# TYPE kokuho_http_responses_total counter"
+        );
         for (s, c) in STATUSES.iter().zip(&self.responses) {
             let _ = writeln!(out, "kokuho_http_responses_total{{status=\"{s}\"}} {}", c.get());
         }
-        let _ = writeln!(out, "kokuho_http_responses_total{{status=\"other\"}} {}", self.responses_other.get());
+        let _ = writeln!(
+            out,
+            "kokuho_http_responses_total{{status=\"other\"}} {}",
+            self.responses_other.get()
+        );
         if let Some(h) = head {
             let _ = writeln!(out, "# HELP kokuho_log_head_position Highest position in the event log.\n# TYPE kokuho_log_head_position gauge\nkokuho_log_head_position {h}");
         }

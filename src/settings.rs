@@ -35,7 +35,10 @@ impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
         let mut s = Self::default();
         if let Ok(v) = std::env::var("KOKUHO_INSURER_NUMBER") {
-            anyhow::ensure!(v.len() == 6 && v.bytes().all(|b| b.is_ascii_digit()), "KOKUHO_INSURER_NUMBER must be 6 digits");
+            anyhow::ensure!(
+                v.len() == 6 && v.bytes().all(|b| b.is_ascii_digit()),
+                "KOKUHO_INSURER_NUMBER must be 6 digits"
+            );
             s.insurer_number = v;
         }
         if let Ok(v) = std::env::var("KOKUHO_CARD_SYMBOL") {
@@ -50,7 +53,11 @@ impl Settings {
             s.vault_key_file = Some(PathBuf::from(v));
         }
         if let Ok(v) = std::env::var("KOKUHO_MAX_BATCH") {
-            s.max_batch = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| anyhow::anyhow!("KOKUHO_MAX_BATCH must be a positive integer"))?;
+            s.max_batch = v
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| anyhow::anyhow!("KOKUHO_MAX_BATCH must be a positive integer"))?;
         }
         Ok(s)
     }

@@ -22,9 +22,19 @@ pub struct StreamGuard {
 
 impl StreamLocks {
     pub async fn lock(&self, key: String) -> StreamGuard {
-        let m = self.locks.lock().expect("stream locks").entry(key.clone()).or_default().clone();
+        let m = self
+            .locks
+            .lock()
+            .expect("stream locks")
+            .entry(key.clone())
+            .or_default()
+            .clone();
         let guard = m.lock_owned().await;
-        StreamGuard { locks: self.locks.clone(), key, _guard: guard }
+        StreamGuard {
+            locks: self.locks.clone(),
+            key,
+            _guard: guard,
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -37,12 +37,17 @@ pub fn commitment(salt: &[u8], my_number: &str) -> String {
 
 impl Vault {
     pub fn from_key(key: [u8; 32]) -> Self {
-        Self { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) }
+        Self {
+            cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+        }
     }
 
     /// Reads the key file, or creates one (mode 0600) when `create` and it does not exist.
     pub fn open_key_file(path: &Path, create: bool) -> Result<Self, VaultError> {
-        let io = |source| VaultError::Io { path: path.display().to_string(), source };
+        let io = |source| VaultError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         if !path.exists() && create {
             let mut key = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut key);
@@ -60,7 +65,9 @@ impl Vault {
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         let bytes = hex::decode(text.trim()).map_err(|_| VaultError::BadKey(path.display().to_string()))?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| VaultError::BadKey(path.display().to_string()))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| VaultError::BadKey(path.display().to_string()))?;
         Ok(Self::from_key(key))
     }
 
@@ -73,16 +80,34 @@ impl Vault {
         let commitment = commitment(&salt, my_number.expose());
         let ciphertext = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: my_number.expose().as_bytes(), aad: commitment.as_bytes() })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: my_number.expose().as_bytes(),
+                    aad: commitment.as_bytes(),
+                },
+            )
             .expect("ChaCha20-Poly1305 encryption of 12 bytes cannot fail");
-        VaultEntry { commitment, person_id: person_id.to_string(), salt, nonce, ciphertext }
+        VaultEntry {
+            commitment,
+            person_id: person_id.to_string(),
+            salt,
+            nonce,
+            ciphertext,
+        }
     }
 
     /// Decrypts an entry and checks it against its commitment.
     pub fn open(&self, entry: &VaultEntry) -> Result<MyNumber, VaultError> {
         let plain = self
             .cipher
-            .decrypt(Nonce::from_slice(&entry.nonce), Payload { msg: &entry.ciphertext, aad: entry.commitment.as_bytes() })
+            .decrypt(
+                Nonce::from_slice(&entry.nonce),
+                Payload {
+                    msg: &entry.ciphertext,
+                    aad: entry.commitment.as_bytes(),
+                },
+            )
             .map_err(|_| VaultError::Decrypt)?;
         let s = String::from_utf8(plain).map_err(|_| VaultError::Decrypt)?;
         if commitment(&entry.salt, &s) != entry.commitment {
@@ -120,7 +145,10 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         }
-        let e = a.seal(&PersonId::parse("1").unwrap(), &MyNumber::parse("123456789018").unwrap());
+        let e = a.seal(
+            &PersonId::parse("1").unwrap(),
+            &MyNumber::parse("123456789018").unwrap(),
+        );
         let b = Vault::open_key_file(&p, false).unwrap();
         assert!(b.open(&e).is_ok());
         assert!(Vault::open_key_file(&dir.path().join("missing"), false).is_err());

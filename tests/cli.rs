@@ -39,7 +39,9 @@ fn start(db: &TestDb, dir: &std::path::Path) -> Server {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announced its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server announced its address");
     Server { child, addr }
 }
 
@@ -91,7 +93,11 @@ async fn crash_survival(kind: Kind) {
     server.child.kill().unwrap(); // SIGKILL: no shutdown path runs
     server.child.wait().unwrap();
     let acked: Vec<(String, i64)> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
-    assert!(acked.len() > 10, "the server acknowledged writes before the kill ({})", acked.len());
+    assert!(
+        acked.len() > 10,
+        "the server acknowledged writes before the kill ({})",
+        acked.len()
+    );
 
     let server = start(&db, dir.path());
     for (id, position) in &acked {
@@ -101,7 +107,10 @@ async fn crash_survival(kind: Kind) {
     }
     let store = db.store().await;
     let events = store.read_log(0, 1_000_000).await.unwrap();
-    assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(
+        events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=events.len() as i64).collect::<Vec<_>>()
+    );
     stop(server);
     store.close().await;
     db.cleanup().await;
@@ -128,7 +137,10 @@ async fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(&db, dir.path());
     assert_eq!(register(&server.addr, "1").0, 201);
-    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let code = server.child.wait().unwrap();
     assert!(code.success(), "exit status {code:?}");
@@ -144,7 +156,14 @@ fn import(db: &TestDb, dir: &std::path::Path, lines: &[Value]) -> std::process::
         writeln!(f, "{l}").unwrap();
     }
     Command::new(BIN)
-        .args(["import", file.to_str().unwrap(), "--database-url", &db.url, "--batch-size", "7"])
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--database-url",
+            &db.url,
+            "--batch-size",
+            "7",
+        ])
         .env("KOKUHO_VAULT_KEY_FILE", dir.join("vault.key"))
         .output()
         .unwrap()
@@ -153,8 +172,10 @@ fn import(db: &TestDb, dir: &std::path::Path, lines: &[Value]) -> std::process::
 fn family() -> Vec<Value> {
     let mut lines = Vec::new();
     for (i, id) in ["501", "502", "503"].iter().enumerate() {
-        lines.push(json!({"person_id": id, "type": "registered", "effective_date": "2020-01-01", "name": "家族 一郎",
-            "name_kana": "ｶｿﾞｸ ｲﾁﾛｳ", "birth_date": format!("198{i}-01-01"), "sex": "1", "my_number": "123456789018"}));
+        lines.push(
+            json!({"person_id": id, "type": "registered", "effective_date": "2020-01-01", "name": "家族 一郎",
+            "name_kana": "ｶｿﾞｸ ｲﾁﾛｳ", "birth_date": format!("198{i}-01-01"), "sex": "1", "my_number": "123456789018"}),
+        );
         lines.push(json!({"person_id": id, "type": "moved_in", "effective_date": "2021-04-01", "from": "other_prefecture", "household_id": "900"}));
     }
     lines.push(json!({"household_id": "900", "type": "household_head_changed", "effective_date": "2021-04-01", "person_id": "501"}));
@@ -168,13 +189,19 @@ async fn import_on(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     // An invalid line: reported by number, nothing written.
     let mut bad = family();
-    bad.insert(4, json!({"person_id": "502", "type": "moved_out", "effective_date": "2021-01-01", "to": "abroad"}));
+    bad.insert(
+        4,
+        json!({"person_id": "502", "type": "moved_out", "effective_date": "2021-01-01", "to": "abroad"}),
+    );
     let out = import(&db, dir.path(), &bad);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 5") && err.contains("not_resident"), "{err}");
     let mut malformed = family();
-    malformed.insert(2, json!({"person_id": "50x", "type": "died", "effective_date": "2021-01-01"}));
+    malformed.insert(
+        2,
+        json!({"person_id": "50x", "type": "died", "effective_date": "2021-01-01"}),
+    );
     let out = import(&db, dir.path(), &malformed);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
@@ -186,16 +213,30 @@ async fn import_on(kind: Kind) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("imported 9 events"));
     let events = store.read_log(0, 100).await.unwrap();
     assert_eq!(events.len(), 9);
-    assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=9).collect::<Vec<_>>());
-    assert_eq!(events[0].payload["name_kana"], "カゾク　イチロウ", "half-width kana stored full width");
+    assert_eq!(
+        events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=9).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        events[0].payload["name_kana"], "カゾク　イチロウ",
+        "half-width kana stored full width"
+    );
     assert_eq!(events[0].metadata["actor"], "import");
-    assert!(!serde_json::to_string(&events.iter().map(|e| &e.payload).collect::<Vec<_>>()).unwrap().contains("123456789018"));
+    assert!(
+        !serde_json::to_string(&events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+            .unwrap()
+            .contains("123456789018")
+    );
     // A second import continues the streams and re-checks against what is stored.
-    let more = vec![json!({"person_id": "501", "type": "moved_in", "effective_date": "2022-01-01", "from": "abroad", "household_id": "900"})];
+    let more = vec![
+        json!({"person_id": "501", "type": "moved_in", "effective_date": "2022-01-01", "from": "abroad", "household_id": "900"}),
+    ];
     let out = import(&db, dir.path(), &more);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already_resident"));
-    let more = vec![json!({"household_id": "901", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "000900"})];
+    let more = vec![
+        json!({"household_id": "901", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "000900"}),
+    ];
     let out = import(&db, dir.path(), &more);
     assert!(String::from_utf8_lossy(&out.stderr).contains("card_number_in_use"));
     let more = vec![json!({"person_id": "502", "type": "employee_insurance_left", "effective_date": "2024-04-01"})];
@@ -219,20 +260,33 @@ async fn import_sqlite() {
 fn usage_errors_exit_2_and_help_works() {
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    for sub in [&["--help"][..], &["serve", "--help"], &["migrate", "--help"], &["import", "--help"]] {
+    for sub in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["import", "--help"],
+    ] {
         let out = Command::new(BIN).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
     }
-    let out = Command::new(BIN).args(["migrate", "--database-url", "mysql://x"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate", "--database-url", "mysql://x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_creates_the_schema() {
     let db = TestDb::new(Kind::Postgres).await;
-    let out = Command::new(BIN).args(["migrate", "--database-url", &db.url]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate", "--database-url", &db.url])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let store = kokuho_ledger::store::Store::connect_without_migrating(&db.url).await.unwrap();
+    let store = kokuho_ledger::store::Store::connect_without_migrating(&db.url)
+        .await
+        .unwrap();
     assert_eq!(store.head().await.unwrap(), 0);
     store.close().await;
     db.cleanup().await;

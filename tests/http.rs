@@ -34,7 +34,11 @@ impl Api {
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
         Reply { status, headers, body }
     }
 
@@ -57,31 +61,51 @@ impl Api {
     async fn register(&self, id: &str, birth: &str) -> Reply {
         let body = json!({"type": "registered", "effective_date": "2020-01-01", "name": "山田 太郎",
             "name_kana": "ヤマダ　タロウ", "birth_date": birth, "sex": "1", "my_number": "123456789018"});
-        self.post(&format!("/v1/persons/{id}/events"), &body.to_string(), &[]).await
+        self.post(&format!("/v1/persons/{id}/events"), &body.to_string(), &[])
+            .await
     }
 
     async fn household(&self, id: &str, body: Value) -> Reply {
-        self.post(&format!("/v1/households/{id}/events"), &body.to_string(), &[]).await
+        self.post(&format!("/v1/households/{id}/events"), &body.to_string(), &[])
+            .await
     }
 
     async fn event(&self, id: &str, body: Value) -> Reply {
-        self.post(&format!("/v1/persons/{id}/events"), &body.to_string(), &[]).await
+        self.post(&format!("/v1/persons/{id}/events"), &body.to_string(), &[])
+            .await
     }
 }
 
 fn code(r: &Reply) -> &str {
-    r.body["error"]["code"].as_str().unwrap_or_else(|| panic!("no error body: {} {}", r.status, r.body))
+    r.body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error body: {} {}", r.status, r.body))
 }
 
 on_both!(records_a_move_in_and_reads_the_timeline, |kind| async move {
     let api = Api::new(kind).await;
     let r = api.register("100000000001", "1980-06-15").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!((r.body["person_id"].as_str(), r.body["sequence"].as_i64(), r.body["position"].as_i64()), (Some("100000000001"), Some(1), Some(1)));
+    assert_eq!(
+        (
+            r.body["person_id"].as_str(),
+            r.body["sequence"].as_i64(),
+            r.body["position"].as_i64()
+        ),
+        (Some("100000000001"), Some(1), Some(1))
+    );
     assert!(r.body["recorded_at"].as_str().unwrap().ends_with('Z'));
-    let r = api.event("100000000001", json!({"type": "moved_in", "effective_date": "2025-04-01", "reported_date": "2025-04-03",
-        "from": "other_prefecture", "household_id": "200000000001"})).await;
-    assert_eq!((r.status, r.body["sequence"].as_i64(), r.body["position"].as_i64()), (StatusCode::CREATED, Some(2), Some(2)));
+    let r = api
+        .event(
+            "100000000001",
+            json!({"type": "moved_in", "effective_date": "2025-04-01", "reported_date": "2025-04-03",
+        "from": "other_prefecture", "household_id": "200000000001"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["sequence"].as_i64(), r.body["position"].as_i64()),
+        (StatusCode::CREATED, Some(2), Some(2))
+    );
 
     let t = api.get("/v1/persons/100000000001/timeline").await;
     assert_eq!(t.status, StatusCode::OK);
@@ -92,13 +116,25 @@ on_both!(records_a_move_in_and_reads_the_timeline, |kind| async move {
     assert_eq!(i["household_id"], "200000000001");
     assert_eq!(i["to"], "2055-06-15", "the 75th birthday is a known future loss");
     assert_eq!(t.body["events"][1]["late_report"], false);
-    assert_eq!(t.body["events"][0]["late_report"], true, "registered 2020, reported 2026");
+    assert_eq!(
+        t.body["events"][0]["late_report"], true,
+        "registered 2020, reported 2026"
+    );
     assert_eq!(t.body["events"][1]["status"], "in_force");
 
     let p = api.get("/v1/persons/100000000001").await;
     assert_eq!(p.status, StatusCode::OK);
-    assert_eq!((p.body["insured"].as_bool(), p.body["applied_from"].as_str()), (Some(true), Some("2025-04-01")));
+    assert_eq!(
+        (p.body["insured"].as_bool(), p.body["applied_from"].as_str()),
+        (Some(true), Some("2025-04-01"))
+    );
     assert_eq!(p.body["household_id"], "200000000001");
+    assert_eq!(
+        (p.body["disqualified_on"].clone(), p.body["applied_to"].clone()),
+        (Value::Null, Value::Null),
+        "api.md: open today"
+    );
+    assert_eq!(p.body["late_elderly_on"], "2055-06-15");
     assert!(p.body.get("my_number").is_none());
     assert!(!p.body.to_string().contains("123456789018"));
 
@@ -137,7 +173,13 @@ on_both!(malformed_requests_are_400_and_write_nothing, |kind| async move {
         assert_eq!(code(&r), expected, "{path} {body}");
         assert!(!r.body["error"]["message"].as_str().unwrap().is_empty());
     }
-    let r = api.post("/v1/persons/1/events", &json!({"type": "died", "effective_date": "2025-01-01"}).to_string(), &[("if-match", "abc")]).await;
+    let r = api
+        .post(
+            "/v1/persons/1/events",
+            &json!({"type": "died", "effective_date": "2025-01-01"}).to_string(),
+            &[("if-match", "abc")],
+        )
+        .await;
     assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_if_match"));
     let r = api.get("/v1/persons/1?as_of=yesterday").await;
     assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_as_of"));
@@ -149,17 +191,37 @@ on_both!(malformed_requests_are_400_and_write_nothing, |kind| async move {
 
 on_both!(domain_refusals_are_422_and_write_nothing, |kind| async move {
     let api = Api::new(kind).await;
-    let r = api.event("5", json!({"type": "died", "effective_date": "2025-01-01"})).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "person_not_registered"));
+    let r = api
+        .event("5", json!({"type": "died", "effective_date": "2025-01-01"}))
+        .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "person_not_registered")
+    );
     api.register("5", "1980-06-15").await;
     let head = api.head().await;
     let cases = [
-        (json!({"type": "moved_out", "effective_date": "2025-01-01", "to": "abroad"}), "not_resident"),
+        (
+            json!({"type": "moved_out", "effective_date": "2025-01-01", "to": "abroad"}),
+            "not_resident",
+        ),
         (json!({"type": "died", "effective_date": "2027-01-01"}), "future_date"),
-        (json!({"type": "welfare_ended", "effective_date": "2025-01-01"}), "exclusion_not_started"),
-        (json!({"type": "late_elderly_age_reached", "effective_date": "2025-01-01"}), "system_event_only"),
-        (json!({"type": "rescinded", "target_sequence": 1, "reason": "x"}), "cannot_rescind_registration"),
-        (json!({"type": "corrected", "target_sequence": 9, "replacement": {"type": "died", "effective_date": "2025-01-01"}}), "target_not_found"),
+        (
+            json!({"type": "welfare_ended", "effective_date": "2025-01-01"}),
+            "exclusion_not_started",
+        ),
+        (
+            json!({"type": "late_elderly_age_reached", "effective_date": "2025-01-01"}),
+            "system_event_only",
+        ),
+        (
+            json!({"type": "rescinded", "target_sequence": 1, "reason": "x"}),
+            "cannot_rescind_registration",
+        ),
+        (
+            json!({"type": "corrected", "target_sequence": 9, "replacement": {"type": "died", "effective_date": "2025-01-01"}}),
+            "target_not_found",
+        ),
     ];
     for (body, expected) in cases {
         let r = api.event("5", body.clone()).await;
@@ -168,7 +230,13 @@ on_both!(domain_refusals_are_422_and_write_nothing, |kind| async move {
     }
     let r = api.register("5", "1980-06-15").await;
     assert_eq!(code(&r), "already_registered");
-    let r = api.post("/v1/households/9/events", &json!({"type": "household_head_changed", "effective_date": "2025-01-01", "person_id": "5"}).to_string(), &[]).await;
+    let r = api
+        .post(
+            "/v1/households/9/events",
+            &json!({"type": "household_head_changed", "effective_date": "2025-01-01", "person_id": "5"}).to_string(),
+            &[],
+        )
+        .await;
     assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "not_a_member"));
     assert_eq!(api.head().await, head);
     api.t.db.cleanup().await;
@@ -176,9 +244,17 @@ on_both!(domain_refusals_are_422_and_write_nothing, |kind| async move {
 
 on_both!(unknown_persons_and_routes_are_404, |kind| async move {
     let api = Api::new(kind).await;
-    for path in ["/v1/persons/404", "/v1/persons/404/timeline", "/v1/persons/404/eligibility?on=2025-01-01"] {
+    for path in [
+        "/v1/persons/404",
+        "/v1/persons/404/timeline",
+        "/v1/persons/404/eligibility?on=2025-01-01",
+    ] {
         let r = api.get(path).await;
-        assert_eq!((r.status, code(&r)), (StatusCode::NOT_FOUND, "person_not_found"), "{path}");
+        assert_eq!(
+            (r.status, code(&r)),
+            (StatusCode::NOT_FOUND, "person_not_found"),
+            "{path}"
+        );
     }
     let r = api.get("/v1/nothing").await;
     assert_eq!((r.status, code(&r)), (StatusCode::NOT_FOUND, "not_found"));
@@ -188,7 +264,8 @@ on_both!(unknown_persons_and_routes_are_404, |kind| async move {
 on_both!(if_match_conflicts_are_409, |kind| async move {
     let api = Api::new(kind).await;
     api.register("6", "1980-06-15").await;
-    let body = json!({"type": "moved_in", "effective_date": "2025-04-01", "from": "abroad", "household_id": "1"}).to_string();
+    let body =
+        json!({"type": "moved_in", "effective_date": "2025-04-01", "from": "abroad", "household_id": "1"}).to_string();
     let r = api.post("/v1/persons/6/events", &body, &[("if-match", "\"0\"")]).await;
     assert_eq!((r.status, code(&r)), (StatusCode::CONFLICT, "sequence_conflict"));
     assert_eq!(api.head().await, 1);
@@ -200,18 +277,28 @@ on_both!(if_match_conflicts_are_409, |kind| async move {
 on_both!(idempotent_retry_returns_the_first_response, |kind| async move {
     let api = Api::new(kind).await;
     api.register("8", "1980-06-15").await;
-    let body = json!({"type": "moved_in", "effective_date": "2025-04-01", "from": "abroad", "household_id": "1"}).to_string();
-    let first = api.post("/v1/persons/8/events", &body, &[("idempotency-key", "k-1")]).await;
+    let body =
+        json!({"type": "moved_in", "effective_date": "2025-04-01", "from": "abroad", "household_id": "1"}).to_string();
+    let first = api
+        .post("/v1/persons/8/events", &body, &[("idempotency-key", "k-1")])
+        .await;
     assert_eq!(first.status, StatusCode::CREATED);
     let head = api.head().await;
-    let again = api.post("/v1/persons/8/events", &body, &[("idempotency-key", "k-1")]).await;
+    let again = api
+        .post("/v1/persons/8/events", &body, &[("idempotency-key", "k-1")])
+        .await;
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(again.body, first.body);
     assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
     assert_eq!(api.head().await, head, "the retry wrote nothing");
     let other = json!({"type": "died", "effective_date": "2025-05-01"}).to_string();
-    let r = api.post("/v1/persons/8/events", &other, &[("idempotency-key", "k-1")]).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+    let r = api
+        .post("/v1/persons/8/events", &other, &[("idempotency-key", "k-1")])
+        .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
+    );
     // Concurrent retries with one key: one write, the same answer for all.
     let body = json!({"type": "welfare_started", "effective_date": "2025-06-01"}).to_string();
     let mut tasks = Vec::new();
@@ -219,7 +306,10 @@ on_both!(idempotent_retry_returns_the_first_response, |kind| async move {
         let router = api.router.clone();
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            let req = Request::post("/v1/persons/8/events").header("idempotency-key", "k-2").body(Body::from(body)).unwrap();
+            let req = Request::post("/v1/persons/8/events")
+                .header("idempotency-key", "k-2")
+                .body(Body::from(body))
+                .unwrap();
             let res = router.oneshot(req).await.unwrap();
             assert_eq!(res.status(), StatusCode::CREATED);
             res.into_body().collect().await.unwrap().to_bytes()
@@ -236,7 +326,10 @@ on_both!(idempotent_retry_returns_the_first_response, |kind| async move {
 
 on_both!(bodies_over_one_mebibyte_are_413, |kind| async move {
     let api = Api::new(kind).await;
-    let big = format!("{{\"type\": \"died\", \"effective_date\": \"2025-01-01\", \"pad\": \"{}\"}}", "x".repeat(1024 * 1024));
+    let big = format!(
+        "{{\"type\": \"died\", \"effective_date\": \"2025-01-01\", \"pad\": \"{}\"}}",
+        "x".repeat(1024 * 1024)
+    );
     let r = api.post("/v1/persons/1/events", &big, &[]).await;
     assert_eq!((r.status, code(&r)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
     assert_eq!(api.head().await, 0);
@@ -248,7 +341,10 @@ on_both!(storage_failures_are_500_without_details, |kind| async move {
     api.register("3", "1980-06-15").await;
     api.t.store.close().await;
     let r = api.get("/v1/persons/3").await;
-    assert_eq!((r.status, code(&r)), (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"));
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
+    );
     let msg = r.body["error"]["message"].as_str().unwrap();
     assert!(!msg.to_lowercase().contains("pool") && !msg.contains("sql"), "{msg}");
     let r = api.get("/readyz").await;
@@ -259,12 +355,23 @@ on_both!(storage_failures_are_500_without_details, |kind| async move {
 on_both!(as_of_before_and_after_a_correction, |kind| async move {
     let api = Api::new(kind).await;
     let reg = api.register("4", "1960-06-15").await;
-    api.event("4", json!({"type": "moved_in", "effective_date": "2020-01-10", "from": "abroad", "household_id": "1"})).await;
-    let death = api.event("4", json!({"type": "died", "effective_date": "2025-03-31"})).await;
+    api.event(
+        "4",
+        json!({"type": "moved_in", "effective_date": "2020-01-10", "from": "abroad", "household_id": "1"}),
+    )
+    .await;
+    let death = api
+        .event("4", json!({"type": "died", "effective_date": "2025-03-31"}))
+        .await;
     assert_eq!(death.status, StatusCode::CREATED);
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let fix = api.event("4", json!({"type": "corrected", "target_sequence": 3,
-        "replacement": {"type": "died", "effective_date": "2025-02-14"}})).await;
+    let fix = api
+        .event(
+            "4",
+            json!({"type": "corrected", "target_sequence": 3,
+        "replacement": {"type": "died", "effective_date": "2025-02-14"}}),
+        )
+        .await;
     assert_eq!(fix.status, StatusCode::CREATED, "{}", fix.body);
 
     let now = api.get("/v1/persons/4/timeline").await;
@@ -275,7 +382,10 @@ on_both!(as_of_before_and_after_a_correction, |kind| async move {
 
     let at = |t: &str| format!("/v1/persons/4/timeline?as_of={}", t.replace('+', "%2B"));
     let before = api.get(&at(death.body["recorded_at"].as_str().unwrap())).await;
-    assert_eq!(before.body["intervals"][0]["to"], "2025-04-01", "as known before the correction");
+    assert_eq!(
+        before.body["intervals"][0]["to"], "2025-04-01",
+        "as known before the correction"
+    );
     assert_eq!(before.body["events"].as_array().unwrap().len(), 3);
     assert_eq!(before.body["events"][2]["status"], "in_force");
     let after = api.get(&at(fix.body["recorded_at"].as_str().unwrap())).await;
@@ -283,9 +393,18 @@ on_both!(as_of_before_and_after_a_correction, |kind| async move {
     let reg_at: chrono::DateTime<chrono::Utc> = reg.body["recorded_at"].as_str().unwrap().parse().unwrap();
     let earlier = (reg_at - chrono::Duration::seconds(1)).to_rfc3339();
     let r = api.get(&at(&earlier)).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::NOT_FOUND, "person_not_found"), "not yet recorded then");
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::NOT_FOUND, "person_not_found"),
+        "not yet recorded then"
+    );
     // Eligibility as of: insured on 2025-03-01 before the correction, not after.
-    let e = api.get(&format!("/v1/persons/4/eligibility?on=2025-03-01&as_of={}", death.body["recorded_at"].as_str().unwrap())).await;
+    let e = api
+        .get(&format!(
+            "/v1/persons/4/eligibility?on=2025-03-01&as_of={}",
+            death.body["recorded_at"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(e.body["insured"], true);
     let e = api.get("/v1/persons/4/eligibility?on=2025-03-01").await;
     assert_eq!(e.body["insured"], false);
@@ -296,28 +415,75 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     let api = Api::new(kind).await;
     for (id, birth) in [("21", "1970-01-01"), ("22", "1972-01-01")] {
         api.register(id, birth).await;
-        api.event(id, json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad", "household_id": "300"})).await;
+        api.event(
+            id,
+            json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad", "household_id": "300"}),
+        )
+        .await;
     }
-    let r = api.household("300", json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "21"})).await;
+    let r = api
+        .household(
+            "300",
+            json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "21"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let r = api.household("300", json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000123"})).await;
+    let r = api
+        .household(
+            "300",
+            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000123"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let r = api.post("/v1/households/301/events", &json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000123"}).to_string(), &[]).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "card_number_in_use"));
+    let r = api
+        .post(
+            "/v1/households/301/events",
+            &json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000123"})
+                .to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "card_number_in_use")
+    );
     let p = api.get("/v1/persons/21").await;
     assert_eq!(p.body["deemed_head"], false);
-    assert_eq!(p.body["card"], json!({"insurer_number": "131999", "symbol": "1", "number": "000123", "branch": null}));
+    assert_eq!(
+        p.body["card"],
+        json!({"insurer_number": "131999", "symbol": "1", "number": "000123", "branch": null})
+    );
     // The head joins employee insurance: from the day after, they are the deemed head.
-    api.event("21", json!({"type": "employee_insurance_joined", "effective_date": "2025-04-01"})).await;
+    api.event(
+        "21",
+        json!({"type": "employee_insurance_joined", "effective_date": "2025-04-01"}),
+    )
+    .await;
     let p = api.get("/v1/persons/21").await;
-    assert_eq!((p.body["insured"].as_bool(), p.body["deemed_head"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (p.body["insured"].as_bool(), p.body["deemed_head"].as_bool()),
+        (Some(false), Some(true))
+    );
     assert_eq!(p.body["disqualified_on"], "2025-04-02");
-    let r = api.household("300", json!({"type": "nhi_head_designated", "effective_date": "2025-05-01", "person_id": "21"})).await;
+    let r = api
+        .household(
+            "300",
+            json!({"type": "nhi_head_designated", "effective_date": "2025-05-01", "person_id": "21"}),
+        )
+        .await;
     assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "not_insured"));
-    let r = api.household("300", json!({"type": "nhi_head_designated", "effective_date": "2025-05-01", "person_id": "22"})).await;
+    let r = api
+        .household(
+            "300",
+            json!({"type": "nhi_head_designated", "effective_date": "2025-05-01", "person_id": "22"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     let r = api.household("300", json!({"type": "branch_number_issued", "effective_date": "2025-05-01", "person_id": "22", "symbol": "1", "number": "000123", "branch": "01"})).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "system_event_only"));
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "system_event_only")
+    );
     api.t.db.cleanup().await;
 });
 
@@ -336,10 +502,25 @@ async fn operations_endpoints() {
     let r = api.get("/v1/openapi.json").await;
     assert_eq!(r.status, StatusCode::OK);
     let paths = r.body["paths"].as_object().expect("an OpenAPI document with paths");
-    for p in ["/v1/persons/{person_id}/events", "/v1/persons/{person_id}", "/v1/persons/{person_id}/timeline", "/v1/persons/{person_id}/eligibility", "/v1/households/{household_id}/events", "/healthz", "/readyz", "/metrics"] {
+    for p in [
+        "/v1/persons/{person_id}/events",
+        "/v1/persons/{person_id}",
+        "/v1/persons/{person_id}/timeline",
+        "/v1/persons/{person_id}/eligibility",
+        "/v1/households/{household_id}/events",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
         assert!(paths.contains_key(p), "openapi.json lacks {p}");
     }
-    let r = api.post("/v1/persons/1/events", &json!({"type": "died", "effective_date": "2025-01-01"}).to_string(), &[("x-request-id", "req-123")]).await;
+    let r = api
+        .post(
+            "/v1/persons/1/events",
+            &json!({"type": "died", "effective_date": "2025-01-01"}).to_string(),
+            &[("x-request-id", "req-123")],
+        )
+        .await;
     assert_eq!(r.headers.get("x-request-id").unwrap(), "req-123");
 }
 
@@ -363,13 +544,21 @@ on_both!(my_number_never_enters_the_log, |kind| async move {
 on_both!(concurrent_commands_without_if_match_all_land, |kind| async move {
     let api = Api::new(kind).await;
     api.register("61", "1980-06-15").await;
-    api.event("61", json!({"type": "moved_in", "effective_date": "2020-04-01", "from": "abroad", "household_id": "1"})).await;
+    api.event(
+        "61",
+        json!({"type": "moved_in", "effective_date": "2020-04-01", "from": "abroad", "household_id": "1"}),
+    )
+    .await;
     let mut tasks = Vec::new();
     for i in 0..20 {
         let router = api.router.clone();
         tasks.push(tokio::spawn(async move {
-            let body = json!({"type": "document_collected", "effective_date": format!("2025-01-{:02}", i + 1)}).to_string();
-            let res = router.oneshot(Request::post("/v1/persons/61/events").body(Body::from(body)).unwrap()).await.unwrap();
+            let body =
+                json!({"type": "document_collected", "effective_date": format!("2025-01-{:02}", i + 1)}).to_string();
+            let res = router
+                .oneshot(Request::post("/v1/persons/61/events").body(Body::from(body)).unwrap())
+                .await
+                .unwrap();
             assert_eq!(res.status(), StatusCode::CREATED);
             let v: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
             v["sequence"].as_i64().unwrap()
@@ -380,6 +569,10 @@ on_both!(concurrent_commands_without_if_match_all_land, |kind| async move {
         seqs.push(t.await.unwrap());
     }
     seqs.sort();
-    assert_eq!(seqs, (3..=22).collect::<Vec<_>>(), "each command landed once, none lost to a conflict");
+    assert_eq!(
+        seqs,
+        (3..=22).collect::<Vec<_>>(),
+        "each command landed once, none lost to a conflict"
+    );
     api.t.db.cleanup().await;
 });

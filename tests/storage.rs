@@ -10,7 +10,12 @@ use kokuho_ledger::store::{AppendRequest, NewEvent, Rejection, Store};
 use serde_json::json;
 
 fn event(ty: &str, payload: serde_json::Value) -> NewEvent {
-    NewEvent { event_type: ty.into(), event_version: "1".into(), payload, metadata: json!({"actor": "test"}) }
+    NewEvent {
+        event_type: ty.into(),
+        event_version: "1".into(),
+        payload,
+        metadata: json!({"actor": "test"}),
+    }
 }
 
 fn request(stream: &str, expected: i64, events: Vec<NewEvent>) -> AppendRequest {
@@ -30,8 +35,14 @@ fn card(household: &str, number: &str) -> AppendRequest {
         aggregate_id: household.into(),
         expected_sequence: 0,
         events: vec![
-            event("household_head_changed", json!({"type": "household_head_changed", "person_id": "1"})),
-            event("card_number_assigned", json!({"type": "card_number_assigned", "symbol": "1", "number": number})),
+            event(
+                "household_head_changed",
+                json!({"type": "household_head_changed", "person_id": "1"}),
+            ),
+            event(
+                "card_number_assigned",
+                json!({"type": "card_number_assigned", "symbol": "1", "number": number}),
+            ),
         ],
         vault: vec![],
         idempotency: None,
@@ -48,25 +59,42 @@ on_both!(atomic_multi_event_append, |kind| async move {
     let three = (1..=3).map(|i| event("document_collected", json!({"n": i}))).collect();
     let out = store.append_batch(&[request("7", 0, three)]).await.unwrap();
     let a = out[0].clone().unwrap();
-    assert_eq!((a.first_sequence, a.last_sequence, a.first_position, a.last_position), (1, 3, 1, 3));
+    assert_eq!(
+        (a.first_sequence, a.last_sequence, a.first_position, a.last_position),
+        (1, 3, 1, 3)
+    );
     let stored = all_events(&store).await;
     assert_eq!(stored.len(), 3);
-    assert!(stored.iter().all(|e| e.recorded_at == a.recorded_at), "one commit, one instant");
+    assert!(
+        stored.iter().all(|e| e.recorded_at == a.recorded_at),
+        "one commit, one instant"
+    );
 
     // A request whose second event breaks a uniqueness rule writes none of its events, and a
     // batch around it is unaffected.
     assert!(store.append_batch(&[card("10", "000001")]).await.unwrap()[0].is_ok());
     let head = store.head().await.unwrap();
     let out = store
-        .append_batch(&[request("8", 0, vec![event("x", json!({}))]), card("11", "000001"), request("9", 0, vec![event("y", json!({}))])])
+        .append_batch(&[
+            request("8", 0, vec![event("x", json!({}))]),
+            card("11", "000001"),
+            request("9", 0, vec![event("y", json!({}))]),
+        ])
         .await
         .unwrap();
     assert!(out[0].is_ok() && out[2].is_ok());
     assert!(matches!(out[1], Err(Rejection::Unique(_))), "{:?}", out[1]);
-    assert!(store.load_stream("household", "11", None).await.unwrap().is_empty(), "nothing of the refused request");
+    assert!(
+        store.load_stream("household", "11", None).await.unwrap().is_empty(),
+        "nothing of the refused request"
+    );
     assert_eq!(store.head().await.unwrap(), head + 2);
     let positions: Vec<i64> = all_events(&store).await.iter().map(|e| e.position).collect();
-    assert_eq!(positions, (1..=head + 2).collect::<Vec<_>>(), "no gap left by the refused request");
+    assert_eq!(
+        positions,
+        (1..=head + 2).collect::<Vec<_>>(),
+        "no gap left by the refused request"
+    );
     db.cleanup().await;
 });
 
@@ -78,7 +106,12 @@ on_both!(concurrent_appends_to_one_stream_exactly_one_wins, |kind| async move {
         for w in 0..12 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                store.append_batch(&[request("42", round, vec![event("e", json!({"writer": w}))])]).await.unwrap().pop().unwrap()
+                store
+                    .append_batch(&[request("42", round, vec![event("e", json!({"writer": w}))])])
+                    .await
+                    .unwrap()
+                    .pop()
+                    .unwrap()
             }));
         }
         let mut wins = 0;
@@ -94,7 +127,13 @@ on_both!(concurrent_appends_to_one_stream_exactly_one_wins, |kind| async move {
         }
         assert_eq!(wins, 1, "exactly one writer wins sequence {}", round + 1);
     }
-    let seqs: Vec<i64> = store.load_stream("person", "42", None).await.unwrap().iter().map(|e| e.sequence).collect();
+    let seqs: Vec<i64> = store
+        .load_stream("person", "42", None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     db.cleanup().await;
 });
@@ -109,7 +148,10 @@ on_both!(global_positions_gapless_under_8_concurrent_writers, |kind| async move 
             for i in 0..40i64 {
                 let n = 1 + (i % 3) as usize;
                 let events = (0..n).map(|k| event("e", json!({"w": w, "i": i, "k": k}))).collect();
-                let out = store.append_batch(&[request(&format!("{}", 1000 + w), seq_before(&store, w).await, events)]).await.unwrap();
+                let out = store
+                    .append_batch(&[request(&format!("{}", 1000 + w), seq_before(&store, w).await, events)])
+                    .await
+                    .unwrap();
                 assert!(out[0].is_ok(), "{:?}", out[0]);
             }
         }));
@@ -119,9 +161,15 @@ on_both!(global_positions_gapless_under_8_concurrent_writers, |kind| async move 
     }
     let events = all_events(&store).await;
     let n = events.len() as i64;
-    assert_eq!(events.iter().map(|e| e.position).collect::<Vec<_>>(), (1..=n).collect::<Vec<_>>());
+    assert_eq!(
+        events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>()
+    );
     assert_eq!(store.head().await.unwrap(), n);
-    assert!(events.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at), "recorded_at follows position");
+    assert!(
+        events.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at),
+        "recorded_at follows position"
+    );
     let mut per_stream: HashMap<String, Vec<i64>> = HashMap::new();
     for e in &events {
         per_stream.entry(e.aggregate_id.clone()).or_default().push(e.sequence);
@@ -134,13 +182,20 @@ on_both!(global_positions_gapless_under_8_concurrent_writers, |kind| async move 
 });
 
 async fn seq_before(store: &Store, w: i32) -> i64 {
-    store.load_stream("person", &format!("{}", 1000 + w), None).await.unwrap().len() as i64
+    store
+        .load_stream("person", &format!("{}", 1000 + w), None)
+        .await
+        .unwrap()
+        .len() as i64
 }
 
 on_both!(update_and_delete_are_refused, |kind| async move {
     let db = TestDb::new(kind).await;
     let store = db.store().await;
-    store.append_batch(&[request("5", 0, vec![event("e", json!({"a": 1}))])]).await.unwrap();
+    store
+        .append_batch(&[request("5", 0, vec![event("e", json!({"a": 1}))])])
+        .await
+        .unwrap();
     let before = all_events(&store).await;
     let statements = [
         "UPDATE events SET event_type = 'tampered'",
@@ -167,12 +222,36 @@ on_both!(update_and_delete_are_refused, |kind| async move {
 on_both!(as_of_reads_select_what_was_recorded, |kind| async move {
     let db = TestDb::new(kind).await;
     let store = db.store().await;
-    let a = store.append_batch(&[request("3", 0, vec![event("e", json!({"n": 1}))])]).await.unwrap()[0].clone().unwrap();
+    let a = store
+        .append_batch(&[request("3", 0, vec![event("e", json!({"n": 1}))])])
+        .await
+        .unwrap()[0]
+        .clone()
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let b = store.append_batch(&[request("3", 1, vec![event("e", json!({"n": 2}))])]).await.unwrap()[0].clone().unwrap();
+    let b = store
+        .append_batch(&[request("3", 1, vec![event("e", json!({"n": 2}))])])
+        .await
+        .unwrap()[0]
+        .clone()
+        .unwrap();
     assert!(b.recorded_at > a.recorded_at);
-    assert_eq!(store.load_stream("person", "3", Some(a.recorded_at)).await.unwrap().len(), 1);
-    assert_eq!(store.load_stream("person", "3", Some(b.recorded_at)).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .load_stream("person", "3", Some(a.recorded_at))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .load_stream("person", "3", Some(b.recorded_at))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let before = a.recorded_at - chrono::Duration::microseconds(1);
     assert!(store.load_stream("person", "3", Some(before)).await.unwrap().is_empty());
     db.cleanup().await;
@@ -192,13 +271,43 @@ on_both!(cqrs_es_framework_runs_on_the_log, |kind| async move {
         "reported_date": "2020-01-01", "name": "山田 太郎", "name_kana": "ヤマダ　タロウ", "birth_date": "1980-06-15",
         "sex": "1", "sex_on_back": true}))
     .unwrap();
-    cqrs.execute("77", RecordPersonEvent { event: reg.clone(), system: false }).await.unwrap();
-    let died = PersonEvent { fact: PersonFact::Died, ..reg.clone() };
-    cqrs.execute("77", RecordPersonEvent { event: died, system: false }).await.unwrap();
-    let again = cqrs.execute("77", RecordPersonEvent { event: reg, system: false }).await;
+    cqrs.execute(
+        "77",
+        RecordPersonEvent {
+            event: reg.clone(),
+            system: false,
+        },
+    )
+    .await
+    .unwrap();
+    let died = PersonEvent {
+        fact: PersonFact::Died,
+        ..reg.clone()
+    };
+    cqrs.execute(
+        "77",
+        RecordPersonEvent {
+            event: died,
+            system: false,
+        },
+    )
+    .await
+    .unwrap();
+    let again = cqrs
+        .execute(
+            "77",
+            RecordPersonEvent {
+                event: reg,
+                system: false,
+            },
+        )
+        .await;
     assert!(again.is_err(), "the aggregate's rules apply");
     let stored = store.load_stream("person", "77", None).await.unwrap();
-    assert_eq!(stored.iter().map(|e| (e.sequence, e.position)).collect::<Vec<_>>(), vec![(1, 1), (2, 2)]);
+    assert_eq!(
+        stored.iter().map(|e| (e.sequence, e.position)).collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2)]
+    );
     assert_eq!(stored[1].event_type, "died");
     db.cleanup().await;
 });
@@ -211,13 +320,24 @@ async fn postgres_es_repository_reads_and_writes_the_same_table() {
 
     let db = TestDb::new(Kind::Postgres).await;
     let store = db.store().await;
-    store.append_batch(&[request("9", 0, vec![event("died", json!({"type": "died"}))])]).await.unwrap();
+    store
+        .append_batch(&[request("9", 0, vec![event("died", json!({"type": "died"}))])])
+        .await
+        .unwrap();
     let repo = PostgresEventRepository::new(store.pg_pool().unwrap().clone());
     let theirs = repo.get_events::<Person>("9").await.unwrap();
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].event_type, "died");
     // postgres-es's own insert gets the next position from the trigger, under the same lock.
-    let e = SerializedEvent::new("9".into(), 2, "person".into(), "document_collected".into(), "1".into(), json!({}), json!({}));
+    let e = SerializedEvent::new(
+        "9".into(),
+        2,
+        "person".into(),
+        "document_collected".into(),
+        "1".into(),
+        json!({}),
+        json!({}),
+    );
     repo.persist::<Person>(&[e], None).await.unwrap();
     let ours = store.load_stream("person", "9", None).await.unwrap();
     assert_eq!(ours.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2]);
@@ -234,10 +354,21 @@ async fn sqlite_es_repository_reads_and_writes_the_same_table() {
 
     let db = TestDb::new(Kind::Sqlite).await;
     let store = db.store().await;
-    store.append_batch(&[request("9", 0, vec![event("died", json!({"type": "died"}))])]).await.unwrap();
+    store
+        .append_batch(&[request("9", 0, vec![event("died", json!({"type": "died"}))])])
+        .await
+        .unwrap();
     let repo = SqliteEventRepository::new(store.sqlite_pool().unwrap().clone());
     assert_eq!(repo.get_events::<Person>("9").await.unwrap().len(), 1);
-    let e = SerializedEvent::new("9".into(), 2, "person".into(), "document_collected".into(), "1".into(), json!({}), json!({}));
+    let e = SerializedEvent::new(
+        "9".into(),
+        2,
+        "person".into(),
+        "document_collected".into(),
+        "1".into(),
+        json!({}),
+        json!({}),
+    );
     repo.persist::<Person>(&[e], None).await.unwrap();
     let ours = store.load_stream("person", "9", None).await.unwrap();
     assert_eq!(ours.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2]);

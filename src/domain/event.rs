@@ -206,11 +206,18 @@ pub struct HouseholdEvent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum HouseholdFact {
     /// The resident-register head (住基上の世帯主) from the effective date.
-    HouseholdHeadChanged { person_id: PersonId },
+    HouseholdHeadChanged {
+        person_id: PersonId,
+    },
     /// 施行規則10条の2: an insured member is the NHI head instead of the register head.
-    NhiHeadDesignated { person_id: PersonId },
+    NhiHeadDesignated {
+        person_id: PersonId,
+    },
     NhiHeadDesignationRevoked,
-    CardNumberAssigned { symbol: CardSymbol, number: CardNumber },
+    CardNumberAssigned {
+        symbol: CardSymbol,
+        number: CardNumber,
+    },
     BranchNumberIssued {
         person_id: PersonId,
         symbol: CardSymbol,
@@ -271,13 +278,21 @@ mod tests {
         );
         let back: PersonEvent = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
-        let died = serde_json::to_value(PersonEvent { fact: PersonFact::Died, ..e }).unwrap();
+        let died = serde_json::to_value(PersonEvent {
+            fact: PersonFact::Died,
+            ..e
+        })
+        .unwrap();
         assert_eq!(died["type"], "died");
     }
 
     #[test]
     fn every_type_name_is_listed() {
-        let facts = [PersonFact::Died, PersonFact::DocumentCollected, PersonFact::LateElderlyAgeReached];
+        let facts = [
+            PersonFact::Died,
+            PersonFact::DocumentCollected,
+            PersonFact::LateElderlyAgeReached,
+        ];
         for f in facts {
             assert!(PERSON_EVENT_TYPES.contains(&f.type_name()));
         }

@@ -84,9 +84,7 @@ impl LossReason {
         match self {
             LossReason::Died => Some("01"),
             LossReason::WelfareStarted => Some("02"),
-            LossReason::EmployeeInsuranceJoined | LossReason::NhiUnionJoined | LossReason::LateElderly => {
-                Some("03")
-            }
+            LossReason::EmployeeInsuranceJoined | LossReason::NhiUnionJoined | LossReason::LateElderly => Some("03"),
             LossReason::MovedOut | LossReason::ForeignResidentExcluded => Some("99"),
             LossReason::MovedWithinPrefecture | LossReason::HouseholdChanged => None,
         }
@@ -107,6 +105,8 @@ pub struct Run {
     pub acquisition: AcquisitionReason,
     pub loss: Option<LossReason>,
     pub qualified_on: NaiveDate,
+    /// The end is the 75th birthday alone: derived from the birth date, not from a recorded fact.
+    pub loss_by_age: bool,
 }
 
 impl Run {
@@ -166,7 +166,11 @@ impl Derived {
         self.run_on(d).is_some()
     }
     pub fn household_on(&self, d: NaiveDate) -> Option<&HouseholdId> {
-        self.households.iter().rev().find(|(from, _)| *from <= d).map(|(_, h)| h)
+        self.households
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= d)
+            .map(|(_, h)| h)
     }
     /// The household now or, before any, the first known one.
     pub fn household_current(&self, d: NaiveDate) -> Option<&HouseholdId> {
@@ -326,7 +330,10 @@ impl Walk {
         let (code, why) = match toggle(&e.fact) {
             Toggle::ResidenceStart => ("already_resident", "the person is already resident"),
             Toggle::ResidenceEnd | Toggle::WhileResident => ("not_resident", "the person is not resident"),
-            Toggle::ExclusionStart(_) => ("exclusion_already_started", "this exclusion has already started and not ended"),
+            Toggle::ExclusionStart(_) => (
+                "exclusion_already_started",
+                "this exclusion has already started and not ended",
+            ),
             Toggle::ExclusionEnd(_) => ("exclusion_not_started", "this exclusion has not started"),
             Toggle::DisclosureStart => ("disclosure_already_restricted", "disclosure is already restricted"),
             Toggle::DisclosureEnd => ("disclosure_not_restricted", "disclosure is not restricted"),
@@ -339,7 +346,11 @@ impl Walk {
         use PersonFact as F;
         let d = e.effective_date;
         match &e.fact {
-            F::MovedIn { from, household_id, qualified_on } => {
+            F::MovedIn {
+                from,
+                household_id,
+                qualified_on,
+            } => {
                 let carried = match from {
                     Place::SamePrefecture => {
                         let q = qualified_on.unwrap_or(d);
@@ -364,7 +375,10 @@ impl Walk {
             }
             F::Born { household_id } => {
                 if self.born_seen {
-                    return Err(DomainError::new("already_born", format!("born on {d}: a birth is already recorded")));
+                    return Err(DomainError::new(
+                        "already_born",
+                        format!("born on {d}: a birth is already recorded"),
+                    ));
                 }
                 if d != reg.birth_date {
                     return Err(DomainError::new(
@@ -401,7 +415,11 @@ impl Walk {
                 Toggle::ExclusionStart(k) => self.open_exclusions[k.index()] = Some(k.start_day(d)),
                 Toggle::ExclusionEnd(k) => {
                     let start = self.open_exclusions[k.index()].take().expect("checked possible");
-                    self.exclusions.push(ExclusionRange { kind: k, start, end: Some(k.end_day(d)) });
+                    self.exclusions.push(ExclusionRange {
+                        kind: k,
+                        start,
+                        end: Some(k.end_day(d)),
+                    });
                 }
                 _ => {}
             },
@@ -414,18 +432,28 @@ impl Walk {
 ///
 /// `facts` are the in-force facts other than the registration, each with its sequence, in any
 /// order.
-pub fn derive(reg: &Registration, registered_on: NaiveDate, facts: &[(u64, PersonEvent)]) -> Result<Derived, DomainError> {
+pub fn derive(
+    reg: &Registration,
+    registered_on: NaiveDate,
+    facts: &[(u64, PersonEvent)],
+) -> Result<Derived, DomainError> {
     if registered_on < reg.birth_date {
         return Err(DomainError::new(
             "before_birth",
-            format!("registered on {registered_on}, before the birth date {}", reg.birth_date),
+            format!(
+                "registered on {registered_on}, before the birth date {}",
+                reg.birth_date
+            ),
         ));
     }
     let mut death = None;
     for (_, e) in facts {
         if matches!(e.fact, PersonFact::Died) {
             if death.is_some() {
-                return Err(DomainError::new("already_dead", format!("died on {}: a death is already recorded", e.effective_date)));
+                return Err(DomainError::new(
+                    "already_dead",
+                    format!("died on {}: a death is already recorded", e.effective_date),
+                ));
             }
             death = Some(e.effective_date);
         }
@@ -434,14 +462,23 @@ pub fn derive(reg: &Registration, registered_on: NaiveDate, facts: &[(u64, Perso
         if e.effective_date < reg.birth_date {
             return Err(DomainError::new(
                 "before_birth",
-                format!("{} on {} is before the birth date {}", e.fact.type_name(), e.effective_date, reg.birth_date),
+                format!(
+                    "{} on {} is before the birth date {}",
+                    e.fact.type_name(),
+                    e.effective_date,
+                    reg.birth_date
+                ),
             ));
         }
         if let Some(dd) = death {
             if e.effective_date > dd {
                 return Err(DomainError::new(
                     "after_death",
-                    format!("{} on {} is after the death on {dd}", e.fact.type_name(), e.effective_date),
+                    format!(
+                        "{} on {} is after the death on {dd}",
+                        e.fact.type_name(),
+                        e.effective_date
+                    ),
                 ));
             }
         }
@@ -473,10 +510,18 @@ pub fn derive(reg: &Registration, registered_on: NaiveDate, facts: &[(u64, Perso
     let mut exclusions = walk.exclusions;
     for k in Exclusion::RECORDED {
         if let Some(start) = walk.open_exclusions[k.index()] {
-            exclusions.push(ExclusionRange { kind: k, start, end: None });
+            exclusions.push(ExclusionRange {
+                kind: k,
+                start,
+                end: None,
+            });
         }
     }
-    exclusions.push(ExclusionRange { kind: Exclusion::Age75, start: seventy_fifth_birthday(reg.birth_date), end: None });
+    exclusions.push(ExclusionRange {
+        kind: Exclusion::Age75,
+        start: seventy_fifth_birthday(reg.birth_date),
+        end: None,
+    });
     let alive_until = death.map(next_day);
 
     let runs = insured_runs(&residences, &exclusions, alive_until);
@@ -555,6 +600,12 @@ fn close_run(
     // A run always starts where some condition became true; moved_in is the safe reading.
     let (acquisition, carried) = acq.unwrap_or((AcquisitionReason::MovedIn, None));
 
+    let by_age = to.is_some_and(|t| {
+        exclusions.iter().any(|x| x.kind == Exclusion::Age75 && x.start == t)
+            && alive_until != Some(t)
+            && !exclusions.iter().any(|x| x.kind != Exclusion::Age75 && x.start == t)
+            && !residences.iter().any(|r| r.end == Some(t))
+    });
     let loss = to.map(|t| {
         let mut best: Option<LossReason> = None;
         let mut offer = |l: LossReason| {
@@ -573,7 +624,14 @@ fn close_run(
         }
         best.unwrap_or(LossReason::MovedOut)
     });
-    Run { from, to, acquisition, loss, qualified_on: carried.unwrap_or(from) }
+    Run {
+        from,
+        to,
+        acquisition,
+        loss,
+        qualified_on: carried.unwrap_or(from),
+        loss_by_age: by_age,
+    }
 }
 
 fn split_by_household(runs: &[Run], households: &[(NaiveDate, HouseholdId)]) -> Vec<Interval> {

@@ -60,7 +60,11 @@ impl Household {
     /// The resident-register head on day `d`.
     pub fn head_on(&self, d: NaiveDate) -> Option<PersonId> {
         let mut head = None;
-        for e in self.by_effective_date().into_iter().take_while(|e| e.effective_date <= d) {
+        for e in self
+            .by_effective_date()
+            .into_iter()
+            .take_while(|e| e.effective_date <= d)
+        {
             if let HouseholdFact::HouseholdHeadChanged { person_id } = &e.fact {
                 head = Some(person_id.clone());
             }
@@ -71,7 +75,11 @@ impl Household {
     /// The member designated NHI head on day `d` (施行規則10条の2), if a designation is in force.
     pub fn designation_on(&self, d: NaiveDate) -> Option<PersonId> {
         let mut designated = None;
-        for e in self.by_effective_date().into_iter().take_while(|e| e.effective_date <= d) {
+        for e in self
+            .by_effective_date()
+            .into_iter()
+            .take_while(|e| e.effective_date <= d)
+        {
             match &e.fact {
                 HouseholdFact::NhiHeadDesignated { person_id } => designated = Some(person_id.clone()),
                 HouseholdFact::NhiHeadDesignationRevoked => designated = None,
@@ -111,7 +119,9 @@ impl Household {
             .await
             .map_err(CommandError::Service)?
             .filter(Person::is_registered)
-            .ok_or_else(|| CommandError::rule("person_not_registered", format!("person {person_id} is not registered")))?;
+            .ok_or_else(|| {
+                CommandError::rule("person_not_registered", format!("person {person_id} is not registered"))
+            })?;
         let derived = person.derive()?;
         if derived.household_on(d) != Some(household) {
             return Err(CommandError::rule(
@@ -132,15 +142,24 @@ impl Household {
 fn check_household_dates(e: &HouseholdEvent, today: NaiveDate) -> Result<(), DomainError> {
     let ty = e.fact.type_name();
     if e.effective_date > today {
-        return Err(DomainError::new("future_date", format!("{ty}: effective date {} is in the future", e.effective_date)));
+        return Err(DomainError::new(
+            "future_date",
+            format!("{ty}: effective date {} is in the future", e.effective_date),
+        ));
     }
     if e.reported_date > today {
-        return Err(DomainError::new("reported_date_in_future", format!("{ty}: reported date {} is in the future", e.reported_date)));
+        return Err(DomainError::new(
+            "reported_date_in_future",
+            format!("{ty}: reported date {} is in the future", e.reported_date),
+        ));
     }
     if e.reported_date < e.effective_date {
         return Err(DomainError::new(
             "reported_before_effective",
-            format!("{ty}: reported date {} is before the effective date {}", e.reported_date, e.effective_date),
+            format!(
+                "{ty}: reported date {} is before the effective date {}",
+                e.reported_date, e.effective_date
+            ),
         ));
     }
     Ok(())
@@ -159,7 +178,11 @@ impl Aggregate for Household {
         services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        let RecordHouseholdEvent { household_id, event, system } = command;
+        let RecordHouseholdEvent {
+            household_id,
+            event,
+            system,
+        } = command;
         check_household_dates(&event, services.today)?;
         let d = event.effective_date;
         let dir = services.directory.as_ref();
@@ -188,11 +211,20 @@ impl Aggregate for Household {
                 if let Some(holder) = dir.card_holder(symbol, number).await.map_err(CommandError::Service)? {
                     return Err(CommandError::rule(
                         "card_number_in_use",
-                        format!("card {symbol}-{number} belongs to household {holder}", symbol = symbol.as_str(), number = number.as_str()),
+                        format!(
+                            "card {symbol}-{number} belongs to household {holder}",
+                            symbol = symbol.as_str(),
+                            number = number.as_str()
+                        ),
                     ));
                 }
             }
-            HouseholdFact::BranchNumberIssued { person_id, symbol, number, branch } => {
+            HouseholdFact::BranchNumberIssued {
+                person_id,
+                symbol,
+                number,
+                branch,
+            } => {
                 if !system {
                     return Err(CommandError::rule(
                         "system_event_only",

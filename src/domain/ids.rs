@@ -23,7 +23,10 @@ macro_rules! digit_id {
                 if all_digits(s) && s.len() <= 15 {
                     Ok(Self(s.to_owned()))
                 } else {
-                    Err(InputError::new($code, concat!($what, " must be 1 to 15 ASCII digits")))
+                    Err(InputError::new(
+                        $code,
+                        concat!($what, " must be 1 to 15 ASCII digits"),
+                    ))
                 }
             }
             pub fn as_str(&self) -> &str {
@@ -59,11 +62,17 @@ pub struct MyNumber(String);
 impl MyNumber {
     pub fn parse(s: &str) -> Result<Self, InputError> {
         if s.len() != 12 || !all_digits(s) {
-            return Err(InputError::new("invalid_my_number", "my_number must be 12 ASCII digits"));
+            return Err(InputError::new(
+                "invalid_my_number",
+                "my_number must be 12 ASCII digits",
+            ));
         }
         let d: Vec<u32> = s.bytes().map(|b| u32::from(b - b'0')).collect();
         if check_digit(&d[..11]) != d[11] {
-            return Err(InputError::new("invalid_my_number", "my_number check digit does not match"));
+            return Err(InputError::new(
+                "invalid_my_number",
+                "my_number check digit does not match",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -171,15 +180,15 @@ impl Kana {
         // NFKC maps half-width katakana (and ｰ, ･) to full width and composes ﾞ/ﾟ onto the
         // preceding letter; it would also fold the ideographic space to ASCII, so spaces are
         // widened afterwards.
-        let normalised: String = s
-            .nfkc()
-            .map(|c| if c == ' ' { '\u{3000}' } else { c })
-            .collect();
+        let normalised: String = s.nfkc().map(|c| if c == ' ' { '\u{3000}' } else { c }).collect();
         if normalised.chars().all(|c| c == '\u{3000}') {
             return Err(InputError::new("invalid_kana", "a kana name must not be empty"));
         }
         if normalised.chars().count() > MAX_NAME_CHARS {
-            return Err(InputError::new("invalid_kana", "a kana name must be at most 100 characters"));
+            return Err(InputError::new(
+                "invalid_kana",
+                "a kana name must be at most 100 characters",
+            ));
         }
         if let Some(bad) = normalised.chars().find(|&c| !is_kana_char(c)) {
             return Err(InputError::new(
@@ -198,7 +207,10 @@ impl Kana {
 }
 
 fn is_kana_char(c: char) -> bool {
-    matches!(c, '\u{30A1}'..='\u{30FA}' | '\u{30FB}' | '\u{30FC}' | '\u{30FD}' | '\u{30FE}' | '\u{3000}')
+    matches!(
+        c,
+        '\u{30A1}'..='\u{30FA}' | '\u{30FB}' | '\u{30FC}' | '\u{30FD}' | '\u{30FE}' | '\u{3000}'
+    )
 }
 
 impl TryFrom<String> for Kana {
@@ -223,7 +235,8 @@ impl CardSymbol {
     pub fn parse(s: &str) -> Result<Self, InputError> {
         let ok = !s.is_empty()
             && s.chars().count() <= 16
-            && s.chars().all(|c| !c.is_control() && !c.is_whitespace() && c != ',' && c != '"');
+            && s.chars()
+                .all(|c| !c.is_control() && !c.is_whitespace() && c != ',' && c != '"');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
@@ -264,7 +277,10 @@ impl CardNumber {
         if all_digits(s) && s.len() <= 16 {
             Ok(Self(s.to_owned()))
         } else {
-            Err(InputError::new("invalid_card_number", "number must be 1 to 16 ASCII digits"))
+            Err(InputError::new(
+                "invalid_card_number",
+                "number must be 1 to 16 ASCII digits",
+            ))
         }
     }
     pub fn as_str(&self) -> &str {
@@ -365,7 +381,10 @@ mod tests {
     fn ids_are_one_to_fifteen_digits() {
         assert!(PersonId::parse("1").is_ok());
         assert!(PersonId::parse("123456789012345").is_ok());
-        assert_eq!(PersonId::parse("1234567890123456").unwrap_err().code, "invalid_person_id");
+        assert_eq!(
+            PersonId::parse("1234567890123456").unwrap_err().code,
+            "invalid_person_id"
+        );
         assert!(PersonId::parse("").is_err());
         assert!(PersonId::parse("12a").is_err());
         assert!(PersonId::parse("１２").is_err());

@@ -29,7 +29,9 @@ pub fn parse_date(field: &str, s: &str) -> Result<NaiveDate, InputError> {
     let shape = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     shape
         .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
         .flatten()
@@ -45,7 +47,10 @@ impl<'a> Body<'a> {
     fn new(v: &'a Value, prefix: &'static str) -> Result<Self, InputError> {
         match v {
             Value::Object(map) => Ok(Self { map, prefix }),
-            _ => Err(InputError::new("invalid_body", format!("{prefix}the event must be a JSON object"))),
+            _ => Err(InputError::new(
+                "invalid_body",
+                format!("{prefix}the event must be a JSON object"),
+            )),
         }
     }
 
@@ -56,7 +61,10 @@ impl<'a> Body<'a> {
     fn only(&self, allowed: &[&[&str]]) -> Result<(), InputError> {
         for k in self.map.keys() {
             if !allowed.iter().any(|set| set.contains(&k.as_str())) {
-                return Err(InputError::new("unknown_field", format!("unknown field {}", self.name(k))));
+                return Err(InputError::new(
+                    "unknown_field",
+                    format!("unknown field {}", self.name(k)),
+                ));
             }
         }
         Ok(())
@@ -66,7 +74,10 @@ impl<'a> Body<'a> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(InputError::new("invalid_field", format!("{} must be a string", self.name(key)))),
+            Some(_) => Err(InputError::new(
+                "invalid_field",
+                format!("{} must be a string", self.name(key)),
+            )),
         }
     }
 
@@ -87,18 +98,29 @@ impl<'a> Body<'a> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(InputError::new("invalid_field", format!("{} must be true or false", self.name(key)))),
+            Some(_) => Err(InputError::new(
+                "invalid_field",
+                format!("{} must be true or false", self.name(key)),
+            )),
         }
     }
 
     fn sequence(&self, key: &str) -> Result<u64, InputError> {
         match self.map.get(key) {
-            None | Some(Value::Null) => Err(InputError::new("missing_field", format!("{} is required", self.name(key)))),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| InputError::new("invalid_field", format!("{} must be a positive integer", self.name(key)))),
-            Some(_) => Err(InputError::new("invalid_field", format!("{} must be a positive integer", self.name(key)))),
+            None | Some(Value::Null) => Err(InputError::new(
+                "missing_field",
+                format!("{} is required", self.name(key)),
+            )),
+            Some(Value::Number(n)) => n.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+                InputError::new(
+                    "invalid_field",
+                    format!("{} must be a positive integer", self.name(key)),
+                )
+            }),
+            Some(_) => Err(InputError::new(
+                "invalid_field",
+                format!("{} must be a positive integer", self.name(key)),
+            )),
         }
     }
 
@@ -107,7 +129,10 @@ impl<'a> Body<'a> {
         if known.contains(&ty) {
             Ok(ty)
         } else {
-            Err(InputError::new("unknown_event_type", format!("unknown {what} event type {ty:?}")))
+            Err(InputError::new(
+                "unknown_event_type",
+                format!("unknown {what} event type {ty:?}"),
+            ))
         }
     }
 
@@ -132,17 +157,34 @@ pub fn parse_person_event(v: &Value, today: NaiveDate) -> Result<PersonInput, In
     parse_person(v, today, "", true)
 }
 
-fn parse_person(v: &Value, today: NaiveDate, prefix: &'static str, allow_correction: bool) -> Result<PersonInput, InputError> {
+fn parse_person(
+    v: &Value,
+    today: NaiveDate,
+    prefix: &'static str,
+    allow_correction: bool,
+) -> Result<PersonInput, InputError> {
     let b = Body::new(v, prefix)?;
     let ty = b.type_name(PERSON_EVENT_TYPES, "person")?;
     let correction = matches!(ty, "corrected" | "rescinded");
     if correction && !allow_correction {
-        return Err(InputError::new("invalid_field", "a replacement cannot be a correction or rescission"));
+        return Err(InputError::new(
+            "invalid_field",
+            "a replacement cannot be a correction or rescission",
+        ));
     }
     let mut my_number = None;
     let mut replacement_reported_date_missing = false;
     let extra: &[&str] = match ty {
-        "registered" => &["name", "name_kana", "real_name", "real_name_kana", "birth_date", "sex", "sex_on_back", "my_number"],
+        "registered" => &[
+            "name",
+            "name_kana",
+            "real_name",
+            "real_name_kana",
+            "birth_date",
+            "sex",
+            "sex_on_back",
+            "my_number",
+        ],
         "moved_in" => &["from", "household_id", "qualified_on"],
         "born" | "household_changed" => &["household_id"],
         "moved_out" => &["to"],
@@ -173,13 +215,24 @@ fn parse_person(v: &Value, today: NaiveDate, prefix: &'static str, allow_correct
             if qualified_on.is_some() && from != Place::SamePrefecture {
                 return Err(InputError::new(
                     "field_not_allowed",
-                    format!("{} is allowed only for a move-in from the same prefecture", b.name("qualified_on")),
+                    format!(
+                        "{} is allowed only for a move-in from the same prefecture",
+                        b.name("qualified_on")
+                    ),
                 ));
             }
-            PersonFact::MovedIn { from, household_id: household()?, qualified_on }
+            PersonFact::MovedIn {
+                from,
+                household_id: household()?,
+                qualified_on,
+            }
         }
-        "born" => PersonFact::Born { household_id: household()? },
-        "household_changed" => PersonFact::HouseholdChanged { household_id: household()? },
+        "born" => PersonFact::Born {
+            household_id: household()?,
+        },
+        "household_changed" => PersonFact::HouseholdChanged {
+            household_id: household()?,
+        },
         "moved_out" => PersonFact::MovedOut { to: b.place("to")? },
         "name_changed" => PersonFact::NameChanged(NameChange {
             name: Name::parse(b.str("name")?)?,
@@ -196,7 +249,10 @@ fn parse_person(v: &Value, today: NaiveDate, prefix: &'static str, allow_correct
             let inner = parse_person(r, today, "replacement.", false)?;
             my_number = inner.my_number;
             replacement_reported_date_missing = matches!(r.get("reported_date"), None | Some(Value::Null));
-            PersonFact::Corrected { target_sequence, replacement: Box::new(inner.event) }
+            PersonFact::Corrected {
+                target_sequence,
+                replacement: Box::new(inner.event),
+            }
         }
         "rescinded" => {
             let target_sequence = b.sequence("target_sequence")?;
@@ -204,7 +260,10 @@ fn parse_person(v: &Value, today: NaiveDate, prefix: &'static str, allow_correct
             if reason.is_empty() || reason.chars().count() > 500 || reason.chars().any(char::is_control) {
                 return Err(InputError::new("invalid_field", "reason must be 1 to 500 characters"));
             }
-            PersonFact::Rescinded { target_sequence, reason: reason.to_owned() }
+            PersonFact::Rescinded {
+                target_sequence,
+                reason: reason.to_owned(),
+            }
         }
         "died" => PersonFact::Died,
         "employee_insurance_joined" => PersonFact::EmployeeInsuranceJoined,
@@ -223,10 +282,18 @@ fn parse_person(v: &Value, today: NaiveDate, prefix: &'static str, allow_correct
         "late_elderly_age_reached" => PersonFact::LateElderlyAgeReached,
         other => unreachable!("type {other} is in PERSON_EVENT_TYPES"),
     };
-    let effective_date = if correction { b.opt_date("effective_date")?.unwrap_or(today) } else { b.date("effective_date")? };
+    let effective_date = if correction {
+        b.opt_date("effective_date")?.unwrap_or(today)
+    } else {
+        b.date("effective_date")?
+    };
     let reported_date = b.opt_date("reported_date")?.unwrap_or(today);
     Ok(PersonInput {
-        event: PersonEvent { effective_date, reported_date, fact },
+        event: PersonEvent {
+            effective_date,
+            reported_date,
+            fact,
+        },
         my_number,
         replacement_reported_date_missing,
     })
@@ -260,5 +327,9 @@ pub fn parse_household_event(v: &Value, today: NaiveDate) -> Result<HouseholdEve
         },
         other => unreachable!("type {other} is in HOUSEHOLD_EVENT_TYPES"),
     };
-    Ok(HouseholdEvent { effective_date: b.date("effective_date")?, reported_date: b.opt_date("reported_date")?.unwrap_or(today), fact })
+    Ok(HouseholdEvent {
+        effective_date: b.date("effective_date")?,
+        reported_date: b.opt_date("reported_date")?.unwrap_or(today),
+        fact,
+    })
 }

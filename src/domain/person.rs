@@ -15,6 +15,10 @@ pub const PREFILE_MOVE_OUT_DAYS: u64 = 31;
 /// A report later than this many days after the fact is flagged (施行規則2条).
 pub const LATE_REPORT_DAYS: i64 = 14;
 
+/// The registration in force, the day it was recorded for, and the other facts in force with
+/// their sequences.
+pub type InForce = (Registration, NaiveDate, Vec<(u64, PersonEvent)>);
+
 /// Record one event in a person's stream.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordPersonEvent {
@@ -64,7 +68,10 @@ impl Person {
         let mut replacement: Vec<Option<&PersonEvent>> = vec![None; self.events.len()];
         for e in &self.events {
             match &e.fact {
-                PersonFact::Corrected { target_sequence, replacement: r } => {
+                PersonFact::Corrected {
+                    target_sequence,
+                    replacement: r,
+                } => {
                     let t = (*target_sequence - 1) as usize;
                     status[t] = EventStatus::Corrected;
                     replacement[t] = Some(r);
@@ -82,7 +89,7 @@ impl Person {
 
     /// The registration in force, the day it was recorded for, and every other fact in force
     /// (corrections applied, rescinded facts dropped) with its sequence.
-    pub fn in_force(&self) -> Option<(Registration, NaiveDate, Vec<(u64, PersonEvent)>)> {
+    pub fn in_force(&self) -> Option<InForce> {
         let (status, replacement) = self.statuses();
         let mut registration = None;
         let mut facts = Vec::with_capacity(self.events.len());
@@ -111,11 +118,12 @@ impl Person {
         derive(&reg, on, &facts)
     }
 
-    fn check_correction_target(&self, target_sequence: u64, replacement: Option<&PersonEvent>) -> Result<(), DomainError> {
-        let Some(target) = target_sequence
-            .checked_sub(1)
-            .and_then(|i| self.events.get(i as usize))
-        else {
+    fn check_correction_target(
+        &self,
+        target_sequence: u64,
+        replacement: Option<&PersonEvent>,
+    ) -> Result<(), DomainError> {
+        let Some(target) = target_sequence.checked_sub(1).and_then(|i| self.events.get(i as usize)) else {
             return Err(DomainError::new(
                 "target_not_found",
                 format!("no event with sequence {target_sequence} in this person's stream"),
@@ -129,7 +137,10 @@ impl Person {
         }
         let (status, _) = self.statuses();
         if status[(target_sequence - 1) as usize] == EventStatus::Rescinded {
-            return Err(DomainError::new("target_rescinded", format!("event {target_sequence} is already rescinded")));
+            return Err(DomainError::new(
+                "target_rescinded",
+                format!("event {target_sequence} is already rescinded"),
+            ));
         }
         match replacement {
             Some(r) if r.fact.type_name() != target.fact.type_name() => Err(DomainError::new(
@@ -155,13 +166,22 @@ pub fn check_dates(e: &PersonEvent, today: NaiveDate) -> Result<(), DomainError>
     let ty = e.fact.type_name();
     let move_out = matches!(e.fact, PersonFact::MovedOut { .. });
     let limit = if move_out {
-        today.checked_add_days(Days::new(PREFILE_MOVE_OUT_DAYS)).expect("date in range")
+        today
+            .checked_add_days(Days::new(PREFILE_MOVE_OUT_DAYS))
+            .expect("date in range")
     } else {
         today
     };
     if e.effective_date > limit {
-        let why = if move_out { "more than 31 days ahead" } else { "in the future" };
-        return Err(DomainError::new("future_date", format!("{ty}: effective date {} is {why}", e.effective_date)));
+        let why = if move_out {
+            "more than 31 days ahead"
+        } else {
+            "in the future"
+        };
+        return Err(DomainError::new(
+            "future_date",
+            format!("{ty}: effective date {} is {why}", e.effective_date),
+        ));
     }
     if e.reported_date > today {
         return Err(DomainError::new(
@@ -172,12 +192,18 @@ pub fn check_dates(e: &PersonEvent, today: NaiveDate) -> Result<(), DomainError>
     if e.reported_date < e.effective_date && !move_out {
         return Err(DomainError::new(
             "reported_before_effective",
-            format!("{ty}: reported date {} is before the effective date {}", e.reported_date, e.effective_date),
+            format!(
+                "{ty}: reported date {} is before the effective date {}",
+                e.reported_date, e.effective_date
+            ),
         ));
     }
     if let PersonFact::Registered(r) = &e.fact {
         if r.birth_date > today {
-            return Err(DomainError::new("future_date", format!("birth date {} is in the future", r.birth_date)));
+            return Err(DomainError::new(
+                "future_date",
+                format!("birth date {} is in the future", r.birth_date),
+            ));
         }
     }
     Ok(())
@@ -199,10 +225,16 @@ impl Aggregate for Person {
         let RecordPersonEvent { event, system } = command;
         let registering = matches!(event.fact, PersonFact::Registered(_));
         if self.events.is_empty() && !registering {
-            return Err(CommandError::rule("person_not_registered", "the person is not registered"));
+            return Err(CommandError::rule(
+                "person_not_registered",
+                "the person is not registered",
+            ));
         }
         if !self.events.is_empty() && registering {
-            return Err(CommandError::rule("already_registered", "the person is already registered"));
+            return Err(CommandError::rule(
+                "already_registered",
+                "the person is already registered",
+            ));
         }
         if matches!(event.fact, PersonFact::LateElderlyAgeReached) && !system {
             return Err(CommandError::rule(
@@ -212,7 +244,10 @@ impl Aggregate for Person {
         }
         check_dates(&event, services.today)?;
         match &event.fact {
-            PersonFact::Corrected { target_sequence, replacement } => {
+            PersonFact::Corrected {
+                target_sequence,
+                replacement,
+            } => {
                 self.check_correction_target(*target_sequence, Some(replacement))?;
                 check_dates(replacement, services.today)?;
             }

@@ -35,7 +35,10 @@ pub fn router(ledger: Arc<Ledger>) -> Router {
         .route("/v1/persons/{person_id}", get(persons::person))
         .route("/v1/persons/{person_id}/timeline", get(persons::timeline))
         .route("/v1/persons/{person_id}/eligibility", get(persons::eligibility))
-        .route("/v1/households/{household_id}/events", post(persons::record_household_event))
+        .route(
+            "/v1/households/{household_id}/events",
+            post(persons::record_household_event),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -75,9 +78,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &str, code: &'static str, max: usize
     match headers.get(name) {
         None => Ok(None),
         Some(v) => {
-            let s = v.to_str().map_err(|_| ApiError::bad_request(code, format!("{name} must be visible ASCII")))?;
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request(code, format!("{name} must be visible ASCII")))?;
             if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
-                return Err(ApiError::bad_request(code, format!("{name} must be 1 to {max} visible ASCII characters")));
+                return Err(ApiError::bad_request(
+                    code,
+                    format!("{name} must be 1 to {max} visible ASCII characters"),
+                ));
             }
             Ok(Some(s))
         }
@@ -91,15 +99,20 @@ pub(crate) fn context(headers: &HeaderMap, path: &str, body: &[u8]) -> Result<Re
     let if_match = header(headers, "if-match", "invalid_if_match", 32)?
         .map(|v| {
             let v = v.trim().trim_start_matches("W/").trim_matches('"');
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::bad_request("invalid_if_match", "If-Match must be a sequence number, e.g. \"3\""))
+            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::bad_request("invalid_if_match", "If-Match must be a sequence number, e.g. \"3\"")
+            })
         })
         .transpose()?;
-    let actor = header(headers, "x-actor", "invalid_header", 64)?.unwrap_or("anonymous").to_owned();
+    let actor = header(headers, "x-actor", "invalid_header", 64)?
+        .unwrap_or("anonymous")
+        .to_owned();
     let terminal = header(headers, "x-terminal", "invalid_header", 64)?.map(str::to_owned);
-    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let fingerprint = idempotency_key.as_ref().map(|_| {
         let mut h = Sha256::new();
         h.update(path.as_bytes());
@@ -107,5 +120,12 @@ pub(crate) fn context(headers: &HeaderMap, path: &str, body: &[u8]) -> Result<Re
         h.update(body);
         hex::encode(h.finalize())
     });
-    Ok(RequestContext { actor, terminal, request_id, idempotency_key, fingerprint, if_match })
+    Ok(RequestContext {
+        actor,
+        terminal,
+        request_id,
+        idempotency_key,
+        fingerprint,
+        if_match,
+    })
 }

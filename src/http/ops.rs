@@ -30,11 +30,19 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let head = s.ledger.store().head().await.ok();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::global().render(head)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::global().render(head),
+    )
+        .into_response()
 }
 
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
 }
 
 pub async fn not_found() -> ApiError {

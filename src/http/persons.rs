@@ -20,7 +20,11 @@ use crate::store::format_instant;
 fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiError> {
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body exceeds 1 MiB")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body exceeds 1 MiB",
+            )
         } else {
             ApiError::bad_request("invalid_body", "the request body could not be read")
         }
@@ -35,7 +39,12 @@ fn as_of(q: &HashMap<String, String>) -> Result<Option<DateTime<Utc>>, ApiError>
         .map(|s| {
             DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| ApiError::bad_request("invalid_as_of", "as_of must be an RFC 3339 instant, e.g. 2026-11-25T10:00:00+09:00"))
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_as_of",
+                        "as_of must be an RFC 3339 instant, e.g. 2026-11-25T10:00:00+09:00",
+                    )
+                })
         })
         .transpose()
 }
@@ -49,7 +58,8 @@ fn created(id_field: &str, r: Recorded) -> Response {
     });
     let mut res = (StatusCode::CREATED, Json(body)).into_response();
     if r.replayed {
-        res.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+        res.headers_mut()
+            .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
     }
     res
 }
@@ -92,7 +102,9 @@ pub async fn person(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let v = s.ledger.person(&person_id(&id)?, as_of(&q)?).await?;
-    Ok(Json(serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?,
+    ))
 }
 
 pub async fn timeline(
@@ -101,7 +113,9 @@ pub async fn timeline(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let v = s.ledger.timeline(&person_id(&id)?, as_of(&q)?).await?;
-    Ok(Json(serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?,
+    ))
 }
 
 pub async fn eligibility(
@@ -114,5 +128,7 @@ pub async fn eligibility(
         .map(|d| parse_date("on", d).map_err(|_| ApiError::bad_request("invalid_on", "on must be a date YYYY-MM-DD")))
         .transpose()?;
     let v = s.ledger.eligibility(&person_id(&id)?, on, as_of(&q)?).await?;
-    Ok(Json(serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?))
+    Ok(Json(
+        serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?,
+    ))
 }

@@ -39,7 +39,10 @@ impl PersistedEventRepository for Store {
         Ok(events.into_iter().filter(|e| e.sequence > last_sequence).collect())
     }
 
-    async fn get_snapshot<A: Aggregate>(&self, _aggregate_id: &str) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
         // Event-store mode only: snapshots are never written (engineering-notes.md).
         Ok(None)
     }
@@ -50,7 +53,9 @@ impl PersistedEventRepository for Store {
         snapshot_update: Option<(String, Value, usize)>,
     ) -> Result<(), PersistenceError> {
         if snapshot_update.is_some() {
-            return Err(PersistenceError::UnknownError("snapshots are not supported: use event-store mode".into()));
+            return Err(PersistenceError::UnknownError(
+                "snapshots are not supported: use event-store mode".into(),
+            ));
         }
         let Some(first) = events.first() else { return Ok(()) };
         let request = AppendRequest {

@@ -136,7 +136,9 @@ pub(crate) mod micros {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
         let s = String::deserialize(d)?;
-        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -149,7 +151,10 @@ fn commit_instant(last: DateTime<Utc>) -> DateTime<Utc> {
 enum Backend {
     Postgres(PgPool),
     /// One writer connection (SQLite has one writer at a time anyway) and a pool of readers.
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
 }
 
 /// Handle to the event log. Cheap to clone.
@@ -209,8 +214,14 @@ impl Store {
                     // FULL: an acknowledged commit survives a power cut, not only a crash.
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(Duration::from_secs(10));
-                let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-                let read = SqlitePoolOptions::new().max_connections(8).connect_with(opts.read_only(false)).await?;
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(opts.clone())
+                    .await?;
+                let read = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .connect_with(opts.read_only(false))
+                    .await?;
                 Backend::Sqlite { write, read }
             }
         };
@@ -412,14 +423,22 @@ fn plan(
                 continue;
             }
             if let Some((c, a)) = keys.iter().find(|(c, _)| c.key == claim.key) {
-                let rec = IdempotencyRecord { fingerprint: c.fingerprint.clone(), response: a.clone() };
+                let rec = IdempotencyRecord {
+                    fingerprint: c.fingerprint.clone(),
+                    response: a.clone(),
+                };
                 outcomes.push(Err(Rejection::KeyUsed(rec)));
                 continue;
             }
         }
-        let head = heads.entry((r.aggregate_type.clone(), r.aggregate_id.clone())).or_insert(0);
+        let head = heads
+            .entry((r.aggregate_type.clone(), r.aggregate_id.clone()))
+            .or_insert(0);
         if *head != r.expected_sequence {
-            outcomes.push(Err(Rejection::Conflict { expected: r.expected_sequence, actual: *head }));
+            outcomes.push(Err(Rejection::Conflict {
+                expected: r.expected_sequence,
+                actual: *head,
+            }));
             continue;
         }
         let first_sequence = *head + 1;
@@ -453,7 +472,13 @@ fn plan(
         }
         outcomes.push(Ok(appended));
     }
-    Ok(Plan { outcomes, rows, vault, keys, last_position: position })
+    Ok(Plan {
+        outcomes,
+        rows,
+        vault,
+        keys,
+        last_position: position,
+    })
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {

@@ -6,7 +6,11 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row as _};
 
-use super::{commit_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError, StoredEvent, VaultEntry};
+use super::{
+    commit_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError, StoredEvent, VaultEntry,
+};
+
+type VaultRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 
 const SELECT_EVENT: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
      payload::text AS payload, metadata::text AS metadata, recorded_at FROM events";
@@ -54,7 +58,10 @@ pub(super) async fn append(pool: &PgPool, requests: &[AppendRequest]) -> Result<
     .map(|(t, i, s)| ((t, i), s))
     .collect();
 
-    let claimed: Vec<String> = requests.iter().filter_map(|r| r.idempotency.as_ref().map(|c| c.key.clone())).collect();
+    let claimed: Vec<String> = requests
+        .iter()
+        .filter_map(|r| r.idempotency.as_ref().map(|c| c.key.clone()))
+        .collect();
     let mut used = HashMap::new();
     if !claimed.is_empty() {
         let rows: Vec<(String, String, String)> =
@@ -159,14 +166,33 @@ pub(super) async fn load_stream(
         .collect()
 }
 
-pub(super) async fn load_streams(pool: &PgPool, aggregate_type: &str, ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
-    let sql = format!("{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = ANY($2) ORDER BY aggregate_id, sequence");
-    sqlx::query(&sql).bind(aggregate_type).bind(ids).fetch_all(pool).await?.into_iter().map(event).collect()
+pub(super) async fn load_streams(
+    pool: &PgPool,
+    aggregate_type: &str,
+    ids: &[String],
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let sql =
+        format!("{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = ANY($2) ORDER BY aggregate_id, sequence");
+    sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(event)
+        .collect()
 }
 
 pub(super) async fn read_log(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
     let sql = format!("{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2");
-    sqlx::query(&sql).bind(after).bind(limit).fetch_all(pool).await?.into_iter().map(event).collect()
+    sqlx::query(&sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(event)
+        .collect()
 }
 
 pub(super) async fn household_person_ids(pool: &PgPool, household_id: &str) -> Result<Vec<String>, StoreError> {
@@ -191,18 +217,26 @@ pub(super) async fn card_holder(pool: &PgPool, symbol: &str, number: &str) -> Re
 }
 
 pub(super) async fn idempotency(pool: &PgPool, key: &str) -> Result<Option<(String, String)>, StoreError> {
-    Ok(sqlx::query_as("SELECT fingerprint, response::text FROM idempotency_keys WHERE key = $1")
-        .bind(key)
-        .fetch_optional(pool)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT fingerprint, response::text FROM idempotency_keys WHERE key = $1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 pub(super) async fn vault_entry(pool: &PgPool, commitment: &str) -> Result<Option<VaultEntry>, StoreError> {
-    let row: Option<(String, String, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+    let row: Option<VaultRow> = sqlx::query_as(
         "SELECT commitment, person_id, salt, nonce, ciphertext FROM my_number_vault WHERE commitment = $1",
     )
     .bind(commitment)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(commitment, person_id, salt, nonce, ciphertext)| VaultEntry { commitment, person_id, salt, nonce, ciphertext }))
+    Ok(row.map(|(commitment, person_id, salt, nonce, ciphertext)| VaultEntry {
+        commitment,
+        person_id,
+        salt,
+        nonce,
+        ciphertext,
+    }))
 }

@@ -6,13 +6,20 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row as _, SqlitePool};
 
-use super::{commit_instant, corrupt, format_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError, StoredEvent, VaultEntry};
+use super::{
+    commit_instant, corrupt, format_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError,
+    StoredEvent, VaultEntry,
+};
+
+type VaultRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 
 const SELECT_EVENT: &str =
     "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at FROM events";
 
 fn parse_instant(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(corrupt)
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(corrupt)
 }
 
 fn event(row: SqliteRow) -> Result<StoredEvent, StoreError> {
@@ -62,7 +69,13 @@ pub(super) async fn append(pool: &SqlitePool, requests: &[AppendRequest]) -> Res
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some((fingerprint, response)) = row {
-            used.insert(claim.key.clone(), IdempotencyRecord { fingerprint, response: serde_json::from_str(&response).map_err(corrupt)? });
+            used.insert(
+                claim.key.clone(),
+                IdempotencyRecord {
+                    fingerprint,
+                    response: serde_json::from_str(&response).map_err(corrupt)?,
+                },
+            );
         }
     }
 
@@ -138,18 +151,36 @@ pub(super) async fn load_stream(
         .collect()
 }
 
-pub(super) async fn load_streams(pool: &SqlitePool, aggregate_type: &str, ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
+pub(super) async fn load_streams(
+    pool: &SqlitePool,
+    aggregate_type: &str,
+    ids: &[String],
+) -> Result<Vec<StoredEvent>, StoreError> {
     // json_each keeps the statement one parameter wide whatever the number of ids.
     let sql = format!(
         "{SELECT_EVENT} WHERE aggregate_type = ?1 AND aggregate_id IN (SELECT value FROM json_each(?2)) ORDER BY aggregate_id, sequence"
     );
     let ids = serde_json::to_string(ids).map_err(corrupt)?;
-    sqlx::query(&sql).bind(aggregate_type).bind(ids).fetch_all(pool).await?.into_iter().map(event).collect()
+    sqlx::query(&sql)
+        .bind(aggregate_type)
+        .bind(ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(event)
+        .collect()
 }
 
 pub(super) async fn read_log(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
     let sql = format!("{SELECT_EVENT} WHERE position > ?1 ORDER BY position LIMIT ?2");
-    sqlx::query(&sql).bind(after).bind(limit).fetch_all(pool).await?.into_iter().map(event).collect()
+    sqlx::query(&sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(event)
+        .collect()
 }
 
 pub(super) async fn household_person_ids(pool: &SqlitePool, household_id: &str) -> Result<Vec<String>, StoreError> {
@@ -174,18 +205,26 @@ pub(super) async fn card_holder(pool: &SqlitePool, symbol: &str, number: &str) -
 }
 
 pub(super) async fn idempotency(pool: &SqlitePool, key: &str) -> Result<Option<(String, String)>, StoreError> {
-    Ok(sqlx::query_as("SELECT fingerprint, response FROM idempotency_keys WHERE key = ?1")
-        .bind(key)
-        .fetch_optional(pool)
-        .await?)
+    Ok(
+        sqlx::query_as("SELECT fingerprint, response FROM idempotency_keys WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 pub(super) async fn vault_entry(pool: &SqlitePool, commitment: &str) -> Result<Option<VaultEntry>, StoreError> {
-    let row: Option<(String, String, Vec<u8>, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+    let row: Option<VaultRow> = sqlx::query_as(
         "SELECT commitment, person_id, salt, nonce, ciphertext FROM my_number_vault WHERE commitment = ?1",
     )
     .bind(commitment)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(commitment, person_id, salt, nonce, ciphertext)| VaultEntry { commitment, person_id, salt, nonce, ciphertext }))
+    Ok(row.map(|(commitment, person_id, salt, nonce, ciphertext)| VaultEntry {
+        commitment,
+        person_id,
+        salt,
+        nonce,
+        ciphertext,
+    }))
 }

@@ -37,7 +37,9 @@ impl Writer {
                     Ok(outcomes) => {
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
                             if let Ok(a) = &outcome {
-                                metrics::global().events_appended.add((a.last_sequence - a.first_sequence + 1) as u64);
+                                metrics::global()
+                                    .events_appended
+                                    .add((a.last_sequence - a.first_sequence + 1) as u64);
                             }
                             // The caller may have gone away; the append stands regardless.
                             let _ = reply.send(Ok(outcome));
@@ -58,7 +60,10 @@ impl Writer {
 
     pub async fn append(&self, request: AppendRequest) -> Result<Outcome, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { request, reply }).await.map_err(|_| StoreError::WriterGone)?;
+        self.tx
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Batch)
     }
 }

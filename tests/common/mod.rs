@@ -18,7 +18,9 @@ pub const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// "Today" of the tests: 2026-11-25, noon in Tokyo.
 pub fn test_now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-25T03:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-25T03:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 pub enum Kind {
@@ -61,14 +63,25 @@ impl TestDb {
                 let mut conn = sqlx::PgConnection::connect(&admin)
                     .await
                     .unwrap_or_else(|e| panic!("PostgreSQL at DATABASE_URL is required for this test: {e}"));
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
                 conn.close().await.unwrap();
-                TestDb { url: with_database(&admin, &name), pg_admin: Some((admin, name)), _dir: None }
+                TestDb {
+                    url: with_database(&admin, &name),
+                    pg_admin: Some((admin, name)),
+                    _dir: None,
+                }
             }
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
-                TestDb { url, pg_admin: None, _dir: Some(dir) }
+                TestDb {
+                    url,
+                    pg_admin: None,
+                    _dir: Some(dir),
+                }
             }
         }
     }
@@ -85,7 +98,9 @@ impl TestDb {
     pub async fn cleanup(self) {
         if let Some((admin, name)) = &self.pg_admin {
             let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
@@ -102,9 +117,23 @@ pub async fn ledger(kind: Kind) -> TestLedger {
     let store = db.store().await;
     let clock = Arc::new(FixedClock::new(test_now()));
     let (writer, _task) = Writer::spawn(store.clone(), 64);
-    let settings = Settings { insurer_number: "131999".into(), ..Settings::default() };
-    let ledger = Arc::new(Ledger::new(store.clone(), writer, clock.clone(), Arc::new(Vault::from_key([42; 32])), settings));
-    TestLedger { db, ledger, store, clock }
+    let settings = Settings {
+        insurer_number: "131999".into(),
+        ..Settings::default()
+    };
+    let ledger = Arc::new(Ledger::new(
+        store.clone(),
+        writer,
+        clock.clone(),
+        Arc::new(Vault::from_key([42; 32])),
+        settings,
+    ));
+    TestLedger {
+        db,
+        ledger,
+        store,
+        clock,
+    }
 }
 
 /// Defines one test per backend: `name::postgres` and `name::sqlite`.

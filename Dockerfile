@@ -1,0 +1,14 @@
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --bin kokuho-ledger
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /data kokuho && mkdir -p /data && chown kokuho /data
+COPY --from=build /src/target/release/kokuho-ledger /usr/local/bin/kokuho-ledger
+USER kokuho
+WORKDIR /data
+EXPOSE 8080
+ENTRYPOINT ["kokuho-ledger"]
+CMD ["serve", "--listen", "0.0.0.0:8080"]
