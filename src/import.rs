@@ -189,23 +189,23 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
         };
         let request = match l.target {
             Target::Person(id, input) => {
-                let mut persons = directory.persons.write().expect("lock");
-                let person = persons.entry(id.clone()).or_default();
+                // Taken out of the shared map while its handler runs (the household rules read it).
+                let mut person = directory.persons.write().expect("lock").remove(&id).unwrap_or_default();
                 let expected = person.last_sequence() as i64;
-                let (event, vault_entries) = prepare_person_event(&vault, &id, person, &input);
+                let (event, vault_entries) = prepare_person_event(&vault, &id, &person, &input);
                 let reported = event.reported_date;
                 let sink = EventSink::default();
-                // The handler only awaits its event sink: it completes without yielding.
-                futures::executor::block_on(person.handle(
-                    RecordPersonEvent { event, system: false },
-                    &person_services,
-                    &sink,
-                ))
-                .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
-                let events = futures::executor::block_on(sink.collect())
+                person
+                    .handle(RecordPersonEvent { event, system: false }, &person_services, &sink)
+                    .await
+                    .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
+                let events = sink
+                    .collect()
+                    .await
                     .iter()
                     .map(|e| new_event(e, &ctx, reported))
                     .collect::<Result<Vec<_>, _>>()?;
+                directory.persons.write().expect("lock").insert(id.clone(), person);
                 AppendRequest {
                     aggregate_type: Person::TYPE.into(),
                     aggregate_id: id.to_string(),

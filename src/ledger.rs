@@ -14,12 +14,12 @@ use crate::clock::Clock;
 use crate::domain::input::{parse_household_event, parse_person_event, PersonInput};
 use crate::domain::person::{EventStatus, LATE_REPORT_DAYS};
 use crate::domain::{
-    CommandError, Directory, DomainError, Household, HouseholdEvent, HouseholdFact, HouseholdId, HouseholdServices,
-    InputError, Person, PersonEvent, PersonFact, PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
+    CommandError, Directory, DomainError, Household, HouseholdEvent, HouseholdId, HouseholdServices, InputError,
+    Person, PersonEvent, PersonFact, PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
 };
 use crate::metrics;
 use crate::settings::Settings;
-use crate::store::writer::Writer;
+use crate::store::writer::{Ticket, Writer};
 use crate::store::{
     format_instant, AppendRequest, Appended, IdempotencyClaim, NewEvent, Rejection, Store, StoreError, StoredEvent,
     VaultEntry,
@@ -351,8 +351,13 @@ impl Ledger {
     }
 
     /// Submits one append and interprets the outcome; `Ok(None)` means "conflict: run again".
-    async fn submit(&self, request: AppendRequest, ctx: &RequestContext) -> Result<Option<Recorded>, LedgerError> {
-        match self.writer.append(request).await? {
+    async fn submit(
+        &self,
+        ticket: Ticket,
+        request: AppendRequest,
+        ctx: &RequestContext,
+    ) -> Result<Option<Recorded>, LedgerError> {
+        match self.writer.append(Some(ticket), request).await? {
             Ok(appended) => Ok(Some(Recorded {
                 appended,
                 replayed: false,
@@ -423,6 +428,7 @@ impl Ledger {
             return Ok(r);
         }
         for _ in 0..CONFLICT_RETRIES {
+            let ticket = self.writer.ticket();
             let stored = self.store.load_stream(Person::TYPE, person_id.as_str(), None).await?;
             let mut person = person_from(&stored)?;
             Self::check_if_match(ctx, person.last_sequence())?;
@@ -452,7 +458,7 @@ impl Ledger {
                     fingerprint: ctx.fingerprint.clone().unwrap_or_default(),
                 }),
             };
-            if let Some(r) = self.submit(request, ctx).await? {
+            if let Some(r) = self.submit(ticket, request, ctx).await? {
                 tracing::info!(person_id = %person_id, sequence = r.appended.last_sequence, position = r.appended.last_position, "person event recorded");
                 return Ok(r);
             }
@@ -495,6 +501,7 @@ impl Ledger {
             return Ok(r);
         }
         for _ in 0..CONFLICT_RETRIES {
+            let ticket = self.writer.ticket();
             let stored = self
                 .store
                 .load_stream(Household::TYPE, household_id.as_str(), None)
@@ -528,7 +535,7 @@ impl Ledger {
                     fingerprint: ctx.fingerprint.clone().unwrap_or_default(),
                 }),
             };
-            if let Some(r) = self.submit(request, ctx).await? {
+            if let Some(r) = self.submit(ticket, request, ctx).await? {
                 tracing::info!(household_id = %household_id, sequence = r.appended.last_sequence, position = r.appended.last_position, "household event recorded");
                 return Ok(r);
             }
@@ -751,22 +758,4 @@ impl Ledger {
             interval,
         })
     }
-
-    /// Household facts (for later read models and tests).
-    pub async fn household_view(
-        &self,
-        id: &HouseholdId,
-        as_of: Option<DateTime<Utc>>,
-    ) -> Result<Household, LedgerError> {
-        self.household(id, as_of).await
-    }
-
-    pub fn household_head(household: &Household, day: NaiveDate) -> Option<PersonId> {
-        household.head_on(day)
-    }
-}
-
-/// Whether a household fact may only come from the ledger itself.
-pub fn is_system_household_fact(f: &HouseholdFact) -> bool {
-    matches!(f, HouseholdFact::BranchNumberIssued { .. })
 }

@@ -1,1 +1,397 @@
-fn main() {}
+//! Load tool for docs/benchmarks.md. Each figure is measured against a baseline taken in the
+//! same run on the same server: a plain INSERT of rows of the same size with the same commit
+//! pattern. Every run works in a fresh database created from `--admin-url`.
+//!
+//!   ledger-bench appends  [--clients 8] [--seconds 10]
+//!   ledger-bench import   [--persons 100000]
+//!   ledger-bench timeline [--events 50] [--requests 2000]
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::body::Body;
+use axum::http::Request;
+use clap::{Parser, Subcommand};
+use kokuho_ledger::clock::SystemClock;
+use kokuho_ledger::domain::PersonId;
+use kokuho_ledger::ledger::{Ledger, RequestContext};
+use kokuho_ledger::settings::Settings;
+use kokuho_ledger::store::writer::Writer;
+use kokuho_ledger::store::Store;
+use kokuho_ledger::vault::Vault;
+use serde_json::{json, Value};
+use sqlx::{Connection, PgPool};
+use tower::ServiceExt;
+
+#[derive(Parser)]
+struct Args {
+    /// A PostgreSQL server where the tool may create a database.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    admin_url: String,
+    /// Keep the benchmark database afterwards.
+    #[arg(long)]
+    keep: bool,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Single-event commands from concurrent clients vs plain single-row INSERT commits.
+    Appends {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// `import` of 10 events per person vs a plain batched INSERT of the same rows.
+    Import {
+        #[arg(long, default_value_t = 100_000)]
+        persons: usize,
+        #[arg(long, default_value_t = 10_000)]
+        batch_size: usize,
+    },
+    /// Timeline reads of one person with N events through the HTTP router.
+    Timeline {
+        #[arg(long, default_value_t = 50)]
+        events: usize,
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+    },
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{root}/{db}")
+}
+
+struct BenchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDb {
+    async fn create(admin: &str) -> anyhow::Result<Self> {
+        let name = format!("kl_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(admin)
+            .await
+            .context("connecting to the admin URL")?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await?;
+        Ok(Self {
+            admin: admin.into(),
+            url: with_database(admin, &name),
+            name,
+        })
+    }
+    async fn drop_db(&self) -> anyhow::Result<()> {
+        let mut c = sqlx::PgConnection::connect(&self.admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute(&mut c)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn ledger(url: &str, dir: &std::path::Path) -> anyhow::Result<(Arc<Ledger>, Store)> {
+    let store = Store::connect(url).await?;
+    let settings = Settings::default();
+    let (writer, _task) = Writer::spawn(store.clone(), settings.max_batch);
+    let vault = Vault::open_key_file(&dir.join("bench.key"), true)?;
+    Ok((
+        Arc::new(Ledger::new(
+            store.clone(),
+            writer,
+            Arc::new(SystemClock),
+            Arc::new(vault),
+            settings,
+        )),
+        store,
+    ))
+}
+
+fn registration(i: usize) -> Value {
+    json!({"type": "registered", "effective_date": "2000-01-01", "reported_date": "2000-01-05",
+        "name": "山田 太郎", "name_kana": "ヤマダ　タロウ", "birth_date": format!("19{:02}-0{}-1{}", 45 + i % 40, 1 + i % 9, i % 10),
+        "sex": if i % 2 == 0 { "1" } else { "2" }})
+}
+
+const PLAIN_TABLE: &str = "CREATE TABLE bench_plain (position bigint PRIMARY KEY, aggregate_type text NOT NULL, \
+    aggregate_id text NOT NULL, sequence bigint NOT NULL, event_type text NOT NULL, event_version text NOT NULL, \
+    payload json NOT NULL, metadata json NOT NULL, recorded_at timestamptz NOT NULL)";
+
+async fn appends(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ledger, store) = ledger(url, dir.path()).await?;
+    let pool: PgPool = store.pg_pool().context("appends needs PostgreSQL")?.clone();
+    sqlx::query(PLAIN_TABLE).execute(&pool).await?;
+
+    // The ledger: each client records single-event commands (a new person's registration).
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for c in 0..clients {
+        let (ledger, stop, count) = (ledger.clone(), stop.clone(), count.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let id = PersonId::parse(&format!("{}{:09}", c + 1, i)).unwrap();
+                let ctx = RequestContext {
+                    actor: "bench".into(),
+                    request_id: format!("{c}-{i}"),
+                    ..Default::default()
+                };
+                ledger
+                    .record_person_event(&id, &registration(i), &ctx)
+                    .await
+                    .expect("append");
+                count.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let ledger_rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+
+    // Baseline: the same rows, one INSERT and one commit each, from the same number of clients.
+    let sample = store.read_log(0, 1).await?.pop().context("a stored row")?;
+    let payload = serde_json::to_string(&sample.payload)?;
+    let metadata = serde_json::to_string(&sample.metadata)?;
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for c in 0..clients {
+        let (pool, stop, next, payload, metadata) = (
+            pool.clone(),
+            stop.clone(),
+            next.clone(),
+            payload.clone(),
+            metadata.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let p = next.fetch_add(1, Ordering::Relaxed) as i64 + 1;
+                sqlx::query("INSERT INTO bench_plain VALUES ($1, 'person', $2, 1, 'registered', '1', $3::json, $4::json, now())")
+                    .bind(p)
+                    .bind(format!("{c}-{p}"))
+                    .bind(&payload)
+                    .bind(&metadata)
+                    .execute(&pool)
+                    .await
+                    .expect("plain insert");
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let plain_rate = next.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    println!("appends: {clients} clients, {seconds} s each");
+    println!("  ledger single-event commands: {ledger_rate:.0} events/s");
+    println!("  plain INSERT, one commit each: {plain_rate:.0} rows/s");
+    println!("  ratio: {:.2}", ledger_rate / plain_rate);
+    store.close().await;
+    Ok(())
+}
+
+fn person_lines(i: usize) -> Vec<Value> {
+    let pid = format!("{}", 100_000_000_000u64 + i as u64);
+    let hid = format!("{}", 200_000_000_000u64 + (i / 3) as u64);
+    let mut reg = registration(i);
+    reg["person_id"] = json!(pid);
+    let ev =
+        |ty: &str, date: &str| json!({"person_id": pid, "type": ty, "effective_date": date, "reported_date": date});
+    let mut moved = ev("moved_in", "2001-04-01");
+    moved["from"] = json!("other_prefecture");
+    moved["household_id"] = json!(hid);
+    let mut renamed = ev("name_changed", "2015-02-02");
+    renamed["name"] = json!("山田 花子");
+    renamed["name_kana"] = json!("ヤマダ　ハナコ");
+    vec![
+        reg,
+        moved,
+        ev("employee_insurance_joined", "2005-04-01"),
+        ev("employee_insurance_left", "2008-10-01"),
+        ev("welfare_started", "2012-06-10"),
+        ev("welfare_ended", "2013-01-05"),
+        renamed,
+        ev("document_collected", "2016-03-03"),
+        ev("disclosure_restricted", "2018-01-01"),
+        ev("disclosure_restriction_lifted", "2019-01-01"),
+    ]
+}
+
+async fn import(url: &str, persons: usize, batch_size: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bench.jsonl");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    for i in 0..persons {
+        for l in person_lines(i) {
+            serde_json::to_writer(&mut w, &l)?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()?;
+    drop(w);
+    let settings = Settings {
+        vault_key_file: Some(dir.path().join("k.key")),
+        ..Settings::default()
+    };
+    let started = Instant::now();
+    let summary = kokuho_ledger::import::run(&file, url, settings, batch_size, "bench").await?;
+    let total = started.elapsed().as_secs_f64();
+    println!("import: {summary}");
+    let store = Store::connect(url).await?;
+    let pool = store.pg_pool().context("import benchmark needs PostgreSQL")?.clone();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    println!(
+        "  end to end (parse + check + write): {:.0} events/s over {n} events",
+        n as f64 / total
+    );
+
+    // Baseline: the same rows into a plain table, same batch size, one commit per batch.
+    sqlx::query(PLAIN_TABLE).execute(&pool).await?;
+    let rows = store.read_log(0, i64::MAX).await?;
+    let started = Instant::now();
+    for chunk in rows.chunks(batch_size) {
+        let mut c: [Vec<String>; 6] = Default::default();
+        let (mut seqs, mut pos) = (Vec::new(), Vec::new());
+        for r in chunk {
+            c[0].push(r.aggregate_type.clone());
+            c[1].push(r.aggregate_id.clone());
+            c[2].push(r.event_type.clone());
+            c[3].push(r.event_version.clone());
+            c[4].push(serde_json::to_string(&r.payload)?);
+            c[5].push(serde_json::to_string(&r.metadata)?);
+            seqs.push(r.sequence);
+            pos.push(r.position);
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO bench_plain SELECT pos, t, i, s, et, ev, p::json, m::json, now() FROM \
+             UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]) \
+             AS u(t, i, s, et, ev, p, m, pos)",
+        )
+        .bind(&c[0])
+        .bind(&c[1])
+        .bind(&seqs)
+        .bind(&c[2])
+        .bind(&c[3])
+        .bind(&c[4])
+        .bind(&c[5])
+        .bind(&pos)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let plain = rows.len() as f64 / started.elapsed().as_secs_f64();
+    println!("  plain batched INSERT of the same rows: {plain:.0} rows/s");
+    println!("  ratio (end to end / plain): {:.2}", n as f64 / total / plain);
+    store.close().await;
+    Ok(())
+}
+
+async fn timeline(url: &str, events: usize, requests: usize, clients: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ledger, store) = ledger(url, dir.path()).await?;
+    let id = PersonId::parse("1")?;
+    let ctx = RequestContext {
+        actor: "bench".into(),
+        ..Default::default()
+    };
+    ledger.record_person_event(&id, &registration(1), &ctx).await?;
+    let mi = json!({"type": "moved_in", "effective_date": "2001-04-01", "from": "abroad", "household_id": "7"});
+    ledger.record_person_event(&id, &mi, &ctx).await?;
+    for k in 2..events {
+        let d = chrono::NaiveDate::from_ymd_opt(2002, 1, 1).unwrap() + chrono::Days::new(k as u64 * 30);
+        ledger
+            .record_person_event(
+                &id,
+                &json!({"type": "document_collected", "effective_date": d.to_string()}),
+                &ctx,
+            )
+            .await?;
+    }
+    let router = kokuho_ledger::http::router(ledger.clone());
+    for (label, concurrency) in [("sequential", 1usize), ("concurrent", clients)] {
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let router = router.clone();
+            let n = requests / concurrency;
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let t = Instant::now();
+                    let res = router
+                        .clone()
+                        .oneshot(Request::get("/v1/persons/1/timeline").body(Body::empty()).unwrap())
+                        .await
+                        .unwrap();
+                    assert!(res.status().is_success());
+                    let _ = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let started = Instant::now();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await?);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        all.sort();
+        let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+        println!(
+            "timeline ({events} events, {label}, {concurrency} clients): p50 {:?}, p99 {:?}, {:.0} req/s",
+            pct(0.50),
+            pct(0.99),
+            all.len() as f64 / wall
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let db = BenchDb::create(&args.admin_url).await?;
+    let result = match args.what {
+        What::Appends { clients, seconds } => appends(&db.url, clients, seconds).await,
+        What::Import { persons, batch_size } => import(&db.url, persons, batch_size).await,
+        What::Timeline {
+            events,
+            requests,
+            clients,
+        } => timeline(&db.url, events, requests, clients).await,
+    };
+    if !args.keep {
+        db.drop_db().await?;
+    }
+    result
+}
