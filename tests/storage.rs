@@ -374,3 +374,41 @@ async fn sqlite_es_repository_reads_and_writes_the_same_table() {
     assert_eq!(ours.iter().map(|e| e.position).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(store.head().await.unwrap(), 2);
 }
+
+on_both!(
+    an_expectation_beyond_the_stream_is_a_conflict_not_a_gap,
+    |kind| async move {
+        let db = TestDb::new(kind).await;
+        let store = db.store().await;
+        let two = vec![event("e", json!({"n": 1})), event("e", json!({"n": 2}))];
+        store.append_batch(&[request("12", 0, two)]).await.unwrap();
+        for expected in [1, 5] {
+            let out = store
+                .append_batch(&[request("12", expected, vec![event("e", json!({}))])])
+                .await
+                .unwrap();
+            assert_eq!(out[0], Err(Rejection::Conflict { expected, actual: 2 }));
+        }
+        // In one batch, a stale request does not hold back the others.
+        let out = store
+            .append_batch(&[
+                request("12", 2, vec![event("e", json!({}))]),
+                request("13", 0, vec![event("e", json!({}))]),
+                request("12", 2, vec![event("e", json!({}))]),
+            ])
+            .await
+            .unwrap();
+        assert!(out[0].is_ok() && out[1].is_ok());
+        assert_eq!(out[2], Err(Rejection::Conflict { expected: 2, actual: 3 }));
+        let seqs: Vec<i64> = store
+            .load_stream("person", "12", None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(store.head().await.unwrap(), 4);
+        db.cleanup().await;
+    }
+);

@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row as _};
+use sqlx::{Executor as _, PgConnection, PgPool, Postgres, Row as _};
 
 use super::{
     commit_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError, StoredEvent, VaultEntry,
@@ -29,13 +30,137 @@ fn event(row: PgRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
-pub(super) async fn append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
-    let mut tx = pool.begin().await?;
+pub(super) async fn append(pool: &PgPool, requests: Vec<AppendRequest>) -> Result<Vec<Outcome>, StoreError> {
+    if requests.iter().all(|r| r.idempotency.is_none() && r.vault.is_empty()) {
+        match fast_append(pool, &requests).await {
+            Ok(Some(outcomes)) => return Ok(outcomes),
+            // A stale expectation or a uniqueness rule: nothing was written; decide request by
+            // request on the careful path.
+            Ok(None) => {}
+            Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let conn = pool.acquire().await?;
+    // Run to the end even if the caller goes away: the connection must not return to the pool
+    // inside a transaction.
+    tokio::spawn(append_owned(conn, requests))
+        .await
+        .map_err(|e| StoreError::Batch(e.to_string()))?
+}
+
+async fn append_owned(
+    mut conn: PoolConnection<Postgres>,
+    requests: Vec<AppendRequest>,
+) -> Result<Vec<Outcome>, StoreError> {
+    let result = append_in(&mut conn, &requests).await;
+    if result.is_err() && conn.execute("ROLLBACK").await.is_err() {
+        conn.close_on_drop();
+    }
+    result
+}
+
+/// The common case in one autocommit statement, so the log lock is held for one round trip and
+/// the commit: the head row is locked and advanced, positions are the head plus the row's
+/// ordinal, and the rows go in. A guard checks that every continued stream ends where its request
+/// expects (rows only ever get added, so a stale snapshot can only make it fail, never pass
+/// wrongly); when it fails nothing is updated or inserted and `None` sends the batch to the
+/// careful path. A sequence taken meanwhile is a primary-key violation: the statement, head
+/// update included, is undone.
+async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Option<Vec<Outcome>>, StoreError> {
+    let heads = requests
+        .iter()
+        .map(|r| ((r.aggregate_type.clone(), r.aggregate_id.clone()), r.expected_sequence))
+        .collect();
+    let now = commit_instant(DateTime::<Utc>::UNIX_EPOCH);
+    let plan = plan(requests, heads, HashMap::new(), 0, now)?;
+    if plan.outcomes.iter().any(|o| o.is_err()) || plan.rows.is_empty() {
+        return Ok(None);
+    }
+    let (mut gt, mut gi, mut gs) = (Vec::new(), Vec::new(), Vec::new());
+    for r in requests.iter().filter(|r| r.expected_sequence > 0) {
+        gt.push(r.aggregate_type.clone());
+        gi.push(r.aggregate_id.clone());
+        gs.push(r.expected_sequence);
+    }
+    let n = plan.rows.len() as i64;
+    let mut c: [Vec<String>; 6] = Default::default();
+    let mut seqs = Vec::with_capacity(plan.rows.len());
+    for r in plan.rows {
+        c[0].push(r.aggregate_type);
+        c[1].push(r.aggregate_id);
+        c[2].push(r.event_type);
+        c[3].push(r.event_version);
+        c[4].push(r.payload);
+        c[5].push(r.metadata);
+        seqs.push(r.sequence);
+    }
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "WITH guard AS (\
+           SELECT count(*) = cardinality($10::text[]) AS ok FROM events e \
+           JOIN UNNEST($10::text[], $11::text[], $12::bigint[]) AS g(t, i, s) \
+             ON e.aggregate_type = g.t AND e.aggregate_id = g.i AND e.sequence = g.s), \
+         head AS (\
+           UPDATE log_head SET last_position = last_position + $9, last_recorded_at = greatest(last_recorded_at, $8) \
+           WHERE id AND (SELECT ok FROM guard) \
+           RETURNING last_position - $9 AS base, last_recorded_at AS at), \
+         inserted AS (\
+           INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at) \
+           SELECT u.t, u.i, u.s, u.et, u.ev, u.p::json, u.m::json, head.base + u.o, head.at \
+           FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+             WITH ORDINALITY AS u(t, i, s, et, ev, p, m, o), head \
+           RETURNING 1) \
+         SELECT head.base, (extract(epoch FROM head.at) * 1000000)::bigint FROM head \
+         WHERE (SELECT count(*) FROM inserted) = $9",
+    )
+    .bind(&c[0])
+    .bind(&c[1])
+    .bind(&seqs)
+    .bind(&c[2])
+    .bind(&c[3])
+    .bind(&c[4])
+    .bind(&c[5])
+    .bind(now)
+    .bind(n)
+    .bind(&gt)
+    .bind(&gi)
+    .bind(&gs)
+    .fetch_optional(pool)
+    .await?;
+    let Some((base, micros)) = row else { return Ok(None) };
+    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| super::corrupt("recorded_at"))?;
+    Ok(Some(
+        plan.outcomes
+            .into_iter()
+            .map(|o| {
+                o.map(|mut a| {
+                    a.first_position += base;
+                    a.last_position += base;
+                    a.recorded_at = at;
+                    a
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// One transaction; round trips are what a commit costs here, so BEGIN travels with the lock
+/// and the log-head update with the insert.
+async fn append_in(tx: &mut PgConnection, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
     // The log head lock: held until commit, it orders every writer.
-    let (last_position, last_recorded_at): (i64, DateTime<Utc>) =
-        sqlx::query_as("SELECT last_position, last_recorded_at FROM log_head WHERE id FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await?;
+    // A query without arguments goes out as one simple-protocol message: both statements, one
+    // round trip.
+    let rows = tx
+        .fetch_all(
+            "BEGIN; SELECT last_position, (extract(epoch FROM last_recorded_at) * 1000000)::bigint \
+             FROM log_head WHERE id FOR UPDATE",
+        )
+        .await?;
+    let row = rows.first().ok_or_else(|| super::corrupt("log_head row missing"))?;
+    let last_position: i64 = row.try_get(0)?;
+    let last_micros: i64 = row.try_get(1)?;
+    let last_recorded_at =
+        DateTime::<Utc>::from_timestamp_micros(last_micros).ok_or_else(|| super::corrupt("log_head instant"))?;
     let recorded_at = commit_instant(last_recorded_at);
 
     let mut types = Vec::new();
@@ -91,10 +216,13 @@ pub(super) async fn append(pool: &PgPool, requests: &[AppendRequest]) -> Result<
             positions.push(r.position);
         }
         sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at) \
-             SELECT t, i, s, et, ev, p::json, m::json, pos, $9 \
-             FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]) \
-               AS u(t, i, s, et, ev, p, m, pos)",
+            "WITH inserted AS (\
+               INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at) \
+               SELECT t, i, s, et, ev, p::json, m::json, pos, $9 \
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]) \
+                 AS u(t, i, s, et, ev, p, m, pos) \
+               RETURNING 1) \
+             UPDATE log_head SET last_position = $10, last_recorded_at = $9 WHERE id",
         )
         .bind(&c[0])
         .bind(&c[1])
@@ -105,6 +233,7 @@ pub(super) async fn append(pool: &PgPool, requests: &[AppendRequest]) -> Result<
         .bind(&c[5])
         .bind(&positions)
         .bind(recorded_at)
+        .bind(plan.last_position)
         .execute(&mut *tx)
         .await?;
     }
@@ -135,14 +264,7 @@ pub(super) async fn append(pool: &PgPool, requests: &[AppendRequest]) -> Result<
         .execute(&mut *tx)
         .await?;
     }
-    if plan.last_position != last_position {
-        sqlx::query("UPDATE log_head SET last_position = $1, last_recorded_at = $2 WHERE id")
-            .bind(plan.last_position)
-            .bind(recorded_at)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
+    tx.execute("COMMIT").await?;
     Ok(plan.outcomes)
 }
 
