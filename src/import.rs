@@ -11,7 +11,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
@@ -23,7 +22,7 @@ use crate::domain::{
     CardNumber, CardSymbol, Directory, Household, HouseholdFact, HouseholdId, HouseholdServices, InputError, Person,
     PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
 };
-use crate::ledger::{household_from, new_event, person_from, prepare_person_event, LedgerError, RequestContext};
+use crate::ledger::{decide, household_from, person_from, prepare_person_event, LedgerError, RequestContext};
 use crate::settings::Settings;
 use crate::store::{AppendRequest, Rejection, Store};
 use crate::vault::Vault;
@@ -194,17 +193,10 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
                 let expected = person.last_sequence() as i64;
                 let (event, vault_entries) = prepare_person_event(&vault, &id, &person, &input);
                 let reported = event.reported_date;
-                let sink = EventSink::default();
-                person
-                    .handle(RecordPersonEvent { event, system: false }, &person_services, &sink)
-                    .await
+                let command = RecordPersonEvent { event, system: false };
+                let events = decide(&mut person, command, &person_services, &ctx, reported)
+                    .await?
                     .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
-                let events = sink
-                    .collect()
-                    .await
-                    .iter()
-                    .map(|e| new_event(e, &ctx, reported))
-                    .collect::<Result<Vec<_>, _>>()?;
                 directory.persons.write().expect("lock").insert(id.clone(), person);
                 AppendRequest {
                     aggregate_type: Person::TYPE.into(),
@@ -225,29 +217,18 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
                     }
                     _ => None,
                 };
-                let sink = EventSink::default();
-                household
-                    .handle(
-                        RecordHouseholdEvent {
-                            household_id: id.clone(),
-                            event,
-                            system: false,
-                        },
-                        &household_services,
-                        &sink,
-                    )
-                    .await
+                let command = RecordHouseholdEvent {
+                    household_id: id.clone(),
+                    event,
+                    system: false,
+                };
+                let events = decide(household, command, &household_services, &ctx, reported)
+                    .await?
                     .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
                 if let Some(card) = card {
                     // Later lines must see this card as taken.
                     directory.cards.write().expect("lock").insert(card, id.clone());
                 }
-                let events = sink
-                    .collect()
-                    .await
-                    .iter()
-                    .map(|e| new_event(e, &ctx, reported))
-                    .collect::<Result<Vec<_>, _>>()?;
                 AppendRequest {
                     aggregate_type: Household::TYPE.into(),
                     aggregate_id: id.to_string(),

@@ -207,6 +207,30 @@ impl Directory for StoreDirectory {
     }
 }
 
+/// Runs a command through an aggregate (applying what it emits) and serialises the events for
+/// the log; the inner error is the aggregate's refusal.
+pub async fn decide<A>(
+    aggregate: &mut A,
+    command: A::Command,
+    services: &A::Services,
+    ctx: &RequestContext,
+    reported: NaiveDate,
+) -> Result<Result<Vec<NewEvent>, CommandError>, LedgerError>
+where
+    A: Aggregate<Error = CommandError>,
+{
+    let sink = EventSink::default();
+    if let Err(e) = aggregate.handle(command, services, &sink).await {
+        return Ok(Err(e));
+    }
+    let events = sink.collect().await;
+    events
+        .iter()
+        .map(|e| new_event(e, ctx, reported))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Ok)
+}
+
 // ---- views -------------------------------------------------------------------------------
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -421,52 +445,15 @@ impl Ledger {
         ctx: &RequestContext,
         system: bool,
     ) -> Result<Recorded, LedgerError> {
-        let today = self.clock.today();
-        let _serial = self.locks.lock(format!("person/{person_id}")).await;
-        // Checked under the stream lock: a concurrent retry waited for the first attempt.
-        if let Some(r) = self.replay(ctx).await? {
-            return Ok(r);
-        }
-        for _ in 0..CONFLICT_RETRIES {
-            let ticket = self.writer.ticket();
-            let stored = self.store.load_stream(Person::TYPE, person_id.as_str(), None).await?;
-            let mut person = person_from(&stored)?;
-            Self::check_if_match(ctx, person.last_sequence())?;
-            let (event, vault) = prepare_person_event(&self.vault, person_id, &person, &input);
+        let services = PersonServices {
+            today: self.clock.today(),
+        };
+        self.run_command::<Person>(person_id.as_str(), ctx, &services, person_from, |person| {
+            let (event, vault) = prepare_person_event(&self.vault, person_id, person, &input);
             let reported = event.reported_date;
-            let sink = EventSink::default();
-            if let Err(e) = person
-                .handle(RecordPersonEvent { event, system }, &PersonServices { today }, &sink)
-                .await
-            {
-                return self.refused(e, ctx).await;
-            }
-            let events = sink
-                .collect()
-                .await
-                .iter()
-                .map(|e| new_event(e, ctx, reported))
-                .collect::<Result<Vec<_>, _>>()?;
-            let request = AppendRequest {
-                aggregate_type: Person::TYPE.into(),
-                aggregate_id: person_id.to_string(),
-                expected_sequence: stored.len() as i64,
-                events,
-                vault,
-                idempotency: ctx.idempotency_key.clone().map(|key| IdempotencyClaim {
-                    key,
-                    fingerprint: ctx.fingerprint.clone().unwrap_or_default(),
-                }),
-            };
-            if let Some(r) = self.submit(ticket, request, ctx).await? {
-                tracing::info!(person_id = %person_id, sequence = r.appended.last_sequence, position = r.appended.last_position, "person event recorded");
-                return Ok(r);
-            }
-        }
-        Err(LedgerError::Conflict {
-            expected: -1,
-            actual: -1,
+            (RecordPersonEvent { event, system }, vault, reported)
         })
+        .await
     }
 
     /// `POST /v1/households/{id}/events`.
@@ -488,55 +475,72 @@ impl Ledger {
         ctx: &RequestContext,
         system: bool,
     ) -> Result<Recorded, LedgerError> {
-        let today = self.clock.today();
         let services = HouseholdServices {
-            today,
+            today: self.clock.today(),
             directory: Arc::new(StoreDirectory {
                 store: self.store.clone(),
             }),
         };
-        let _serial = self.locks.lock(format!("household/{household_id}")).await;
+        self.run_command::<Household>(household_id.as_str(), ctx, &services, household_from, |_| {
+            let command = RecordHouseholdEvent {
+                household_id: household_id.clone(),
+                event: event.clone(),
+                system,
+            };
+            (command, Vec::new(), event.reported_date)
+        })
+        .await
+    }
+
+    /// The command cycle shared by every stream: serialise on the stream, answer a used
+    /// Idempotency-Key, then load, fold, check If-Match, decide, and append expecting the
+    /// sequence read — again from the top when another process moved the stream first.
+    async fn run_command<A>(
+        &self,
+        stream_id: &str,
+        ctx: &RequestContext,
+        services: &A::Services,
+        fold: fn(&[StoredEvent]) -> Result<A, LedgerError>,
+        command: impl Fn(&A) -> (A::Command, Vec<VaultEntry>, NaiveDate) + Send + Sync,
+    ) -> Result<Recorded, LedgerError>
+    where
+        A: Aggregate<Error = CommandError>,
+        A::Command: Send,
+    {
+        let _serial = self.locks.lock(format!("{}/{stream_id}", A::TYPE)).await;
         // Checked under the stream lock: a concurrent retry waited for the first attempt.
         if let Some(r) = self.replay(ctx).await? {
             return Ok(r);
         }
         for _ in 0..CONFLICT_RETRIES {
             let ticket = self.writer.ticket();
-            let stored = self
-                .store
-                .load_stream(Household::TYPE, household_id.as_str(), None)
-                .await?;
-            let mut household = household_from(&stored)?;
-            Self::check_if_match(ctx, household.last_sequence())?;
-            let reported = event.reported_date;
-            let sink = EventSink::default();
-            let cmd = RecordHouseholdEvent {
-                household_id: household_id.clone(),
-                event: event.clone(),
-                system,
+            let stored = self.store.load_stream(A::TYPE, stream_id, None).await?;
+            let mut aggregate = fold(&stored)?;
+            Self::check_if_match(ctx, stored.len() as u64)?;
+            let (cmd, vault, reported) = command(&aggregate);
+            let events = match decide(&mut aggregate, cmd, services, ctx, reported).await? {
+                Ok(events) => events,
+                Err(refusal) => return self.refused(refusal, ctx).await,
             };
-            if let Err(e) = household.handle(cmd, &services, &sink).await {
-                return self.refused(e, ctx).await;
-            }
-            let events = sink
-                .collect()
-                .await
-                .iter()
-                .map(|e| new_event(e, ctx, reported))
-                .collect::<Result<Vec<_>, _>>()?;
             let request = AppendRequest {
-                aggregate_type: Household::TYPE.into(),
-                aggregate_id: household_id.to_string(),
+                aggregate_type: A::TYPE.into(),
+                aggregate_id: stream_id.into(),
                 expected_sequence: stored.len() as i64,
                 events,
-                vault: Vec::new(),
+                vault,
                 idempotency: ctx.idempotency_key.clone().map(|key| IdempotencyClaim {
                     key,
                     fingerprint: ctx.fingerprint.clone().unwrap_or_default(),
                 }),
             };
             if let Some(r) = self.submit(ticket, request, ctx).await? {
-                tracing::info!(household_id = %household_id, sequence = r.appended.last_sequence, position = r.appended.last_position, "household event recorded");
+                tracing::info!(
+                    stream = A::TYPE,
+                    id = stream_id,
+                    sequence = r.appended.last_sequence,
+                    position = r.appended.last_position,
+                    "event recorded"
+                );
                 return Ok(r);
             }
         }
