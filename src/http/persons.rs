@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::{context, ApiError, AppState};
 use crate::domain::input::parse_date;
 use crate::domain::{HouseholdId, PersonId};
-use crate::ledger::Recorded;
+use crate::ledger::{EligibilityView, PersonView, Recorded, TimelineView};
 use crate::store::format_instant;
 
 fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiError> {
@@ -100,35 +100,26 @@ pub async fn person(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let v = s.ledger.person(&person_id(&id)?, as_of(&q)?).await?;
-    Ok(Json(
-        serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?,
-    ))
+) -> Result<Json<PersonView>, ApiError> {
+    Ok(Json(s.ledger.person(&person_id(&id)?, as_of(&q)?).await?))
 }
 
 pub async fn timeline(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let v = s.ledger.timeline(&person_id(&id)?, as_of(&q)?).await?;
-    Ok(Json(
-        serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?,
-    ))
+) -> Result<Json<TimelineView>, ApiError> {
+    Ok(Json(s.ledger.timeline(&person_id(&id)?, as_of(&q)?).await?))
 }
 
 pub async fn eligibility(
     State(s): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EligibilityView>, ApiError> {
     let on: Option<NaiveDate> = q
         .get("on")
         .map(|d| parse_date("on", d).map_err(|_| ApiError::bad_request("invalid_on", "on must be a date YYYY-MM-DD")))
         .transpose()?;
-    let v = s.ledger.eligibility(&person_id(&id)?, on, as_of(&q)?).await?;
-    Ok(Json(
-        serde_json::to_value(v).map_err(|e| crate::ledger::LedgerError::Internal(e.to_string()))?,
-    ))
+    Ok(Json(s.ledger.eligibility(&person_id(&id)?, on, as_of(&q)?).await?))
 }

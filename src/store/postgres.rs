@@ -11,6 +11,45 @@ use super::{
     commit_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError, StoredEvent, VaultEntry,
 };
 
+/// Rows as column arrays, for `INSERT … SELECT FROM UNNEST(…)`: one statement whatever the
+/// number of rows.
+struct Columns {
+    types: Vec<String>,
+    ids: Vec<String>,
+    sequences: Vec<i64>,
+    event_types: Vec<String>,
+    versions: Vec<String>,
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+    positions: Vec<i64>,
+}
+
+impl From<Vec<super::Row>> for Columns {
+    fn from(rows: Vec<super::Row>) -> Self {
+        let mut c = Columns {
+            types: Vec::with_capacity(rows.len()),
+            ids: Vec::with_capacity(rows.len()),
+            sequences: Vec::with_capacity(rows.len()),
+            event_types: Vec::with_capacity(rows.len()),
+            versions: Vec::with_capacity(rows.len()),
+            payloads: Vec::with_capacity(rows.len()),
+            metadata: Vec::with_capacity(rows.len()),
+            positions: Vec::with_capacity(rows.len()),
+        };
+        for r in rows {
+            c.types.push(r.aggregate_type);
+            c.ids.push(r.aggregate_id);
+            c.sequences.push(r.sequence);
+            c.event_types.push(r.event_type);
+            c.versions.push(r.event_version);
+            c.payloads.push(r.payload);
+            c.metadata.push(r.metadata);
+            c.positions.push(r.position);
+        }
+        c
+    }
+}
+
 type VaultRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 
 const SELECT_EVENT: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
@@ -84,17 +123,7 @@ async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Option
         gs.push(r.expected_sequence);
     }
     let n = plan.rows.len() as i64;
-    let mut c: [Vec<String>; 6] = Default::default();
-    let mut seqs = Vec::with_capacity(plan.rows.len());
-    for r in plan.rows {
-        c[0].push(r.aggregate_type);
-        c[1].push(r.aggregate_id);
-        c[2].push(r.event_type);
-        c[3].push(r.event_version);
-        c[4].push(r.payload);
-        c[5].push(r.metadata);
-        seqs.push(r.sequence);
-    }
+    let c = Columns::from(plan.rows);
     let row: Option<(i64, i64)> = sqlx::query_as(
         "WITH guard AS (\
            SELECT count(*) = cardinality($10::text[]) AS ok FROM events e \
@@ -113,13 +142,13 @@ async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Option
          SELECT head.base, (extract(epoch FROM head.at) * 1000000)::bigint FROM head \
          WHERE (SELECT count(*) FROM inserted) = $9",
     )
-    .bind(&c[0])
-    .bind(&c[1])
-    .bind(&seqs)
-    .bind(&c[2])
-    .bind(&c[3])
-    .bind(&c[4])
-    .bind(&c[5])
+    .bind(&c.types)
+    .bind(&c.ids)
+    .bind(&c.sequences)
+    .bind(&c.event_types)
+    .bind(&c.versions)
+    .bind(&c.payloads)
+    .bind(&c.metadata)
     .bind(now)
     .bind(n)
     .bind(&gt)
@@ -202,19 +231,7 @@ async fn append_in(tx: &mut PgConnection, requests: &[AppendRequest]) -> Result<
 
     let plan = plan(requests, heads, used, last_position, recorded_at)?;
     if !plan.rows.is_empty() {
-        let mut c: [Vec<String>; 6] = Default::default();
-        let mut seqs = Vec::with_capacity(plan.rows.len());
-        let mut positions = Vec::with_capacity(plan.rows.len());
-        for r in plan.rows {
-            c[0].push(r.aggregate_type);
-            c[1].push(r.aggregate_id);
-            c[2].push(r.event_type);
-            c[3].push(r.event_version);
-            c[4].push(r.payload);
-            c[5].push(r.metadata);
-            seqs.push(r.sequence);
-            positions.push(r.position);
-        }
+        let c = Columns::from(plan.rows);
         sqlx::query(
             "WITH inserted AS (\
                INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at) \
@@ -224,14 +241,14 @@ async fn append_in(tx: &mut PgConnection, requests: &[AppendRequest]) -> Result<
                RETURNING 1) \
              UPDATE log_head SET last_position = $10, last_recorded_at = $9 WHERE id",
         )
-        .bind(&c[0])
-        .bind(&c[1])
-        .bind(&seqs)
-        .bind(&c[2])
-        .bind(&c[3])
-        .bind(&c[4])
-        .bind(&c[5])
-        .bind(&positions)
+        .bind(&c.types)
+        .bind(&c.ids)
+        .bind(&c.sequences)
+        .bind(&c.event_types)
+        .bind(&c.versions)
+        .bind(&c.payloads)
+        .bind(&c.metadata)
+        .bind(&c.positions)
         .bind(recorded_at)
         .bind(plan.last_position)
         .execute(&mut *tx)
