@@ -412,3 +412,49 @@ on_both!(
         db.cleanup().await;
     }
 );
+
+on_both!(a_used_idempotency_key_returns_the_first_record, |kind| async move {
+    use kokuho_ledger::store::IdempotencyClaim;
+    let db = TestDb::new(kind).await;
+    let store = db.store().await;
+    store
+        .append_batch(&[request("20", 0, vec![event("e", json!({}))])])
+        .await
+        .unwrap();
+    let keyed = |stream: &str, expected: i64| AppendRequest {
+        idempotency: Some(IdempotencyClaim {
+            key: "k".into(),
+            fingerprint: "f".into(),
+        }),
+        ..request(stream, expected, vec![event("e", json!({"keyed": true}))])
+    };
+    let first = store
+        .append_batch(&[keyed("21", 0)])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.first_position, first.last_sequence), (2, 1));
+    // As a second process would send it: the key is taken, the first answer comes back.
+    let again = store
+        .append_batch(&[keyed("21", 1), request("22", 0, vec![event("e", json!({}))])])
+        .await
+        .unwrap();
+    match &again[0] {
+        Err(Rejection::KeyUsed(rec)) => {
+            assert_eq!(rec.fingerprint, "f");
+            assert_eq!(rec.response, first);
+        }
+        other => panic!("expected KeyUsed, got {other:?}"),
+    }
+    assert_eq!(
+        again[1].as_ref().unwrap().first_position,
+        3,
+        "the rest of the batch went in"
+    );
+    let record = store.idempotency_record("k").await.unwrap().unwrap();
+    assert_eq!(record.response, first);
+    assert_eq!(store.head().await.unwrap(), 3);
+    db.cleanup().await;
+});

@@ -50,6 +50,62 @@ impl From<Vec<super::Row>> for Columns {
     }
 }
 
+/// Idempotency records of a batch, positions relative to the batch.
+#[derive(Default)]
+struct KeyColumns {
+    keys: Vec<String>,
+    fingerprints: Vec<String>,
+    types: Vec<String>,
+    ids: Vec<String>,
+    first_sequences: Vec<i64>,
+    last_sequences: Vec<i64>,
+    first_positions: Vec<i64>,
+    last_positions: Vec<i64>,
+}
+
+impl From<&Vec<(super::IdempotencyClaim, super::Appended)>> for KeyColumns {
+    fn from(keys: &Vec<(super::IdempotencyClaim, super::Appended)>) -> Self {
+        let mut c = KeyColumns::default();
+        for (claim, a) in keys {
+            c.keys.push(claim.key.clone());
+            c.fingerprints.push(claim.fingerprint.clone());
+            c.types.push(a.aggregate_type.clone());
+            c.ids.push(a.aggregate_id.clone());
+            c.first_sequences.push(a.first_sequence);
+            c.last_sequences.push(a.last_sequence);
+            c.first_positions.push(a.first_position);
+            c.last_positions.push(a.last_position);
+        }
+        c
+    }
+}
+
+/// Vault entries of a batch, positions relative to the batch.
+#[derive(Default)]
+struct VaultColumns {
+    commitments: Vec<String>,
+    person_ids: Vec<String>,
+    salts: Vec<Vec<u8>>,
+    nonces: Vec<Vec<u8>>,
+    ciphertexts: Vec<Vec<u8>>,
+    positions: Vec<i64>,
+}
+
+impl From<&Vec<(VaultEntry, i64)>> for VaultColumns {
+    fn from(entries: &Vec<(VaultEntry, i64)>) -> Self {
+        let mut c = VaultColumns::default();
+        for (e, position) in entries {
+            c.commitments.push(e.commitment.clone());
+            c.person_ids.push(e.person_id.clone());
+            c.salts.push(e.salt.clone());
+            c.nonces.push(e.nonce.clone());
+            c.ciphertexts.push(e.ciphertext.clone());
+            c.positions.push(*position);
+        }
+        c
+    }
+}
+
 type VaultRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 
 const SELECT_EVENT: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
@@ -70,15 +126,13 @@ fn event(row: PgRow) -> Result<StoredEvent, StoreError> {
 }
 
 pub(super) async fn append(pool: &PgPool, requests: Vec<AppendRequest>) -> Result<Vec<Outcome>, StoreError> {
-    if requests.iter().all(|r| r.idempotency.is_none() && r.vault.is_empty()) {
-        match fast_append(pool, &requests).await {
-            Ok(Some(outcomes)) => return Ok(outcomes),
-            // A stale expectation or a uniqueness rule: nothing was written; decide request by
-            // request on the careful path.
-            Ok(None) => {}
-            Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {}
-            Err(other) => return Err(other),
-        }
+    match fast_append(pool, &requests).await {
+        Ok(Some(outcomes)) => return Ok(outcomes),
+        // A stale expectation, a used Idempotency-Key or a uniqueness rule: nothing was
+        // written; decide request by request on the careful path.
+        Ok(None) => {}
+        Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {}
+        Err(other) => return Err(other),
     }
     let conn = pool.acquire().await?;
     // Run to the end even if the caller goes away: the connection must not return to the pool
@@ -101,7 +155,8 @@ async fn append_owned(
 
 /// The common case in one autocommit statement, so the log lock is held for one round trip and
 /// the commit: the head row is locked and advanced, positions are the head plus the row's
-/// ordinal, and the rows go in. A guard checks that every continued stream ends where its request
+/// ordinal, and the rows go in with their idempotency records and vault entries (a used key is a
+/// primary-key violation: the careful path then answers it). A guard checks that every continued stream ends where its request
 /// expects (rows only ever get added, so a stale snapshot can only make it fail, never pass
 /// wrongly); when it fails nothing is updated or inserted and `None` sends the batch to the
 /// careful path. A sequence taken meanwhile is a primary-key violation: the statement, head
@@ -124,6 +179,8 @@ async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Option
     }
     let n = plan.rows.len() as i64;
     let c = Columns::from(plan.rows);
+    let k = KeyColumns::from(&plan.keys);
+    let v = VaultColumns::from(&plan.vault);
     let row: Option<(i64, i64)> = sqlx::query_as(
         "WITH guard AS (\
            SELECT count(*) = cardinality($10::text[]) AS ok FROM events e \
@@ -138,9 +195,27 @@ async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Option
            SELECT u.t, u.i, u.s, u.et, u.ev, u.p::json, u.m::json, head.base + u.o, head.at \
            FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[]) \
              WITH ORDINALITY AS u(t, i, s, et, ev, p, m, o), head \
+           RETURNING 1), \
+         keys AS (\
+           INSERT INTO idempotency_keys (key, fingerprint, response, position, created_at) \
+           SELECT k.key, k.fp, json_build_object('aggregate_type', k.t, 'aggregate_id', k.i, \
+             'first_sequence', k.fs, 'last_sequence', k.ls, 'first_position', head.base + k.fpos, \
+             'last_position', head.base + k.lpos, \
+             'recorded_at', to_char(head.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), \
+             head.base + k.lpos, head.at \
+           FROM UNNEST($13::text[], $14::text[], $15::text[], $16::text[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[]) \
+             AS k(key, fp, t, i, fs, ls, fpos, lpos), head \
+           RETURNING 1), \
+         vault AS (\
+           INSERT INTO my_number_vault (commitment, person_id, salt, nonce, ciphertext, position, created_at) \
+           SELECT v.c, v.p, v.s, v.n, v.x, head.base + v.pos, head.at \
+           FROM UNNEST($21::text[], $22::text[], $23::bytea[], $24::bytea[], $25::bytea[], $26::bigint[]) \
+             AS v(c, p, s, n, x, pos), head \
            RETURNING 1) \
          SELECT head.base, (extract(epoch FROM head.at) * 1000000)::bigint FROM head \
-         WHERE (SELECT count(*) FROM inserted) = $9",
+         WHERE (SELECT count(*) FROM inserted) = $9 \
+           AND (SELECT count(*) FROM keys) = cardinality($13::text[]) \
+           AND (SELECT count(*) FROM vault) = cardinality($21::text[])",
     )
     .bind(&c.types)
     .bind(&c.ids)
@@ -154,6 +229,20 @@ async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Option
     .bind(&gt)
     .bind(&gi)
     .bind(&gs)
+    .bind(&k.keys)
+    .bind(&k.fingerprints)
+    .bind(&k.types)
+    .bind(&k.ids)
+    .bind(&k.first_sequences)
+    .bind(&k.last_sequences)
+    .bind(&k.first_positions)
+    .bind(&k.last_positions)
+    .bind(&v.commitments)
+    .bind(&v.person_ids)
+    .bind(&v.salts)
+    .bind(&v.nonces)
+    .bind(&v.ciphertexts)
+    .bind(&v.positions)
     .fetch_optional(pool)
     .await?;
     let Some((base, micros)) = row else { return Ok(None) };
