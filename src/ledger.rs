@@ -405,14 +405,16 @@ impl Ledger {
         }
     }
 
-    /// A refused command; if its Idempotency-Key meanwhile landed (a retry through another
-    /// process), the first answer stands.
-    async fn refused(&self, e: CommandError, ctx: &RequestContext) -> Result<Recorded, LedgerError> {
+    /// A refused command: if its Idempotency-Key already has an answer (this is a retry of a
+    /// command that landed), that answer stands; otherwise the refusal.
+    async fn or_replay(&self, e: LedgerError, ctx: &RequestContext) -> Result<Recorded, LedgerError> {
         if let Some(r) = self.replay(ctx).await? {
             return Ok(r);
         }
-        metrics::global().commands_refused.inc();
-        Err(e.into())
+        if matches!(e, LedgerError::Rule(_)) {
+            metrics::global().commands_refused.inc();
+        }
+        Err(e)
     }
 
     fn check_if_match(ctx: &RequestContext, last: u64) -> Result<(), LedgerError> {
@@ -508,19 +510,19 @@ impl Ledger {
         A::Command: Send,
     {
         let _serial = self.locks.lock(format!("{}/{stream_id}", A::TYPE)).await;
-        // Checked under the stream lock: a concurrent retry waited for the first attempt.
-        if let Some(r) = self.replay(ctx).await? {
-            return Ok(r);
-        }
+        // A used Idempotency-Key is found by the append itself (atomically, under the log lock)
+        // or, for a retry that the history now refuses, by `or_replay`: no look-up up front.
         for _ in 0..CONFLICT_RETRIES {
             let ticket = self.writer.ticket();
             let stored = self.store.load_stream(A::TYPE, stream_id, None).await?;
             let mut aggregate = fold(&stored)?;
-            Self::check_if_match(ctx, stored.len() as u64)?;
+            if let Err(e) = Self::check_if_match(ctx, stored.len() as u64) {
+                return self.or_replay(e, ctx).await;
+            }
             let (cmd, vault, reported) = command(&aggregate);
             let events = match decide(&mut aggregate, cmd, services, ctx, reported).await? {
                 Ok(events) => events,
-                Err(refusal) => return self.refused(refusal, ctx).await,
+                Err(refusal) => return self.or_replay(refusal.into(), ctx).await,
             };
             let request = AppendRequest {
                 aggregate_type: A::TYPE.into(),

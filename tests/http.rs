@@ -321,6 +321,18 @@ on_both!(idempotent_retry_returns_the_first_response, |kind| async move {
     }
     assert!(bodies.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(api.head().await, head + 1);
+    // A retry carrying the If-Match of its first attempt still gets the first answer, not 409.
+    let body = json!({"type": "document_collected", "effective_date": "2025-07-01"}).to_string();
+    let last = api.get("/v1/persons/8").await.body["last_sequence"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let headers = [("idempotency-key", "k-3"), ("if-match", last.as_str())];
+    let first = api.post("/v1/persons/8/events", &body, &headers).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = api.post("/v1/persons/8/events", &body, &headers).await;
+    assert_eq!((again.status, &again.body), (StatusCode::CREATED, &first.body));
+    assert_eq!(api.head().await, head + 2);
     api.t.db.cleanup().await;
 });
 

@@ -50,6 +50,9 @@ enum What {
         clients: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Send an Idempotency-Key with every command, as production clients do.
+        #[arg(long)]
+        idempotency: bool,
     },
     /// `import` of 10 events per person vs a plain batched INSERT of the same rows.
     Import {
@@ -134,7 +137,7 @@ const PLAIN_TABLE: &str = "CREATE TABLE bench_plain (position bigint PRIMARY KEY
     aggregate_id text NOT NULL, sequence bigint NOT NULL, event_type text NOT NULL, event_version text NOT NULL, \
     payload json NOT NULL, metadata json NOT NULL, recorded_at timestamptz NOT NULL)";
 
-async fn appends(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> {
+async fn appends(url: &str, clients: usize, seconds: u64, idempotency: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (ledger, store) = ledger(url, dir.path()).await?;
     let pool: PgPool = store.pg_pool().context("appends needs PostgreSQL")?.clone();
@@ -151,9 +154,12 @@ async fn appends(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> 
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let id = PersonId::parse(&format!("{}{:09}", c + 1, i)).unwrap();
+                let key = idempotency.then(|| format!("bench-{c}-{i}"));
                 let ctx = RequestContext {
                     actor: "bench".into(),
                     request_id: format!("{c}-{i}"),
+                    fingerprint: key.clone(),
+                    idempotency_key: key,
                     ..Default::default()
                 };
                 ledger
@@ -208,7 +214,7 @@ async fn appends(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> 
         t.await?;
     }
     let plain_rate = next.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
-    println!("appends: {clients} clients, {seconds} s each");
+    println!("appends: {clients} clients, {seconds} s each, idempotency keys: {idempotency}");
     println!("  ledger single-event commands: {ledger_rate:.0} events/s");
     println!("  plain INSERT, one commit each: {plain_rate:.0} rows/s");
     println!("  ratio: {:.2}", ledger_rate / plain_rate);
@@ -382,7 +388,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let db = BenchDb::create(&args.admin_url).await?;
     let result = match args.what {
-        What::Appends { clients, seconds } => appends(&db.url, clients, seconds).await,
+        What::Appends {
+            clients,
+            seconds,
+            idempotency,
+        } => appends(&db.url, clients, seconds, idempotency).await,
         What::Import { persons, batch_size } => import(&db.url, persons, batch_size).await,
         What::Timeline {
             events,
