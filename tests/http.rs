@@ -258,6 +258,18 @@ on_both!(unknown_persons_and_routes_are_404, |kind| async move {
     }
     let r = api.get("/v1/nothing").await;
     assert_eq!((r.status, code(&r)), (StatusCode::NOT_FOUND, "not_found"));
+    // The framework's own refusals carry the error body too.
+    let r = api
+        .send(Request::delete("/v1/persons/1").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    let r = api.get("/v1/persons/1?as_of=%ZZ").await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_as_of"));
+    let r = api.get("/v1/persons/%FF%FE").await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_path"));
     api.t.db.cleanup().await;
 });
 

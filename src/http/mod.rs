@@ -44,6 +44,7 @@ pub fn router(ledger: Arc<Ledger>) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(request_id_and_metrics))
         .with_state(state)

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +32,16 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiE
     let value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
     Ok((bytes, value))
+}
+
+fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(id)| id)
+        .map_err(|_| ApiError::bad_request("invalid_path", "the path could not be decoded"))
+}
+
+fn query(q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|_| ApiError::bad_request("invalid_query", "the query string could not be decoded"))
 }
 
 fn as_of(q: &HashMap<String, String>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -66,11 +76,12 @@ fn created(id_field: &str, r: Recorded) -> Response {
 
 pub async fn record_person_event(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
     let (bytes, value) = body_json(body)?;
     let person_id = PersonId::parse(&id).map_err(|e| ApiError::bad_request(e.code, e.message))?;
     let ctx = context(&headers, uri.path(), &bytes)?;
@@ -80,11 +91,12 @@ pub async fn record_person_event(
 
 pub async fn record_household_event(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let id = path_id(id)?;
     let (bytes, value) = body_json(body)?;
     let household_id = HouseholdId::parse(&id).map_err(|e| ApiError::bad_request(e.code, e.message))?;
     let ctx = context(&headers, uri.path(), &bytes)?;
@@ -98,25 +110,28 @@ fn person_id(id: &str) -> Result<PersonId, ApiError> {
 
 pub async fn person(
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<PersonView>, ApiError> {
+    let (id, q) = (path_id(id)?, query(q)?);
     Ok(Json(s.ledger.person(&person_id(&id)?, as_of(&q)?).await?))
 }
 
 pub async fn timeline(
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<TimelineView>, ApiError> {
+    let (id, q) = (path_id(id)?, query(q)?);
     Ok(Json(s.ledger.timeline(&person_id(&id)?, as_of(&q)?).await?))
 }
 
 pub async fn eligibility(
     State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<EligibilityView>, ApiError> {
+    let (id, q) = (path_id(id)?, query(q)?);
     let on: Option<NaiveDate> = q
         .get("on")
         .map(|d| parse_date("on", d).map_err(|_| ApiError::bad_request("invalid_on", "on must be a date YYYY-MM-DD")))
