@@ -600,8 +600,13 @@ impl Ledger {
             if other == person_id.as_str() {
                 continue;
             }
-            let Ok(pid) = PersonId::parse(&other) else { continue };
-            let Ok(k) = self.known(&pid, as_of).await else { continue };
+            let pid = PersonId::parse(&other).map_err(|e| corrupt(format!("stored person id: {e}")))?;
+            let k = match self.known(&pid, as_of).await {
+                Ok(k) => k,
+                // Not yet recorded at `as_of`: not a member then.
+                Err(LedgerError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             if k.derived.household_on(day) == Some(household_id) && k.derived.insured_on(day) {
                 return Ok(true);
             }
