@@ -66,20 +66,25 @@ impl Person {
     pub fn statuses(&self) -> (Vec<EventStatus>, Vec<Option<&PersonEvent>>) {
         let mut status = vec![EventStatus::InForce; self.events.len()];
         let mut replacement: Vec<Option<&PersonEvent>> = vec![None; self.events.len()];
+        // Targets were checked when recorded (an earlier, non-correction event of this stream);
+        // an index outside the stream is ignored rather than trusted.
+        let index = |t: u64, len: usize| t.checked_sub(1).map(|i| i as usize).filter(|i| *i < len);
         for e in &self.events {
             match &e.fact {
                 PersonFact::Corrected {
                     target_sequence,
                     replacement: r,
                 } => {
-                    let t = (*target_sequence - 1) as usize;
-                    status[t] = EventStatus::Corrected;
-                    replacement[t] = Some(r);
+                    if let Some(t) = index(*target_sequence, status.len()) {
+                        status[t] = EventStatus::Corrected;
+                        replacement[t] = Some(r);
+                    }
                 }
                 PersonFact::Rescinded { target_sequence, .. } => {
-                    let t = (*target_sequence - 1) as usize;
-                    status[t] = EventStatus::Rescinded;
-                    replacement[t] = None;
+                    if let Some(t) = index(*target_sequence, status.len()) {
+                        status[t] = EventStatus::Rescinded;
+                        replacement[t] = None;
+                    }
                 }
                 _ => {}
             }
