@@ -39,6 +39,14 @@ pub enum Command {
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Record `late_elderly_age_reached` for everyone insured up to a 75th birthday on or before
+    /// DATE (default: today). Idempotent.
+    AgeOut {
+        #[arg(long, value_parser = parse_day)]
+        through: Option<chrono::NaiveDate>,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
     /// Bulk-load events from a JSON Lines file (validated whole before anything is written).
     Import {
         /// One event body per line, plus `person_id` or `household_id`.
@@ -52,6 +60,10 @@ pub enum Command {
         #[arg(long, default_value = "import")]
         actor: String,
     },
+}
+
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    crate::domain::input::parse_date("--through", s).map_err(|e| e.message)
 }
 
 fn url(u: Option<String>) -> String {
@@ -78,6 +90,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(head = store.head().await?, "migrations applied");
             Ok(())
         }
+        Command::AgeOut { through, database_url } => {
+            let opened = app::open(&url(database_url), Settings::from_env()?, Arc::new(SystemClock)).await?;
+            let through = through.unwrap_or_else(|| opened.ledger.clock().today());
+            let summary = opened.ledger.age_out(through).await?;
+            println!(
+                "age-out through {through}: {} recorded, {} already recorded, {} not insured, {} not yet 75",
+                summary.recorded, summary.already, summary.not_insured, summary.not_yet
+            );
+            Ok(())
+        }
         Command::Import {
             file,
             database_url,
@@ -100,11 +122,15 @@ async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, database = ?opened.ledger.store().kind(), "serving");
     let router = crate::http::router(opened.ledger.clone());
+    let daily = tokio::spawn(age_out_daily(opened.ledger.clone()));
     let store = opened.ledger.store().clone();
     drop(opened.ledger);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // The daily job holds the ledger too: stop it so the writer can drain.
+    daily.abort();
+    let _ = daily.await;
     // The router (and with it the last writer handle) is gone: the writer drains and stops.
     if tokio::time::timeout(Duration::from_secs(30), opened.writer_task)
         .await
@@ -115,6 +141,33 @@ async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The daily 75th-birthday job of `serve`: at start (catching up), then shortly after each
+/// midnight in Tokyo.
+async fn age_out_daily(ledger: Arc<crate::ledger::Ledger>) {
+    loop {
+        let today = ledger.clock().today();
+        let wait = match ledger.age_out(today).await {
+            Ok(_) => {
+                let now = ledger.clock().now();
+                let next = (today + chrono::Days::new(1))
+                    .and_hms_opt(0, 5, 0)
+                    .expect("valid time")
+                    .and_local_timezone(crate::clock::tokyo())
+                    .single()
+                    .expect("a fixed offset has one local time");
+                (next.with_timezone(&chrono::Utc) - now)
+                    .to_std()
+                    .unwrap_or(Duration::from_secs(60))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "age-out failed; retrying in 10 minutes");
+                Duration::from_secs(600)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -321,6 +321,18 @@ pub struct EligibilityView {
     pub interval: Option<IntervalView>,
 }
 
+/// What one run of the 75th-birthday job did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AgeOutSummary {
+    pub recorded: usize,
+    /// Recorded before (by an earlier or concurrent run).
+    pub already: usize,
+    /// Not insured on the eve of the birthday (moved out, died, excluded, never insured).
+    pub not_insured: usize,
+    /// Candidates whose (corrected) 75th birthday is still to come.
+    pub not_yet: usize,
+}
+
 /// A person's stream as known at an instant, folded.
 struct Known {
     events: Vec<StoredEvent>,
@@ -550,6 +562,67 @@ impl Ledger {
             expected: -1,
             actual: -1,
         })
+    }
+
+    /// The 75th-birthday job: records `late_elderly_age_reached` (actor `system`) for every
+    /// person insured up to a 75th birthday that falls on or before `through`. Idempotent:
+    /// a person is recorded once, whatever runs concurrently or is repeated.
+    pub async fn age_out(&self, through: NaiveDate) -> Result<AgeOutSummary, LedgerError> {
+        let today = self.clock.today();
+        if through > today {
+            return Err(LedgerError::Rule(DomainError::new(
+                "future_date",
+                format!("age-out through {through} is after today ({today})"),
+            )));
+        }
+        // A 75th birthday on or before `through` means a birth on or before `through` − 75
+        // years (29 February births only come later); the day of margin covers month clamping.
+        let bound = through
+            .checked_sub_months(chrono::Months::new(75 * 12))
+            .and_then(|d| d.succ_opt())
+            .ok_or_else(|| LedgerError::Internal("date out of range".into()))?;
+        let mut summary = AgeOutSummary::default();
+        for id in self.store.age_out_candidates(bound).await? {
+            let person_id = PersonId::parse(&id).map_err(|e| corrupt(format!("stored person id: {e}")))?;
+            let k = self.known(&person_id, None).await?;
+            let Some(reg) = k.person.registration() else { continue };
+            let birthday = crate::domain::history::seventy_fifth_birthday(reg.birth_date);
+            if birthday > through {
+                summary.not_yet += 1;
+                continue;
+            }
+            let eve = birthday.pred_opt().expect("date after the minimum");
+            if !k.derived.insured_on(eve) {
+                summary.not_insured += 1;
+                continue;
+            }
+            let key = format!("age-out:{person_id}:{birthday}");
+            let ctx = RequestContext {
+                actor: "system".into(),
+                request_id: format!("age-out:{through}"),
+                fingerprint: Some(key.clone()),
+                idempotency_key: Some(key),
+                ..Default::default()
+            };
+            let input = PersonInput {
+                // Reported by the ledger on the day it became true: a catch-up run is no late report.
+                event: PersonEvent {
+                    effective_date: birthday,
+                    reported_date: birthday,
+                    fact: PersonFact::LateElderlyAgeReached,
+                },
+                my_number: None,
+                replacement_reported_date_missing: false,
+            };
+            match self.run_person_command(&person_id, input, &ctx, true).await {
+                Ok(r) if r.replayed => summary.already += 1,
+                Ok(_) => summary.recorded += 1,
+                Err(LedgerError::Rule(e)) if e.code == "age_reached_already_recorded" => summary.already += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(%through, recorded = summary.recorded, already = summary.already, not_insured = summary.not_insured, "age-out done");
+        Ok(summary)
     }
 
     // ---- reads ---------------------------------------------------------------------------

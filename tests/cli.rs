@@ -291,3 +291,37 @@ async fn migrate_creates_the_schema() {
     store.close().await;
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn age_out_command_records_and_is_idempotent() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let lines = vec![
+        json!({"person_id": "71", "type": "registered", "effective_date": "2020-01-01", "name": "高齢 花子",
+            "name_kana": "コウレイ　ハナコ", "birth_date": "1951-06-01", "sex": "2"}),
+        json!({"person_id": "71", "type": "moved_in", "effective_date": "2020-01-10", "from": "abroad", "household_id": "7"}),
+    ];
+    assert!(import(&db, dir.path(), &lines).status.success());
+    let run = |through: &str| {
+        Command::new(BIN)
+            .args(["age-out", "--through", through, "--database-url", &db.url])
+            .env("KOKUHO_VAULT_KEY_FILE", dir.path().join("vault.key"))
+            .output()
+            .unwrap()
+    };
+    let out = run("2026-07-01");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 recorded"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run("2026-07-01");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 recorded"));
+    assert_eq!(run("2026-13-01").status.code(), Some(2), "a bad date is bad usage");
+    let store = db.store().await;
+    let events = store.load_stream("person", "71", None).await.unwrap();
+    assert_eq!(events.last().unwrap().event_type, "late_elderly_age_reached");
+    assert_eq!(events.len(), 3);
+    store.close().await;
+}

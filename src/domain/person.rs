@@ -123,6 +123,35 @@ impl Person {
         derive(&reg, on, &facts)
     }
 
+    /// `late_elderly_age_reached` is recorded once, on the 75th birthday itself.
+    fn check_age_reached(&self, e: &PersonEvent) -> Result<(), DomainError> {
+        let (status, _) = self.statuses();
+        let recorded = self
+            .events
+            .iter()
+            .zip(&status)
+            .any(|(x, s)| matches!(x.fact, PersonFact::LateElderlyAgeReached) && *s != EventStatus::Rescinded);
+        if recorded {
+            return Err(DomainError::new(
+                "age_reached_already_recorded",
+                "late_elderly_age_reached is already recorded",
+            ));
+        }
+        let birthday = self
+            .registration()
+            .map(|r| super::history::seventy_fifth_birthday(r.birth_date));
+        if birthday != Some(e.effective_date) {
+            return Err(DomainError::new(
+                "not_75th_birthday",
+                format!(
+                    "late_elderly_age_reached on {} is not the 75th birthday",
+                    e.effective_date
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_correction_target(
         &self,
         target_sequence: u64,
@@ -248,6 +277,9 @@ impl Aggregate for Person {
             ));
         }
         check_dates(&event, services.today)?;
+        if matches!(event.fact, PersonFact::LateElderlyAgeReached) {
+            self.check_age_reached(&event)?;
+        }
         match &event.fact {
             PersonFact::Corrected {
                 target_sequence,

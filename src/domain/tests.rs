@@ -758,21 +758,41 @@ async fn date_rules() {
     assert_eq!(refused(vec![registered("1980-06-15")], q).await, "invalid_qualified_on");
 }
 
+async fn as_system(given: Vec<PersonEvent>, event: PersonEvent) -> Result<Vec<PersonEvent>, CommandError> {
+    TestFramework::<Person>::with(services())
+        .given(given)
+        .when_async(RecordPersonEvent { event, system: true })
+        .await
+        .inspect_result()
+}
+
 #[tokio::test]
 async fn system_events_are_refused_from_staff() {
+    let elder = vec![registered("1951-06-01"), moved_in("2020-01-10", Place::OtherPrefecture)];
     assert_eq!(
-        refused(resident(), ev("2025-01-01", PersonFact::LateElderlyAgeReached)).await,
+        refused(elder.clone(), ev("2026-06-01", PersonFact::LateElderlyAgeReached)).await,
         "system_event_only"
     );
-    let ok = TestFramework::<Person>::with(services())
-        .given(resident())
-        .when_async(RecordPersonEvent {
-            event: ev("2025-01-01", PersonFact::LateElderlyAgeReached),
-            system: true,
-        })
-        .await
-        .inspect_result();
-    assert!(ok.is_ok());
+    let reached = ev("2026-06-01", PersonFact::LateElderlyAgeReached);
+    assert_eq!(
+        as_system(elder.clone(), reached.clone()).await.unwrap(),
+        vec![reached.clone()]
+    );
+    // Once, and only on the 75th birthday itself.
+    let code = |r: Result<Vec<PersonEvent>, CommandError>| match r {
+        Err(CommandError::Rule(e)) => e.code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let mut twice = elder.clone();
+    twice.push(reached.clone());
+    assert_eq!(code(as_system(twice, reached).await), "age_reached_already_recorded");
+    let wrong_day = ev("2026-06-02", PersonFact::LateElderlyAgeReached);
+    assert_eq!(code(as_system(elder.clone(), wrong_day).await), "not_75th_birthday");
+    // The event confirms the derived loss; the intervals do not change.
+    let before = Person::from_events(elder.clone()).derive().unwrap();
+    let mut after = elder;
+    after.push(ev("2026-06-01", PersonFact::LateElderlyAgeReached));
+    assert_eq!(Person::from_events(after).derive().unwrap().intervals, before.intervals);
 }
 
 // ---- input parsing (400) -----------------------------------------------------------------

@@ -353,6 +353,16 @@ impl Store {
         }
     }
 
+    /// Persons born on or before a day (by any recorded or corrected birth date) who have no
+    /// `late_elderly_age_reached` yet: a superset of those the 75th-birthday job must record.
+    pub async fn age_out_candidates(&self, born_on_or_before: chrono::NaiveDate) -> Result<Vec<String>, StoreError> {
+        let bound = born_on_or_before.to_string();
+        match &self.backend {
+            Backend::Postgres(p) => postgres::age_out_candidates(p, &bound).await,
+            Backend::Sqlite { read, .. } => sqlite::age_out_candidates(read, &bound).await,
+        }
+    }
+
     /// The household a card symbol and number was assigned to.
     pub async fn card_holder(&self, symbol: &str, number: &str) -> Result<Option<String>, StoreError> {
         match &self.backend {

@@ -193,6 +193,20 @@ pub(super) async fn household_person_ids(pool: &SqlitePool, household_id: &str) 
     .await?)
 }
 
+pub(super) async fn age_out_candidates(pool: &SqlitePool, born_on_or_before: &str) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT DISTINCT e.aggregate_id FROM events e \
+         WHERE e.aggregate_type = 'person' AND e.event_type IN ('registered', 'corrected') \
+           AND coalesce(json_extract(e.payload, '$.birth_date'), json_extract(e.payload, '$.replacement.birth_date')) <= ?1 \
+           AND NOT EXISTS (SELECT 1 FROM events x WHERE x.aggregate_type = 'person' \
+                           AND x.aggregate_id = e.aggregate_id AND x.event_type = 'late_elderly_age_reached') \
+         ORDER BY 1",
+    )
+    .bind(born_on_or_before)
+    .fetch_all(pool)
+    .await?)
+}
+
 pub(super) async fn card_holder(pool: &SqlitePool, symbol: &str, number: &str) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT aggregate_id FROM events WHERE event_type = 'card_number_assigned' \
