@@ -321,6 +321,48 @@ pub struct EligibilityView {
     pub interval: Option<IntervalView>,
 }
 
+#[derive(Debug, Serialize, PartialEq)]
+pub struct HouseholdCard {
+    pub symbol: String,
+    pub number: String,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct MemberView {
+    pub person_id: String,
+    pub insured: bool,
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct HouseholdView {
+    pub household_id: String,
+    /// Resident-register head (住基上の世帯主) today.
+    pub head_person_id: Option<String>,
+    /// NHI head (国保上の世帯主): the designated insured member, else the register head.
+    pub nhi_head_person_id: Option<String>,
+    /// Whether the register head is a deemed head (擬制世帯主) today.
+    pub deemed_head: bool,
+    pub card: Option<HouseholdCard>,
+    pub members: Vec<MemberView>,
+    pub today: NaiveDate,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct BranchView {
+    pub branch: String,
+    pub person_id: String,
+    pub issued_at_position: i64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct CardBranchesView {
+    pub symbol: String,
+    pub number: String,
+    pub household_id: String,
+    pub branches: Vec<BranchView>,
+}
+
 /// What one run of the 75th-birthday job did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AgeOutSummary {
@@ -685,6 +727,90 @@ impl Ledger {
             }
         }
         Ok(false)
+    }
+
+    /// `GET /v1/households/{id}`: members and heads today (Asia/Tokyo), as known at `as_of`.
+    pub async fn household_view(
+        &self,
+        household_id: &HouseholdId,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<HouseholdView, LedgerError> {
+        let today = self.clock.today();
+        let stored = self
+            .store
+            .load_stream(Household::TYPE, household_id.as_str(), as_of)
+            .await?;
+        let household = household_from(&stored)?;
+        let mut members = Vec::new();
+        let mut known_anyone = false;
+        for id in self.store.household_person_ids(household_id.as_str()).await? {
+            let pid = PersonId::parse(&id).map_err(|e| corrupt(format!("stored person id: {e}")))?;
+            let k = match self.known(&pid, as_of).await {
+                Ok(k) => k,
+                Err(LedgerError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            known_anyone |= k.derived.households.iter().any(|(_, h)| h == household_id);
+            if k.derived.household_on(today) == Some(household_id) {
+                members.push(MemberView {
+                    branch: household.branch_of(&pid).map(|b| b.to_string()),
+                    person_id: id,
+                    insured: k.derived.insured_on(today),
+                });
+            }
+        }
+        if stored.is_empty() && !known_anyone {
+            return Err(LedgerError::NotFound {
+                code: "household_not_found",
+                message: format!("no household {household_id}"),
+            });
+        }
+        let head = household.head_on(today);
+        let insured = |p: &PersonId| members.iter().any(|m| m.person_id == p.as_str() && m.insured);
+        let deemed_head = head
+            .as_ref()
+            .is_some_and(|h| !insured(h) && members.iter().any(|m| m.insured && m.person_id != h.as_str()));
+        let nhi_head = household.designation_on(today).or_else(|| head.clone());
+        Ok(HouseholdView {
+            household_id: household_id.to_string(),
+            head_person_id: head.map(|h| h.to_string()),
+            nhi_head_person_id: nhi_head.map(|h| h.to_string()),
+            deemed_head,
+            card: household.card().map(|(symbol, number)| HouseholdCard {
+                symbol: symbol.to_string(),
+                number: number.to_string(),
+            }),
+            members,
+            today,
+        })
+    }
+
+    /// `GET /v1/cards/{symbol}/{number}/branches`: every branch number issued under a card.
+    pub async fn card_branches(&self, symbol: &str, number: &str) -> Result<CardBranchesView, LedgerError> {
+        let not_found = || LedgerError::NotFound {
+            code: "card_not_found",
+            message: format!("no card {symbol}-{number}"),
+        };
+        let holder = self.store.card_holder(symbol, number).await?.ok_or_else(not_found)?;
+        let stored = self.store.load_stream(Household::TYPE, &holder, None).await?;
+        let mut branches = Vec::new();
+        for e in &stored {
+            let event: HouseholdEvent = serde_json::from_value(e.payload.clone()).map_err(corrupt)?;
+            if let crate::domain::HouseholdFact::BranchNumberIssued { person_id, branch, .. } = event.fact {
+                branches.push(BranchView {
+                    branch: branch.to_string(),
+                    person_id: person_id.to_string(),
+                    issued_at_position: e.position,
+                });
+            }
+        }
+        branches.sort_by(|a, b| a.branch.cmp(&b.branch));
+        Ok(CardBranchesView {
+            symbol: symbol.to_owned(),
+            number: number.to_owned(),
+            household_id: holder,
+            branches,
+        })
     }
 
     /// `GET /v1/persons/{id}`: the person as of today (Asia/Tokyo), as known at `as_of`.

@@ -532,6 +532,8 @@ async fn operations_endpoints() {
         "/v1/persons/{person_id}/timeline",
         "/v1/persons/{person_id}/eligibility",
         "/v1/households/{household_id}/events",
+        "/v1/households/{household_id}",
+        "/v1/cards/{symbol}/{number}/branches",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -598,5 +600,140 @@ on_both!(concurrent_commands_without_if_match_all_land, |kind| async move {
         (3..=22).collect::<Vec<_>>(),
         "each command landed once, none lost to a conflict"
     );
+    api.t.db.cleanup().await;
+});
+
+on_both!(household_and_card_reads, |kind| async move {
+    use kokuho_ledger::domain::input::parse_household_event;
+    use kokuho_ledger::domain::HouseholdId;
+    use kokuho_ledger::ledger::RequestContext;
+
+    let api = Api::new(kind).await;
+    for id in ["41", "42"] {
+        api.register(id, "1970-01-01").await;
+        api.event(
+            id,
+            json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad", "household_id": "400"}),
+        )
+        .await;
+    }
+    for body in [
+        json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "41"}),
+        json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000400"}),
+    ] {
+        assert_eq!(api.household("400", body).await.status, StatusCode::CREATED);
+    }
+    let h = api.get("/v1/households/400").await;
+    assert_eq!(h.status, StatusCode::OK, "{}", h.body);
+    assert_eq!(
+        (h.body["head_person_id"].as_str(), h.body["nhi_head_person_id"].as_str()),
+        (Some("41"), Some("41"))
+    );
+    assert_eq!(h.body["deemed_head"], false);
+    assert_eq!(h.body["card"], json!({"symbol": "1", "number": "000400"}));
+    assert_eq!(
+        h.body["members"],
+        json!([{"person_id": "41", "insured": true, "branch": null}, {"person_id": "42", "insured": true, "branch": null}])
+    );
+
+    // The head joins employee insurance while 42 stays insured: 41 is the deemed head from the
+    // day the loss takes effect; as known before that was recorded, not.
+    let before = api.get("/v1/households/400").await;
+    let joined = api
+        .event(
+            "41",
+            json!({"type": "employee_insurance_joined", "effective_date": "2025-04-01"}),
+        )
+        .await;
+    let h = api.get("/v1/households/400").await;
+    assert_eq!(h.body["deemed_head"], true);
+    assert_eq!(
+        h.body["members"][0],
+        json!({"person_id": "41", "insured": false, "branch": null})
+    );
+    let at = |t: &str| format!("/v1/households/400?as_of={}", t);
+    let earlier = chrono::DateTime::parse_from_rfc3339(joined.body["recorded_at"].as_str().unwrap()).unwrap()
+        - chrono::Duration::microseconds(1);
+    let h_then = api
+        .get(&at(&earlier.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+        .await;
+    assert_eq!(h_then.body, before.body);
+    let e = api.get("/v1/persons/41/eligibility?on=2025-04-01").await;
+    assert_eq!(
+        e.body["insured"], true,
+        "the one-day overlap: still insured on the join date"
+    );
+    let e = api.get("/v1/persons/41/eligibility?on=2025-04-02").await;
+    assert_eq!(e.body["insured"], false);
+
+    // Designation of an insured member as NHI head, and its revocation.
+    let r = api
+        .household(
+            "400",
+            json!({"type": "nhi_head_designated", "effective_date": "2025-05-01", "person_id": "42"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(api.get("/v1/households/400").await.body["nhi_head_person_id"], "42");
+    let r = api
+        .household(
+            "400",
+            json!({"type": "nhi_head_designation_revoked", "effective_date": "2025-06-01"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(api.get("/v1/households/400").await.body["nhi_head_person_id"], "41");
+    let r = api
+        .household(
+            "400",
+            json!({"type": "nhi_head_designation_revoked", "effective_date": "2025-07-01"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "designation_not_active")
+    );
+
+    // A branch number issued by the ledger itself shows under the card, the household and the person.
+    let issue = json!({"type": "branch_number_issued", "effective_date": "2024-04-01", "person_id": "42", "symbol": "1", "number": "000400", "branch": "01"});
+    let event = parse_household_event(&issue, chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()).unwrap();
+    let ctx = RequestContext {
+        actor: "system".into(),
+        ..Default::default()
+    };
+    let issued = api
+        .t
+        .ledger
+        .run_household_command(&HouseholdId::parse("400").unwrap(), event, &ctx, true)
+        .await
+        .unwrap();
+    let c = api.get("/v1/cards/1/000400/branches").await;
+    assert_eq!(c.status, StatusCode::OK);
+    assert_eq!(
+        c.body,
+        json!({"symbol": "1", "number": "000400", "household_id": "400",
+            "branches": [{"branch": "01", "person_id": "42", "issued_at_position": issued.appended.last_position}]})
+    );
+    assert_eq!(api.get("/v1/households/400").await.body["members"][1]["branch"], "01");
+    assert_eq!(api.get("/v1/persons/42").await.body["card"]["branch"], "01");
+
+    for (path, status, expected) in [
+        ("/v1/households/999", StatusCode::NOT_FOUND, "household_not_found"),
+        ("/v1/cards/1/999999/branches", StatusCode::NOT_FOUND, "card_not_found"),
+        ("/v1/households/x1", StatusCode::BAD_REQUEST, "invalid_household_id"),
+        (
+            "/v1/cards/a%20b/1/branches",
+            StatusCode::BAD_REQUEST,
+            "invalid_card_symbol",
+        ),
+        (
+            "/v1/cards/1/12a/branches",
+            StatusCode::BAD_REQUEST,
+            "invalid_card_number",
+        ),
+    ] {
+        let r = api.get(path).await;
+        assert_eq!((r.status, code(&r)), (status, expected), "{path}");
+    }
     api.t.db.cleanup().await;
 });

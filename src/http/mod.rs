@@ -39,6 +39,8 @@ pub fn router(ledger: Arc<Ledger>) -> Router {
             "/v1/households/{household_id}/events",
             post(persons::record_household_event),
         )
+        .route("/v1/households/{household_id}", get(persons::household))
+        .route("/v1/cards/{symbol}/{number}/branches", get(persons::card_branches))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::{context, ApiError, AppState};
 use crate::domain::input::parse_date;
 use crate::domain::{HouseholdId, PersonId};
-use crate::ledger::{EligibilityView, PersonView, Recorded, TimelineView};
+use crate::ledger::{CardBranchesView, EligibilityView, HouseholdView, PersonView, Recorded, TimelineView};
 use crate::store::format_instant;
 
 fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiError> {
@@ -137,4 +137,25 @@ pub async fn eligibility(
         .map(|d| parse_date("on", d).map_err(|_| ApiError::bad_request("invalid_on", "on must be a date YYYY-MM-DD")))
         .transpose()?;
     Ok(Json(s.ledger.eligibility(&person_id(&id)?, on, as_of(&q)?).await?))
+}
+
+pub async fn household(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<HouseholdView>, ApiError> {
+    let (id, q) = (path_id(id)?, query(q)?);
+    let household_id = HouseholdId::parse(&id).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    Ok(Json(s.ledger.household_view(&household_id, as_of(&q)?).await?))
+}
+
+pub async fn card_branches(
+    State(s): State<AppState>,
+    card: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<CardBranchesView>, ApiError> {
+    let Path((symbol, number)) =
+        card.map_err(|_| ApiError::bad_request("invalid_path", "the path could not be decoded"))?;
+    let symbol = crate::domain::CardSymbol::parse(&symbol).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    let number = crate::domain::CardNumber::parse(&number).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    Ok(Json(s.ledger.card_branches(symbol.as_str(), number.as_str()).await?))
 }
