@@ -22,7 +22,7 @@ use crate::domain::{
     CardNumber, CardSymbol, Directory, Household, HouseholdFact, HouseholdId, HouseholdServices, InputError, Person,
     PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
 };
-use crate::ledger::{decide, household_from, person_from, prepare_person_event, LedgerError, RequestContext};
+use crate::ledger::{decide, fold, prepare_person_event, LedgerError, RequestContext};
 use crate::settings::Settings;
 use crate::store::{AppendRequest, Rejection, Store};
 use crate::vault::Vault;
@@ -155,7 +155,7 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
             .load_streams(Person::TYPE, &person_ids.into_iter().collect::<Vec<_>>())
             .await?,
     ) {
-        persons.insert(PersonId::parse(&id)?, person_from(&events)?);
+        persons.insert(PersonId::parse(&id)?, fold::<Person>(&events)?);
     }
     let mut households: HashMap<HouseholdId, Household> = HashMap::new();
     for (id, events) in group(
@@ -163,7 +163,7 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
             .load_streams(Household::TYPE, &household_ids.into_iter().collect::<Vec<_>>())
             .await?,
     ) {
-        households.insert(HouseholdId::parse(&id)?, household_from(&events)?);
+        households.insert(HouseholdId::parse(&id)?, fold::<Household>(&events)?);
     }
     let directory = Arc::new(MemoryDirectory {
         persons: RwLock::new(persons),
@@ -174,7 +174,8 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
     // 3. Run every line through its aggregate, in file order.
     let run_id = uuid::Uuid::new_v4();
     let pb = bar(lines.len() as u64, "checking");
-    let mut requests: Vec<(usize, AppendRequest)> = Vec::with_capacity(lines.len());
+    let mut numbers: Vec<usize> = Vec::with_capacity(lines.len());
+    let mut requests: Vec<AppendRequest> = Vec::with_capacity(lines.len());
     let person_services = PersonServices { today };
     let household_services = HouseholdServices {
         today,
@@ -239,14 +240,15 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
                 }
             }
         };
-        requests.push((l.number, request));
+        numbers.push(l.number);
+        requests.push(request);
         pb.inc(1);
     }
     pb.finish_and_clear();
     let checked = started.elapsed();
 
     // 4. Write, many events per transaction, in file order.
-    let total: usize = requests.iter().map(|(_, r)| r.events.len()).sum();
+    let total: usize = requests.iter().map(|r| r.events.len()).sum();
     let pb = bar(total as u64, "writing");
     let write_started = Instant::now();
     let (mut first, mut last) = (None, 0);
@@ -255,13 +257,12 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
     while i < requests.len() {
         let mut j = i;
         let mut events = 0;
-        while j < requests.len() && (events == 0 || events + requests[j].1.events.len() <= batch_size) {
-            events += requests[j].1.events.len();
+        while j < requests.len() && (events == 0 || events + requests[j].events.len() <= batch_size) {
+            events += requests[j].events.len();
             j += 1;
         }
-        let batch: Vec<AppendRequest> = requests[i..j].iter().map(|(_, r)| r.clone()).collect();
-        let outcomes = store.append_batch(&batch).await?;
-        for ((number, _), outcome) in requests[i..j].iter().zip(outcomes) {
+        let outcomes = store.append_batch(&requests[i..j]).await?;
+        for (number, outcome) in numbers[i..j].iter().zip(outcomes) {
             match outcome {
                 Ok(a) => {
                     first.get_or_insert(a.first_position);

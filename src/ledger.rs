@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::clock::Clock;
@@ -40,6 +40,8 @@ pub enum LedgerError {
     NotFound { code: &'static str, message: String },
     #[error("expected sequence {expected}, the stream is at {actual}")]
     Conflict { expected: i64, actual: i64 },
+    #[error("other writers kept changing the stream")]
+    ConflictPersisted,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -89,20 +91,13 @@ fn corrupt(e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Store(StoreError::Corrupt(e.to_string()))
 }
 
-pub fn person_from(events: &[StoredEvent]) -> Result<Person, LedgerError> {
-    events
-        .iter()
-        .map(|e| serde_json::from_value::<PersonEvent>(e.payload.clone()).map_err(corrupt))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Person::from_events)
-}
-
-pub fn household_from(events: &[StoredEvent]) -> Result<Household, LedgerError> {
-    events
-        .iter()
-        .map(|e| serde_json::from_value::<HouseholdEvent>(e.payload.clone()).map_err(corrupt))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Household::from_events)
+/// Folds a stored stream into its aggregate (cqrs-es `apply`, in sequence order).
+pub fn fold<A: Aggregate>(events: &[StoredEvent]) -> Result<A, LedgerError> {
+    let mut aggregate = A::default();
+    for e in events {
+        aggregate.apply(A::Event::deserialize(&e.payload).map_err(corrupt)?);
+    }
+    Ok(aggregate)
 }
 
 /// Serialises an event for the log, with the request's context as metadata.
@@ -191,7 +186,7 @@ impl Directory for StoreDirectory {
         if events.is_empty() {
             return Ok(None);
         }
-        person_from(&events).map(Some).map_err(|e| e.to_string())
+        fold::<Person>(&events).map(Some).map_err(|e| e.to_string())
     }
     async fn card_holder(
         &self,
@@ -504,7 +499,7 @@ impl Ledger {
         let services = PersonServices {
             today: self.clock.today(),
         };
-        self.run_command::<Person>(person_id.as_str(), ctx, &services, person_from, |person| {
+        self.run_command::<Person>(person_id.as_str(), ctx, &services, |person| {
             let (event, vault) = prepare_person_event(&self.vault, person_id, person, &input);
             let reported = event.reported_date;
             (RecordPersonEvent { event, system }, vault, reported)
@@ -537,7 +532,7 @@ impl Ledger {
                 store: self.store.clone(),
             }),
         };
-        self.run_command::<Household>(household_id.as_str(), ctx, &services, household_from, |_| {
+        self.run_command::<Household>(household_id.as_str(), ctx, &services, |_| {
             let command = RecordHouseholdEvent {
                 household_id: household_id.clone(),
                 event: event.clone(),
@@ -556,7 +551,6 @@ impl Ledger {
         stream_id: &str,
         ctx: &RequestContext,
         services: &A::Services,
-        fold: fn(&[StoredEvent]) -> Result<A, LedgerError>,
         command: impl Fn(&A) -> (A::Command, Vec<VaultEntry>, NaiveDate) + Send + Sync,
     ) -> Result<Recorded, LedgerError>
     where
@@ -569,7 +563,7 @@ impl Ledger {
         for _ in 0..CONFLICT_RETRIES {
             let ticket = self.writer.ticket();
             let stored = self.store.load_stream(A::TYPE, stream_id, None).await?;
-            let mut aggregate = fold(&stored)?;
+            let mut aggregate = fold::<A>(&stored)?;
             if let Err(e) = Self::check_if_match(ctx, stored.len() as u64) {
                 return self.or_replay(e, ctx).await;
             }
@@ -600,10 +594,7 @@ impl Ledger {
                 return Ok(r);
             }
         }
-        Err(LedgerError::Conflict {
-            expected: -1,
-            actual: -1,
-        })
+        Err(LedgerError::ConflictPersisted)
     }
 
     /// The 75th-birthday job: records `late_elderly_age_reached` (actor `system`) for every
@@ -680,7 +671,7 @@ impl Ledger {
                 ),
             });
         }
-        let person = person_from(&events)?;
+        let person = fold::<Person>(&events)?;
         // Stored histories were validated on the way in; a failure here means the log no longer
         // satisfies today's rules (e.g. after a rule change) and is an internal error.
         let derived = person
@@ -695,38 +686,7 @@ impl Ledger {
 
     async fn household(&self, id: &HouseholdId, as_of: Option<DateTime<Utc>>) -> Result<Household, LedgerError> {
         let events = self.store.load_stream(Household::TYPE, id.as_str(), as_of).await?;
-        household_from(&events)
-    }
-
-    /// The register head of a household who is not insured while another member is (擬制世帯主).
-    async fn is_deemed_head(
-        &self,
-        person_id: &PersonId,
-        household_id: &HouseholdId,
-        household: &Household,
-        insured: bool,
-        day: NaiveDate,
-        as_of: Option<DateTime<Utc>>,
-    ) -> Result<bool, LedgerError> {
-        if insured || household.head_on(day).as_ref() != Some(person_id) {
-            return Ok(false);
-        }
-        for other in self.store.household_person_ids(household_id.as_str()).await? {
-            if other == person_id.as_str() {
-                continue;
-            }
-            let pid = PersonId::parse(&other).map_err(|e| corrupt(format!("stored person id: {e}")))?;
-            let k = match self.known(&pid, as_of).await {
-                Ok(k) => k,
-                // Not yet recorded at `as_of`: not a member then.
-                Err(LedgerError::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            if k.derived.household_on(day) == Some(household_id) && k.derived.insured_on(day) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        fold::<Household>(&events)
     }
 
     /// `GET /v1/households/{id}`: members and heads today (Asia/Tokyo), as known at `as_of`.
@@ -740,7 +700,7 @@ impl Ledger {
             .store
             .load_stream(Household::TYPE, household_id.as_str(), as_of)
             .await?;
-        let household = household_from(&stored)?;
+        let household = fold::<Household>(&stored)?;
         let mut members = Vec::new();
         let mut known_anyone = false;
         for id in self.store.household_person_ids(household_id.as_str()).await? {
@@ -795,7 +755,7 @@ impl Ledger {
         let stored = self.store.load_stream(Household::TYPE, &holder, None).await?;
         let mut branches = Vec::new();
         for e in &stored {
-            let event: HouseholdEvent = serde_json::from_value(e.payload.clone()).map_err(corrupt)?;
+            let event = HouseholdEvent::deserialize(&e.payload).map_err(corrupt)?;
             if let crate::domain::HouseholdFact::BranchNumberIssued { person_id, branch, .. } = event.fact {
                 branches.push(BranchView {
                     branch: branch.to_string(),
@@ -841,9 +801,10 @@ impl Ledger {
                     branch: household.branch_of(person_id).map(|b| b.to_string()),
                 });
             }
-            deemed_head = self
-                .is_deemed_head(person_id, h, &household, current.is_some(), today, as_of)
-                .await?;
+            // Only an uninsured register head can be one; the household's rule decides.
+            if current.is_none() && household.head_on(today).as_ref() == Some(person_id) {
+                deemed_head = self.household_view(h, as_of).await?.deemed_head;
+            }
         }
         Ok(PersonView {
             person_id: person_id.to_string(),

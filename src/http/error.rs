@@ -33,18 +33,24 @@ impl ApiError {
     }
 }
 
+impl From<crate::domain::InputError> for ApiError {
+    fn from(e: crate::domain::InputError) -> Self {
+        Self::bad_request(e.code, e.message)
+    }
+}
+
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
         match e {
             LedgerError::Input(i) => Self::bad_request(i.code, i.message),
             LedgerError::Rule(r) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, r.code, r.message),
             LedgerError::NotFound { code, message } => Self::new(StatusCode::NOT_FOUND, code, message),
-            LedgerError::Conflict { expected, actual } if expected >= 0 => Self::new(
+            LedgerError::Conflict { expected, actual } => Self::new(
                 StatusCode::CONFLICT,
                 "sequence_conflict",
                 format!("expected sequence {expected}, but the stream is at {actual}"),
             ),
-            LedgerError::Conflict { .. } => Self::new(
+            LedgerError::ConflictPersisted => Self::new(
                 StatusCode::CONFLICT,
                 "sequence_conflict",
                 "other writers kept changing this stream; retry",

@@ -34,8 +34,8 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiE
     Ok((bytes, value))
 }
 
-fn path_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    p.map(|Path(id)| id)
+fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    p.map(|Path(v)| v)
         .map_err(|_| ApiError::bad_request("invalid_path", "the path could not be decoded"))
 }
 
@@ -81,9 +81,9 @@ pub async fn record_person_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
+    let id = path(id)?;
     let (bytes, value) = body_json(body)?;
-    let person_id = PersonId::parse(&id).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    let person_id = PersonId::parse(&id)?;
     let ctx = context(&headers, uri.path(), &bytes)?;
     let r = s.ledger.record_person_event(&person_id, &value, &ctx).await?;
     Ok(created("person_id", r))
@@ -96,16 +96,12 @@ pub async fn record_household_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id)?;
+    let id = path(id)?;
     let (bytes, value) = body_json(body)?;
-    let household_id = HouseholdId::parse(&id).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    let household_id = HouseholdId::parse(&id)?;
     let ctx = context(&headers, uri.path(), &bytes)?;
     let r = s.ledger.record_household_event(&household_id, &value, &ctx).await?;
     Ok(created("household_id", r))
-}
-
-fn person_id(id: &str) -> Result<PersonId, ApiError> {
-    PersonId::parse(id).map_err(|e| ApiError::bad_request(e.code, e.message))
 }
 
 pub async fn person(
@@ -113,8 +109,8 @@ pub async fn person(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<PersonView>, ApiError> {
-    let (id, q) = (path_id(id)?, query(q)?);
-    Ok(Json(s.ledger.person(&person_id(&id)?, as_of(&q)?).await?))
+    let (id, q) = (path(id)?, query(q)?);
+    Ok(Json(s.ledger.person(&PersonId::parse(&id)?, as_of(&q)?).await?))
 }
 
 pub async fn timeline(
@@ -122,8 +118,8 @@ pub async fn timeline(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<TimelineView>, ApiError> {
-    let (id, q) = (path_id(id)?, query(q)?);
-    Ok(Json(s.ledger.timeline(&person_id(&id)?, as_of(&q)?).await?))
+    let (id, q) = (path(id)?, query(q)?);
+    Ok(Json(s.ledger.timeline(&PersonId::parse(&id)?, as_of(&q)?).await?))
 }
 
 pub async fn eligibility(
@@ -131,12 +127,14 @@ pub async fn eligibility(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<EligibilityView>, ApiError> {
-    let (id, q) = (path_id(id)?, query(q)?);
+    let (id, q) = (path(id)?, query(q)?);
     let on: Option<NaiveDate> = q
         .get("on")
         .map(|d| parse_date("on", d).map_err(|_| ApiError::bad_request("invalid_on", "on must be a date YYYY-MM-DD")))
         .transpose()?;
-    Ok(Json(s.ledger.eligibility(&person_id(&id)?, on, as_of(&q)?).await?))
+    Ok(Json(
+        s.ledger.eligibility(&PersonId::parse(&id)?, on, as_of(&q)?).await?,
+    ))
 }
 
 pub async fn household(
@@ -144,8 +142,8 @@ pub async fn household(
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<HouseholdView>, ApiError> {
-    let (id, q) = (path_id(id)?, query(q)?);
-    let household_id = HouseholdId::parse(&id).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    let (id, q) = (path(id)?, query(q)?);
+    let household_id = HouseholdId::parse(&id)?;
     Ok(Json(s.ledger.household_view(&household_id, as_of(&q)?).await?))
 }
 
@@ -153,9 +151,8 @@ pub async fn card_branches(
     State(s): State<AppState>,
     card: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<CardBranchesView>, ApiError> {
-    let Path((symbol, number)) =
-        card.map_err(|_| ApiError::bad_request("invalid_path", "the path could not be decoded"))?;
-    let symbol = crate::domain::CardSymbol::parse(&symbol).map_err(|e| ApiError::bad_request(e.code, e.message))?;
-    let number = crate::domain::CardNumber::parse(&number).map_err(|e| ApiError::bad_request(e.code, e.message))?;
+    let (symbol, number) = path(card)?;
+    let symbol = crate::domain::CardSymbol::parse(&symbol)?;
+    let number = crate::domain::CardNumber::parse(&number)?;
     Ok(Json(s.ledger.card_branches(symbol.as_str(), number.as_str()).await?))
 }

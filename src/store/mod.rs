@@ -283,7 +283,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let attempt = match &self.backend {
-            Backend::Postgres(p) => postgres::append(p, requests.to_vec()).await,
+            Backend::Postgres(p) => postgres::append(p, requests).await,
             Backend::Sqlite { write, .. } => sqlite::append(write, requests).await,
         };
         match attempt {

@@ -125,8 +125,8 @@ fn event(row: PgRow) -> Result<StoredEvent, StoreError> {
     })
 }
 
-pub(super) async fn append(pool: &PgPool, requests: Vec<AppendRequest>) -> Result<Vec<Outcome>, StoreError> {
-    match fast_append(pool, &requests).await {
+pub(super) async fn append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
+    match fast_append(pool, requests).await {
         Ok(Some(outcomes)) => return Ok(outcomes),
         // A stale expectation, a used Idempotency-Key or a uniqueness rule: nothing was
         // written; decide request by request on the careful path.
@@ -136,8 +136,8 @@ pub(super) async fn append(pool: &PgPool, requests: Vec<AppendRequest>) -> Resul
     }
     let conn = pool.acquire().await?;
     // Run to the end even if the caller goes away: the connection must not return to the pool
-    // inside a transaction.
-    tokio::spawn(append_owned(conn, requests))
+    // inside a transaction. (The copy is paid only on this rare path.)
+    tokio::spawn(append_owned(conn, requests.to_vec()))
         .await
         .map_err(|e| StoreError::Batch(e.to_string()))?
 }
