@@ -47,6 +47,13 @@ pub enum Command {
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Rebuild every projection from position 1 (issued card and branch numbers are events in
+    /// the log: they come back unchanged). Stop the service first, or it serves partial
+    /// projections while this runs.
+    Rebuild {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
     /// Bulk-load events from a JSON Lines file (validated whole before anything is written).
     Import {
         /// One event body per line, plus `person_id` or `household_id`.
@@ -100,6 +107,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Rebuild { database_url } => {
+            let store = Store::connect(&url(database_url)).await?;
+            let projections = crate::projections::Projections::new(store.clone());
+            let head = store.head().await?;
+            let pb = crate::import::bar((head.max(0) as u64) * projections.names().len() as u64, "rebuilding");
+            let summary = projections.rebuild(|n| pb.inc(n)).await?;
+            pb.finish_and_clear();
+            println!(
+                "rebuilt {} from {} events in {:.1} s ({:.0} events/s per projection)",
+                projections.names().join(", "),
+                summary.events,
+                summary.seconds,
+                (summary.events as f64 * summary.projections.len() as f64) / summary.seconds.max(1e-9)
+            );
+            for (table, rows) in &summary.rows {
+                println!("  {table}: {rows} rows");
+            }
+            for (name, position) in &summary.projections {
+                println!("  checkpoint {name}: {position}");
+            }
+            store.close().await;
+            Ok(())
+        }
         Command::Import {
             file,
             database_url,
@@ -122,6 +152,8 @@ async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, database = ?opened.ledger.store().kind(), "serving");
     let router = crate::http::router(opened.ledger.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runners = opened.ledger.projections().spawn(stopped);
     let daily = tokio::spawn(age_out_daily(opened.ledger.clone()));
     let store = opened.ledger.store().clone();
     drop(opened.ledger);
@@ -131,6 +163,11 @@ async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
     // The daily job holds the ledger too: stop it so the writer can drain.
     daily.abort();
     let _ = daily.await;
+    // Projections commit batch by batch: stopping between batches loses nothing.
+    let _ = stop.send(true);
+    for r in runners {
+        let _ = r.await;
+    }
     // The router (and with it the last writer handle) is gone: the writer drains and stops.
     if tokio::time::timeout(Duration::from_secs(30), opened.writer_task)
         .await

@@ -22,9 +22,10 @@ use crate::domain::{
     CardNumber, CardSymbol, Directory, Household, HouseholdFact, HouseholdId, HouseholdServices, InputError, Person,
     PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
 };
-use crate::ledger::{decide, fold, prepare_person_event, LedgerError, RequestContext};
+use crate::domain::issuance;
+use crate::ledger::{decide, fold, issue_events, prepare_person_event, LedgerError, RequestContext};
 use crate::settings::Settings;
-use crate::store::{AppendRequest, Rejection, Store};
+use crate::store::{AppendRequest, Rejection, Store, StreamAppend};
 use crate::vault::Vault;
 
 enum Target {
@@ -97,7 +98,65 @@ impl Directory for MemoryDirectory {
     }
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
+/// Card and branch numbers for the file's joins, as the ledger issues them for the API
+/// (domain.md §5), with the card-number sequence counted in memory.
+struct Issuance {
+    symbol: CardSymbol,
+    width: usize,
+    next_card: u64,
+}
+
+impl Issuance {
+    async fn follow(
+        &mut self,
+        person_id: &PersonId,
+        person: &Person,
+        households: &mut HashMap<HouseholdId, Household>,
+        services: &HouseholdServices,
+        directory: &MemoryDirectory,
+        ctx: &RequestContext,
+    ) -> Result<Vec<StreamAppend>, LedgerError> {
+        let derived = person
+            .derive()
+            .map_err(|e| LedgerError::Internal(format!("a decided history does not derive: {e}")))?;
+        let system = RequestContext {
+            actor: "system".into(),
+            request_id: ctx.request_id.clone(),
+            ..Default::default()
+        };
+        let mut also = Vec::new();
+        for (household_id, first_day) in issuance::insured_households(&derived) {
+            let household = households.entry(household_id.clone()).or_default();
+            if household.card().is_some() && household.branch_of(person_id).is_some() {
+                continue;
+            }
+            let expected = household.last_sequence() as i64;
+            let card = if household.card().is_none() {
+                let number = issuance::card_number(self.next_card, self.width)?;
+                self.next_card += 1;
+                directory
+                    .cards
+                    .write()
+                    .expect("lock")
+                    .insert((self.symbol.to_string(), number.to_string()), household_id.clone());
+                Some((self.symbol.clone(), number))
+            } else {
+                None
+            };
+            let events = issue_events(household, &household_id, person_id, first_day, card, services, &system).await?;
+            also.push(StreamAppend {
+                aggregate_type: Household::TYPE.into(),
+                aggregate_id: household_id.to_string(),
+                expected_sequence: expected,
+                events,
+            });
+        }
+        Ok(also)
+    }
+}
+
+/// A progress bar on stderr, drawn only on a terminal.
+pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
     // Drawn only on a terminal: indicatif hides itself when stderr is not one.
     let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
     pb.set_style(
@@ -136,8 +195,17 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
     let mut household_ids = HashSet::new();
     for l in &lines {
         match &l.target {
-            Target::Person(p, _) => {
+            Target::Person(p, input) => {
                 person_ids.insert(p.to_string());
+                // Households the person joins may get card and branch numbers.
+                let v = serde_json::to_value(&input.event)?;
+                for h in [v.get("household_id"), v.get("replacement").and_then(|r| r.get("household_id"))]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    household_ids.insert(h.to_owned());
+                }
             }
             Target::Household(h, e) => {
                 household_ids.insert(h.to_string());
@@ -177,6 +245,15 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
     let mut numbers: Vec<usize> = Vec::with_capacity(lines.len());
     let mut requests: Vec<AppendRequest> = Vec::with_capacity(lines.len());
     let person_services = PersonServices { today };
+    let issuance = Issuance {
+        symbol: CardSymbol::parse(&settings.card_symbol)?,
+        width: settings.card_number_width,
+        next_card: store
+            .max_card_number(&settings.card_symbol, settings.card_number_width)
+            .await?
+            + 1,
+    };
+    let mut issuance = issuance;
     let household_services = HouseholdServices {
         today,
         directory: directory.clone(),
@@ -198,12 +275,17 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
                 let events = decide(&mut person, command, &person_services, &ctx, reported)
                     .await?
                     .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
+                let also = issuance
+                    .follow(&id, &person, &mut households, &household_services, &directory, &ctx)
+                    .await
+                    .map_err(|e| line_error(l.number, e))?;
                 directory.persons.write().expect("lock").insert(id.clone(), person);
                 AppendRequest {
                     aggregate_type: Person::TYPE.into(),
                     aggregate_id: id.to_string(),
                     expected_sequence: expected,
                     events,
+                    also,
                     vault: vault_entries,
                     idempotency: None,
                 }
@@ -235,6 +317,7 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
                     aggregate_id: id.to_string(),
                     expected_sequence: expected,
                     events,
+                    also: Vec::new(),
                     vault: Vec::new(),
                     idempotency: None,
                 }

@@ -13,16 +13,18 @@ use serde_json::{json, Value};
 use crate::clock::Clock;
 use crate::domain::input::{parse_household_event, parse_person_event, PersonInput};
 use crate::domain::person::{EventStatus, LATE_REPORT_DAYS};
+use crate::domain::issuance;
 use crate::domain::{
-    CommandError, Directory, DomainError, Household, HouseholdEvent, HouseholdId, HouseholdServices, InputError,
+    CardSymbol, CommandError, Directory, DomainError, Household, HouseholdEvent, HouseholdId, HouseholdServices, InputError,
     Person, PersonEvent, PersonFact, PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
 };
 use crate::metrics;
+use crate::projections::{read, Projections};
 use crate::settings::Settings;
 use crate::store::writer::{Ticket, Writer};
 use crate::store::{
     format_instant, AppendRequest, Appended, IdempotencyClaim, NewEvent, Rejection, Store, StoreError, StoredEvent,
-    VaultEntry,
+    StreamAppend, VaultEntry,
 };
 use crate::stream_locks::StreamLocks;
 use crate::vault::Vault;
@@ -44,6 +46,8 @@ pub enum LedgerError {
     ConflictPersisted,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lagging(#[from] crate::projections::Lagging),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -55,6 +59,57 @@ impl From<CommandError> for LedgerError {
             CommandError::Service(s) => LedgerError::Internal(s),
         }
     }
+}
+
+/// What a command causes in other streams (see [`Ledger::issuance`]).
+#[derive(Default)]
+pub struct Follow {
+    also: Vec<StreamAppend>,
+    guards: Vec<crate::stream_locks::StreamGuard>,
+    card_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// Aggregates whose decisions cause events in other streams.
+pub trait Consequences: Aggregate {
+    fn consequences<'a>(
+        ledger: &'a Ledger,
+        stream_id: &'a str,
+        after: &'a Self,
+        ctx: &'a RequestContext,
+    ) -> impl std::future::Future<Output = Result<Follow, LedgerError>> + Send + 'a;
+}
+
+impl Consequences for Person {
+    fn consequences<'a>(
+        ledger: &'a Ledger,
+        stream_id: &'a str,
+        after: &'a Self,
+        ctx: &'a RequestContext,
+    ) -> impl std::future::Future<Output = Result<Follow, LedgerError>> + Send + 'a {
+        ledger.issuance(stream_id, after, ctx)
+    }
+}
+
+impl Consequences for Household {
+    fn consequences<'a>(
+        _: &'a Ledger,
+        _: &'a str,
+        _: &'a Self,
+        _: &'a RequestContext,
+    ) -> impl std::future::Future<Output = Result<Follow, LedgerError>> + Send + 'a {
+        std::future::ready(Ok(Follow::default()))
+    }
+}
+
+/// How long a read waits for the projections to reach the position it needs.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a read needs: knowledge as of an instant (None: latest), and at least the effects of
+/// the caller's own write at `min_position` (read-your-writes).
+#[derive(Clone, Debug, Default)]
+pub struct Read {
+    pub as_of: Option<DateTime<Utc>>,
+    pub min_position: Option<i64>,
 }
 
 /// Who asked, for the event metadata (ids only, never personal data).
@@ -85,6 +140,9 @@ pub struct Ledger {
     vault: Arc<Vault>,
     settings: Settings,
     locks: StreamLocks,
+    projections: Arc<Projections>,
+    /// Serialises card-number issuance in this process (the log's unique index guards the rest).
+    card_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> LedgerError {
@@ -226,6 +284,34 @@ where
         .map(Ok)
 }
 
+/// The household events that give `person_id` (insured there from `first_day`) a branch number
+/// in `household`, and the household its card when it has none (`card`, from the sequence);
+/// run through the household's own rules and applied to it.
+pub async fn issue_events(
+    household: &mut Household,
+    household_id: &HouseholdId,
+    person_id: &PersonId,
+    first_day: NaiveDate,
+    card: Option<(CardSymbol, crate::domain::CardNumber)>,
+    services: &HouseholdServices,
+    ctx: &RequestContext,
+) -> Result<Vec<NewEvent>, LedgerError> {
+    let issued = issuance::issue(household, person_id, first_day, services.today, || {
+        card.ok_or_else(|| DomainError::new("card_missing", "no card number to issue"))
+    })?;
+    let mut events = Vec::with_capacity(issued.len());
+    for event in issued {
+        let reported = event.reported_date;
+        let command = RecordHouseholdEvent {
+            household_id: household_id.clone(),
+            event,
+            system: true,
+        };
+        events.extend(decide(household, command, services, ctx, reported).await??);
+    }
+    Ok(events)
+}
+
 // ---- views -------------------------------------------------------------------------------
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -244,7 +330,7 @@ pub struct PersonView {
     pub real_name: Option<String>,
     pub real_name_kana: Option<String>,
     pub birth_date: NaiveDate,
-    pub sex: &'static str,
+    pub sex: String,
     pub sex_on_back: bool,
     pub household_id: Option<String>,
     pub insured: bool,
@@ -253,8 +339,8 @@ pub struct PersonView {
     pub applied_from: Option<NaiveDate>,
     /// Inclusive last covered day (適用終了年月日).
     pub applied_to: Option<NaiveDate>,
-    pub loss_reason: Option<&'static str>,
-    pub loss_code: Option<&'static str>,
+    pub loss_reason: Option<String>,
+    pub loss_code: Option<String>,
     pub card: Option<CardView>,
     /// The coming 75th-birthday loss of a person insured today (derived, not yet reached).
     pub late_elderly_on: Option<NaiveDate>,
@@ -276,9 +362,9 @@ pub struct IntervalCard {
 pub struct IntervalView {
     pub from: NaiveDate,
     pub to: Option<NaiveDate>,
-    pub acquisition_reason: &'static str,
-    pub loss_reason: Option<&'static str>,
-    pub loss_code: Option<&'static str>,
+    pub acquisition_reason: String,
+    pub loss_reason: Option<String>,
+    pub loss_code: Option<String>,
     pub qualified_on: NaiveDate,
     pub disqualified_on: Option<NaiveDate>,
     /// Inclusive last covered day of this interval (`to` − 1).
@@ -372,7 +458,6 @@ pub struct AgeOutSummary {
 
 /// A person's stream as known at an instant, folded.
 struct Known {
-    events: Vec<StoredEvent>,
     person: Person,
     derived: crate::domain::history::Derived,
 }
@@ -380,17 +465,22 @@ struct Known {
 impl Ledger {
     pub fn new(store: Store, writer: Writer, clock: Arc<dyn Clock>, vault: Arc<Vault>, settings: Settings) -> Self {
         Self {
+            projections: Arc::new(Projections::new(store.clone())),
             store,
             writer,
             clock,
             vault,
             settings,
             locks: StreamLocks::default(),
+            card_lock: Arc::default(),
         }
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+    pub fn projections(&self) -> &Arc<Projections> {
+        &self.projections
     }
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -429,12 +519,16 @@ impl Ledger {
         ticket: Ticket,
         request: AppendRequest,
         ctx: &RequestContext,
+        caused: bool,
     ) -> Result<Option<Recorded>, LedgerError> {
         match self.writer.append(Some(ticket), request).await? {
-            Ok(appended) => Ok(Some(Recorded {
-                appended,
-                replayed: false,
-            })),
+            Ok(appended) => {
+                self.projections.notify();
+                Ok(Some(Recorded {
+                    appended,
+                    replayed: false,
+                }))
+            }
             Err(Rejection::KeyUsed(rec)) => self.replayed(ctx, rec).map(Some),
             Err(Rejection::Conflict { expected, actual }) => {
                 if ctx.if_match.is_some() {
@@ -443,6 +537,9 @@ impl Ledger {
                     Ok(None)
                 }
             }
+            // A number the ledger chose itself was taken by another process meanwhile: the next
+            // attempt reads the log again and chooses the next one.
+            Err(Rejection::Unique(_)) if caused => Ok(None),
             Err(Rejection::Unique(constraint)) => Err(LedgerError::Rule(match constraint.as_str() {
                 "events_card_number" => DomainError::new(
                     "card_number_in_use",
@@ -544,8 +641,9 @@ impl Ledger {
     }
 
     /// The command cycle shared by every stream: serialise on the stream, answer a used
-    /// Idempotency-Key, then load, fold, check If-Match, decide, and append expecting the
-    /// sequence read — again from the top when another process moved the stream first.
+    /// Idempotency-Key, then load, fold, check If-Match, decide, add what the decision causes
+    /// in other streams, and append all of it atomically expecting the sequences read — again
+    /// from the top when another process moved a stream first.
     async fn run_command<A>(
         &self,
         stream_id: &str,
@@ -554,7 +652,7 @@ impl Ledger {
         command: impl Fn(&A) -> (A::Command, Vec<VaultEntry>, NaiveDate) + Send + Sync,
     ) -> Result<Recorded, LedgerError>
     where
-        A: Aggregate<Error = CommandError>,
+        A: Aggregate<Error = CommandError> + Consequences,
         A::Command: Send,
     {
         let _serial = self.locks.lock(format!("{}/{stream_id}", A::TYPE)).await;
@@ -572,18 +670,25 @@ impl Ledger {
                 Ok(events) => events,
                 Err(refusal) => return self.or_replay(refusal.into(), ctx).await,
             };
+            let follow = match A::consequences(self, stream_id, &aggregate, ctx).await {
+                Ok(f) => f,
+                Err(e @ LedgerError::Rule(_)) => return self.or_replay(e, ctx).await,
+                Err(e) => return Err(e),
+            };
             let request = AppendRequest {
                 aggregate_type: A::TYPE.into(),
                 aggregate_id: stream_id.into(),
                 expected_sequence: stored.len() as i64,
                 events,
+                also: follow.also,
                 vault,
                 idempotency: ctx.idempotency_key.clone().map(|key| IdempotencyClaim {
                     key,
                     fingerprint: ctx.fingerprint.clone().unwrap_or_default(),
                 }),
             };
-            if let Some(r) = self.submit(ticket, request, ctx).await? {
+            let caused = !request.also.is_empty();
+            if let Some(r) = self.submit(ticket, request, ctx, caused).await? {
                 tracing::info!(
                     stream = A::TYPE,
                     id = stream_id,
@@ -595,6 +700,71 @@ impl Ledger {
             }
         }
         Err(LedgerError::ConflictPersisted)
+    }
+
+    /// The card and branch numbers a person's new history calls for (domain.md §5), as events
+    /// of the households concerned, to be appended with the person's event. Holds those
+    /// households' stream locks (and the card-number lock when a card is issued) until the
+    /// append is answered, so concurrent joins in this process queue instead of colliding.
+    async fn issuance(&self, person_id: &str, person: &Person, ctx: &RequestContext) -> Result<Follow, LedgerError> {
+        let derived = person
+            .derive()
+            .map_err(|e| LedgerError::Internal(format!("a decided history does not derive: {e}")))?;
+        let pid = PersonId::parse(person_id).map_err(|e| LedgerError::Internal(e.message))?;
+        let mut wanted = issuance::insured_households(&derived);
+        if wanted.is_empty() {
+            return Ok(Follow::default());
+        }
+        // One lock order for everyone: by household id.
+        wanted.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        let today = self.clock.today();
+        let system = RequestContext {
+            actor: "system".into(),
+            terminal: None,
+            request_id: ctx.request_id.clone(),
+            ..Default::default()
+        };
+        let services = HouseholdServices {
+            today,
+            directory: Arc::new(StoreDirectory {
+                store: self.store.clone(),
+            }),
+        };
+        let mut follow = Follow::default();
+        let mut next_card: Option<u64> = None;
+        for (household_id, first_day) in wanted {
+            let guard = self.locks.lock(format!("{}/{household_id}", Household::TYPE)).await;
+            let stored = self.store.load_stream(Household::TYPE, household_id.as_str(), None).await?;
+            let mut household = fold::<Household>(&stored)?;
+            if household.card().is_some() && household.branch_of(&pid).is_some() {
+                continue;
+            }
+            let mut card = None;
+            if household.card().is_none() {
+                if follow.card_guard.is_none() {
+                    follow.card_guard = Some(self.card_lock.clone().lock_owned().await);
+                }
+                let n = match next_card {
+                    Some(n) => n,
+                    None => self.store
+                        .max_card_number(&self.settings.card_symbol, self.settings.card_number_width)
+                        .await?
+                        + 1,
+                };
+                next_card = Some(n + 1);
+                let symbol = CardSymbol::parse(&self.settings.card_symbol).map_err(|e| LedgerError::Internal(e.message))?;
+                card = Some((symbol, issuance::card_number(n, self.settings.card_number_width)?));
+            }
+            let events = issue_events(&mut household, &household_id, &pid, first_day, card, &services, &system).await?;
+            follow.also.push(StreamAppend {
+                aggregate_type: Household::TYPE.into(),
+                aggregate_id: household_id.to_string(),
+                expected_sequence: stored.len() as i64,
+                events,
+            });
+            follow.guards.push(guard);
+        }
+        Ok(follow)
     }
 
     /// The 75th-birthday job: records `late_elderly_age_reached` (actor `system`) for every
@@ -678,67 +848,102 @@ impl Ledger {
             .derive()
             .map_err(|e| LedgerError::Internal(format!("stored history does not derive: {e}")))?;
         Ok(Known {
-            events,
             person,
             derived,
         })
     }
 
-    async fn household(&self, id: &HouseholdId, as_of: Option<DateTime<Utc>>) -> Result<Household, LedgerError> {
-        let events = self.store.load_stream(Household::TYPE, id.as_str(), as_of).await?;
-        fold::<Household>(&events)
+    /// The log position a read answers at, after waiting (briefly) for the projections to
+    /// reach what the caller needs: the position it last wrote (read-your-writes) and, for an
+    /// as-of read, the last position recorded by that instant (so the answer is complete).
+    async fn read_at(&self, r: &Read) -> Result<i64, LedgerError> {
+        let mut needed = r.min_position.unwrap_or(0);
+        let at = match r.as_of {
+            Some(t) => {
+                let p = self.store.position_at(t).await?;
+                needed = needed.max(p);
+                p
+            }
+            None => i64::MAX,
+        };
+        if needed > 0 {
+            self.projections.wait_for(needed, READ_WAIT).await?;
+        }
+        Ok(at)
+    }
+
+    fn person_not_found(person_id: &PersonId, r: &Read) -> LedgerError {
+        LedgerError::NotFound {
+            code: "person_not_found",
+            message: format!(
+                "no person {person_id}{}",
+                if r.as_of.is_some() { " as of that instant" } else { "" }
+            ),
+        }
+    }
+
+    /// The card (and the person's branch under it) of a household, as known at `at`.
+    async fn card_at(
+        &self,
+        household_id: &str,
+        person_id: &str,
+        at: i64,
+    ) -> Result<Option<(read::CardRow, Option<String>)>, LedgerError> {
+        let db = self.projections.db();
+        let Some(card) = read::card_of(db, household_id, at).await? else {
+            return Ok(None);
+        };
+        let branch = read::branch_of(db, household_id, person_id, at).await?;
+        Ok(Some((card, branch)))
     }
 
     /// `GET /v1/households/{id}`: members and heads today (Asia/Tokyo), as known at `as_of`.
-    pub async fn household_view(
-        &self,
-        household_id: &HouseholdId,
-        as_of: Option<DateTime<Utc>>,
-    ) -> Result<HouseholdView, LedgerError> {
+    pub async fn household_view(&self, household_id: &HouseholdId, r: &Read) -> Result<HouseholdView, LedgerError> {
+        let at = self.read_at(r).await?;
+        self.household_view_at(household_id, at).await
+    }
+
+    async fn household_view_at(&self, household_id: &HouseholdId, at: i64) -> Result<HouseholdView, LedgerError> {
+        let db = self.projections.db();
         let today = self.clock.today();
-        let stored = self
-            .store
-            .load_stream(Household::TYPE, household_id.as_str(), as_of)
-            .await?;
-        let household = fold::<Household>(&stored)?;
-        let mut members = Vec::new();
-        let mut known_anyone = false;
-        for id in self.store.household_person_ids(household_id.as_str()).await? {
-            let pid = PersonId::parse(&id).map_err(|e| corrupt(format!("stored person id: {e}")))?;
-            let k = match self.known(&pid, as_of).await {
-                Ok(k) => k,
-                Err(LedgerError::NotFound { .. }) => continue,
-                Err(e) => return Err(e),
-            };
-            known_anyone |= k.derived.households.iter().any(|(_, h)| h == household_id);
-            if k.derived.household_on(today) == Some(household_id) {
-                members.push(MemberView {
-                    branch: household.branch_of(&pid).map(|b| b.to_string()),
-                    person_id: id,
-                    insured: k.derived.insured_on(today),
-                });
-            }
-        }
-        if stored.is_empty() && !known_anyone {
+        let id = household_id.as_str();
+        let facts = read::household_facts(db, id, at).await?;
+        let card = read::card_of(db, id, at).await?;
+        if facts.is_empty() && card.is_none() && read::members(db, id, None, at).await?.is_empty() {
             return Err(LedgerError::NotFound {
                 code: "household_not_found",
                 message: format!("no household {household_id}"),
             });
         }
-        let head = household.head_on(today);
-        let insured = |p: &PersonId| members.iter().any(|m| m.person_id == p.as_str() && m.insured);
+        let mut members = Vec::new();
+        for person_id in read::members(db, id, Some(today), at).await? {
+            let insured = read::periods(db, true, &person_id, at)
+                .await?
+                .iter()
+                .any(|i| i.contains(today));
+            members.push(MemberView {
+                branch: read::branch_of(db, id, &person_id, at).await?,
+                person_id,
+                insured,
+            });
+        }
+        let head = read::in_force_on(&facts, &["head"], today).and_then(|f| f.person_id.clone());
+        let designated = read::in_force_on(&facts, &["designation", "revocation"], today)
+            .filter(|f| f.kind == "designation")
+            .and_then(|f| f.person_id.clone());
+        let insured = |p: &str| members.iter().any(|m| m.person_id == p && m.insured);
+        // 擬制世帯主: the register head is not insured while another member is (domain.md §1).
         let deemed_head = head
-            .as_ref()
-            .is_some_and(|h| !insured(h) && members.iter().any(|m| m.insured && m.person_id != h.as_str()));
-        let nhi_head = household.designation_on(today).or_else(|| head.clone());
+            .as_deref()
+            .is_some_and(|h| !insured(h) && members.iter().any(|m| m.insured && m.person_id != h));
         Ok(HouseholdView {
             household_id: household_id.to_string(),
-            head_person_id: head.map(|h| h.to_string()),
-            nhi_head_person_id: nhi_head.map(|h| h.to_string()),
+            nhi_head_person_id: designated.or_else(|| head.clone()),
+            head_person_id: head,
             deemed_head,
-            card: household.card().map(|(symbol, number)| HouseholdCard {
-                symbol: symbol.to_string(),
-                number: number.to_string(),
+            card: card.map(|c| HouseholdCard {
+                symbol: c.symbol,
+                number: c.number,
             }),
             members,
             today,
@@ -746,89 +951,100 @@ impl Ledger {
     }
 
     /// `GET /v1/cards/{symbol}/{number}/branches`: every branch number issued under a card.
-    pub async fn card_branches(&self, symbol: &str, number: &str) -> Result<CardBranchesView, LedgerError> {
-        let not_found = || LedgerError::NotFound {
-            code: "card_not_found",
-            message: format!("no card {symbol}-{number}"),
-        };
-        let holder = self.store.card_holder(symbol, number).await?.ok_or_else(not_found)?;
-        let stored = self.store.load_stream(Household::TYPE, &holder, None).await?;
-        let mut branches = Vec::new();
-        for e in &stored {
-            let event = HouseholdEvent::deserialize(&e.payload).map_err(corrupt)?;
-            if let crate::domain::HouseholdFact::BranchNumberIssued { person_id, branch, .. } = event.fact {
-                branches.push(BranchView {
-                    branch: branch.to_string(),
-                    person_id: person_id.to_string(),
-                    issued_at_position: e.position,
-                });
-            }
-        }
-        branches.sort_by(|a, b| a.branch.cmp(&b.branch));
+    pub async fn card_branches(&self, symbol: &str, number: &str, r: &Read) -> Result<CardBranchesView, LedgerError> {
+        let at = self.read_at(r).await?;
+        let db = self.projections.db();
+        let card = read::card_by_number(db, symbol, number)
+            .await?
+            .ok_or_else(|| LedgerError::NotFound {
+                code: "card_not_found",
+                message: format!("no card {symbol}-{number}"),
+            })?;
+        let branches = read::branches(db, symbol, number, at)
+            .await?
+            .into_iter()
+            .map(|b| BranchView {
+                branch: b.branch,
+                person_id: b.person_id,
+                issued_at_position: b.position,
+            })
+            .collect();
         Ok(CardBranchesView {
             symbol: symbol.to_owned(),
             number: number.to_owned(),
-            household_id: holder,
+            household_id: card.household_id,
             branches,
         })
     }
 
     /// `GET /v1/persons/{id}`: the person as of today (Asia/Tokyo), as known at `as_of`.
-    pub async fn person(&self, person_id: &PersonId, as_of: Option<DateTime<Utc>>) -> Result<PersonView, LedgerError> {
+    pub async fn person(&self, person_id: &PersonId, r: &Read) -> Result<PersonView, LedgerError> {
         let today = self.clock.today();
-        let k = self.known(person_id, as_of).await?;
-        let reg = k
-            .person
-            .registration()
-            .ok_or_else(|| LedgerError::Internal("registered stream without registration".into()))?;
-        let current = k.derived.run_on(today);
+        let at = self.read_at(r).await?;
+        let db = self.projections.db();
+        let id = person_id.as_str();
+        let row = read::person(db, id, at)
+            .await?
+            .ok_or_else(|| Self::person_not_found(person_id, r))?;
+        let runs = read::periods(db, false, id, at).await?;
+        let current = runs.iter().find(|r| r.contains(today));
         // Not insured today: show the last period, so staff see since when and why it ended.
-        let shown = current.or_else(|| k.derived.runs.iter().rev().find(|r| r.from <= today));
+        let shown = current.or_else(|| runs.iter().rev().find(|r| r.from <= today));
         // A loss only derived from age and not reached yet is no end of the current period:
         // it is announced when the birthday arrives (feed.md), and shown apart here.
         let pending_age_loss = current.filter(|r| r.loss_by_age).and_then(|r| r.to);
         let ended = shown.filter(|_| pending_age_loss.is_none());
-        let household_id = k.derived.household_current(today).cloned();
+        let memberships = read::memberships(db, id, at).await?;
+        let household_id = memberships
+            .iter()
+            .rev()
+            .find(|m| m.from <= today)
+            .or(memberships.first())
+            .map(|m| m.household_id.clone());
         let mut card = None;
         let mut deemed_head = false;
         if let Some(h) = &household_id {
-            let household = self.household(h, as_of).await?;
-            if let Some((symbol, number)) = household.card() {
+            if let Some((c, branch)) = self.card_at(h, id, at).await? {
                 card = Some(CardView {
                     insurer_number: self.settings.insurer_number.clone(),
-                    symbol: symbol.to_string(),
-                    number: number.to_string(),
-                    branch: household.branch_of(person_id).map(|b| b.to_string()),
+                    symbol: c.symbol,
+                    number: c.number,
+                    branch,
                 });
             }
             // Only an uninsured register head can be one; the household's rule decides.
-            if current.is_none() && household.head_on(today).as_ref() == Some(person_id) {
-                deemed_head = self.household_view(h, as_of).await?.deemed_head;
+            if current.is_none() {
+                let hid = HouseholdId::parse(h).map_err(|e| corrupt(format!("stored household id: {e}")))?;
+                match self.household_view_at(&hid, at).await {
+                    Ok(v) => deemed_head = v.deemed_head && v.head_person_id.as_deref() == Some(id),
+                    Err(LedgerError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(PersonView {
             person_id: person_id.to_string(),
-            name: reg.name.as_str().to_owned(),
-            name_kana: reg.name_kana.as_str().to_owned(),
-            real_name: reg.real_name.as_ref().map(|n| n.as_str().to_owned()),
-            real_name_kana: reg.real_name_kana.as_ref().map(|n| n.as_str().to_owned()),
-            birth_date: reg.birth_date,
-            sex: reg.sex.code(),
-            sex_on_back: reg.sex_on_back,
-            household_id: household_id.map(|h| h.to_string()),
+            name: row.name,
+            name_kana: row.name_kana,
+            real_name: row.real_name,
+            real_name_kana: row.real_name_kana,
+            birth_date: row.birth_date,
+            sex: row.sex,
+            sex_on_back: row.sex_on_back,
+            household_id,
             insured: current.is_some(),
             qualified_on: shown.map(|r| r.qualified_on),
-            disqualified_on: ended.and_then(|r| r.disqualified_on()),
+            disqualified_on: ended.and_then(|r| r.disqualified_on),
             applied_from: shown.map(|r| r.from),
-            applied_to: ended.and_then(|r| r.applied_to()),
-            loss_reason: ended.and_then(|r| r.loss).map(|l| l.as_str()),
-            loss_code: ended.and_then(|r| r.loss).and_then(|l| l.code()),
+            applied_to: ended.and_then(|r| r.to).and_then(|t| t.pred_opt()),
+            loss_reason: ended.and_then(|r| r.loss_reason.clone()),
+            loss_code: ended.and_then(|r| r.loss_code.clone()),
             card,
             late_elderly_on: pending_age_loss,
             deemed_head,
-            disclosure_restricted: k.derived.disclosure_restricted_from.is_some_and(|d| d <= today),
-            deceased_on: k.derived.death,
-            last_sequence: k.person.last_sequence(),
+            disclosure_restricted: row.disclosure_restricted_from.is_some_and(|d| d <= today),
+            deceased_on: row.deceased_on,
+            last_sequence: row.last_sequence as u64,
             today,
         })
     }
@@ -836,50 +1052,52 @@ impl Ledger {
     async fn interval_views(
         &self,
         person_id: &PersonId,
-        intervals: &[crate::domain::history::Interval],
-        as_of: Option<DateTime<Utc>>,
+        intervals: Vec<read::PeriodRow>,
+        at: i64,
     ) -> Result<Vec<IntervalView>, LedgerError> {
-        let mut households: HashMap<HouseholdId, Household> = HashMap::new();
+        let mut cards: HashMap<String, Option<(read::CardRow, Option<String>)>> = HashMap::new();
         let mut out = Vec::with_capacity(intervals.len());
         for i in intervals {
             let mut card = None;
             if let Some(h) = &i.household_id {
-                if !households.contains_key(h) {
-                    households.insert(h.clone(), self.household(h, as_of).await?);
+                if !cards.contains_key(h) {
+                    cards.insert(h.clone(), self.card_at(h, person_id.as_str(), at).await?);
                 }
-                let household = &households[h];
-                card = household.card().map(|(symbol, number)| IntervalCard {
-                    symbol: symbol.to_string(),
-                    number: number.to_string(),
-                    branch: household.branch_of(person_id).map(|b| b.to_string()),
+                card = cards[h].as_ref().map(|(c, branch)| IntervalCard {
+                    symbol: c.symbol.clone(),
+                    number: c.number.clone(),
+                    branch: branch.clone(),
                 });
             }
             out.push(IntervalView {
                 from: i.from,
                 to: i.to,
-                acquisition_reason: i.acquisition.as_str(),
-                loss_reason: i.loss.map(|l| l.as_str()),
-                loss_code: i.loss.and_then(|l| l.code()),
+                acquisition_reason: i.acquisition_reason,
+                loss_reason: i.loss_reason,
+                loss_code: i.loss_code,
                 qualified_on: i.qualified_on,
                 disqualified_on: i.disqualified_on,
                 applied_to: i.to.and_then(|t| t.pred_opt()),
-                household_id: i.household_id.as_ref().map(|h| h.to_string()),
+                household_id: i.household_id,
                 card,
             });
         }
         Ok(out)
     }
 
-    /// `GET /v1/persons/{id}/timeline`.
-    pub async fn timeline(
-        &self,
-        person_id: &PersonId,
-        as_of: Option<DateTime<Utc>>,
-    ) -> Result<TimelineView, LedgerError> {
-        let k = self.known(person_id, as_of).await?;
-        let (statuses, _) = k.person.statuses();
-        let events = k
-            .events
+    /// `GET /v1/persons/{id}/timeline`: the intervals from the projection; the events are the
+    /// person's stream itself, up to what the projection has applied.
+    pub async fn timeline(&self, person_id: &PersonId, r: &Read) -> Result<TimelineView, LedgerError> {
+        let at = self.read_at(r).await?;
+        let db = self.projections.db();
+        let row = read::person(db, person_id.as_str(), at)
+            .await?
+            .ok_or_else(|| Self::person_not_found(person_id, r))?;
+        let mut stored = self.store.load_stream(Person::TYPE, person_id.as_str(), r.as_of).await?;
+        stored.truncate(row.last_sequence as usize);
+        let person = fold::<Person>(&stored)?;
+        let (statuses, _) = person.statuses();
+        let events = stored
             .iter()
             .zip(statuses)
             .map(|(e, status)| {
@@ -899,9 +1117,10 @@ impl Ledger {
                 }
             })
             .collect();
+        let intervals = read::periods(db, true, person_id.as_str(), at).await?;
         Ok(TimelineView {
             person_id: person_id.to_string(),
-            intervals: self.interval_views(person_id, &k.derived.intervals, as_of).await?,
+            intervals: self.interval_views(person_id, intervals, at).await?,
             events,
         })
     }
@@ -911,17 +1130,20 @@ impl Ledger {
         &self,
         person_id: &PersonId,
         on: Option<NaiveDate>,
-        as_of: Option<DateTime<Utc>>,
+        r: &Read,
     ) -> Result<EligibilityView, LedgerError> {
         let on = on.unwrap_or_else(|| self.clock.today());
-        let k = self.known(person_id, as_of).await?;
-        let interval = match k.derived.interval_on(on) {
-            Some(i) => self
-                .interval_views(person_id, std::slice::from_ref(i), as_of)
-                .await?
-                .pop(),
-            None => None,
-        };
+        let at = self.read_at(r).await?;
+        let db = self.projections.db();
+        if read::person(db, person_id.as_str(), at).await?.is_none() {
+            return Err(Self::person_not_found(person_id, r));
+        }
+        let found: Vec<read::PeriodRow> = read::periods(db, true, person_id.as_str(), at)
+            .await?
+            .into_iter()
+            .filter(|i| i.contains(on))
+            .collect();
+        let interval = self.interval_views(person_id, found, at).await?.pop();
         Ok(EligibilityView {
             person_id: person_id.to_string(),
             on,

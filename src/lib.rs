@@ -9,6 +9,8 @@ pub mod http;
 pub mod import;
 pub mod ledger;
 pub mod metrics;
+#[path = "../projections/mod.rs"]
+pub mod projections;
 pub mod settings;
 pub mod store;
 pub mod stream_locks;

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub events_appended: Counter,
     pub append_batches: Counter,
     pub commands_refused: Counter,
+    pub projection_errors: Counter,
+    /// Per projection: (name, last applied position, events applied).
+    projections: std::sync::Mutex<Vec<(&'static str, i64, u64)>>,
     responses: [Counter; STATUSES.len()],
     responses_other: Counter,
 }
@@ -38,6 +41,18 @@ pub fn global() -> &'static Metrics {
 }
 
 impl Metrics {
+    /// A projection committed a batch ending at `position` with `events` events.
+    pub fn projected(&self, name: &'static str, position: i64, events: u64) {
+        let mut p = self.projections.lock().expect("metrics");
+        match p.iter_mut().find(|(n, _, _)| *n == name) {
+            Some(entry) => {
+                entry.1 = position;
+                entry.2 += events;
+            }
+            None => p.push((name, position, events)),
+        }
+    }
+
     pub fn response(&self, status: u16) {
         match STATUSES.iter().position(|s| *s == status) {
             Some(i) => self.responses[i].inc(),
@@ -45,23 +60,27 @@ impl Metrics {
         }
     }
 
-    /// Renders the metrics; `head` is the log's highest position.
-    pub fn render(&self, head: Option<i64>) -> String {
+    /// Renders the metrics; `head` is the log's highest position, `projections` each
+    /// projection's committed position and lag as read from the database.
+    pub fn render(&self, head: Option<i64>, projections: &[crate::projections::Status]) -> String {
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
         counter(
+            &mut out,
             "kokuho_events_appended_total",
             "Events appended by this process.",
             self.events_appended.get(),
         );
         counter(
+            &mut out,
             "kokuho_append_batches_total",
             "Group-commit transactions by this process.",
             self.append_batches.get(),
         );
         counter(
+            &mut out,
             "kokuho_commands_refused_total",
             "Commands refused by a domain rule.",
             self.commands_refused.get(),
@@ -78,6 +97,30 @@ impl Metrics {
             "kokuho_http_responses_total{{status=\"other\"}} {}",
             self.responses_other.get()
         );
+        counter(
+            &mut out,
+            "kokuho_projection_errors_total",
+            "Projection batches that failed and were retried.",
+            self.projection_errors.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kokuho_projection_events_applied_total Events applied by this process's projection runners.\n# TYPE kokuho_projection_events_applied_total counter"
+        );
+        for (name, _, n) in self.projections.lock().expect("metrics").iter() {
+            let _ = writeln!(out, "kokuho_projection_events_applied_total{{projection=\"{name}\"}} {n}");
+        }
+        let gauges: [(&str, &str, fn(&crate::projections::Status) -> f64); 3] = [
+            ("kokuho_projection_position", "Last log position a projection has committed.", |s| s.position as f64),
+            ("kokuho_projection_lag_events", "Log events not yet applied by a projection.", |s| s.lag_events as f64),
+            ("kokuho_projection_lag_seconds", "Age of the oldest event a projection has not applied.", |s| s.lag_seconds),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for s in projections {
+                let _ = writeln!(out, "{name}{{projection=\"{}\"}} {}", s.name, value(s));
+            }
+        }
         if let Some(h) = head {
             let _ = writeln!(out, "# HELP kokuho_log_head_position Highest position in the event log.\n# TYPE kokuho_log_head_position gauge\nkokuho_log_head_position {h}");
         }

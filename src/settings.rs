@@ -15,6 +15,8 @@ pub struct Settings {
     pub vault_key_file: Option<PathBuf>,
     /// Requests committed together by the group-commit writer.
     pub max_batch: usize,
+    /// Digits of a card number issued from the sequence (zero-padded).
+    pub card_number_width: usize,
 }
 
 impl Default for Settings {
@@ -25,13 +27,14 @@ impl Default for Settings {
             log_origin: "kokuho-ledger.local".into(),
             vault_key_file: None,
             max_batch: 256,
+            card_number_width: 8,
         }
     }
 }
 
 impl Settings {
     /// Reads `KOKUHO_INSURER_NUMBER`, `KOKUHO_CARD_SYMBOL`, `KOKUHO_LOG_ORIGIN`,
-    /// `KOKUHO_VAULT_KEY_FILE`, `KOKUHO_MAX_BATCH`.
+    /// `KOKUHO_VAULT_KEY_FILE`, `KOKUHO_MAX_BATCH`, `KOKUHO_CARD_NUMBER_WIDTH`.
     pub fn from_env() -> anyhow::Result<Self> {
         let mut s = Self::default();
         if let Ok(v) = std::env::var("KOKUHO_INSURER_NUMBER") {
@@ -58,6 +61,13 @@ impl Settings {
                 .ok()
                 .filter(|n| *n >= 1)
                 .ok_or_else(|| anyhow::anyhow!("KOKUHO_MAX_BATCH must be a positive integer"))?;
+        }
+        if let Ok(v) = std::env::var("KOKUHO_CARD_NUMBER_WIDTH") {
+            s.card_number_width = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=16).contains(n))
+                .ok_or_else(|| anyhow::anyhow!("KOKUHO_CARD_NUMBER_WIDTH must be 1 to 16"))?;
         }
         Ok(s)
     }

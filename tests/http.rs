@@ -50,7 +50,16 @@ impl Api {
         self.send(b.body(Body::from(body.to_owned())).unwrap()).await
     }
 
+    /// A GET as a client that reads its own writes: it names the log head as the position
+    /// the projections must have reached.
     async fn get(&self, path: &str) -> Reply {
+        let head = self.head().await;
+        let req = Request::get(path).header("x-min-position", head.to_string());
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    /// A GET with no read-your-writes wait.
+    async fn get_now(&self, path: &str) -> Reply {
         self.send(Request::get(path).body(Body::empty()).unwrap()).await
     }
 
@@ -102,10 +111,26 @@ on_both!(records_a_move_in_and_reads_the_timeline, |kind| async move {
         "from": "other_prefecture", "household_id": "200000000001"}),
         )
         .await;
+    // The move-in makes the household's first insured member: its card number (position 3)
+    // and the person's branch number (position 4) are recorded with it, atomically; the
+    // answer's position is the last of them (what a read-your-writes read waits for).
     assert_eq!(
         (r.status, r.body["sequence"].as_i64(), r.body["position"].as_i64()),
-        (StatusCode::CREATED, Some(2), Some(2))
+        (StatusCode::CREATED, Some(2), Some(4))
     );
+    let log = api.t.store.read_log(1, 10).await.unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|e| (e.aggregate_id.as_str(), e.event_type.as_str(), e.metadata["actor"].as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("100000000001", "moved_in", Some("anonymous")),
+            ("200000000001", "card_number_assigned", Some("system")),
+            ("200000000001", "branch_number_issued", Some("system")),
+        ]
+    );
+    assert_eq!(log[2].payload["branch"], "01");
+    assert_eq!(log[1].payload["number"], "00000001");
 
     let t = api.get("/v1/persons/100000000001/timeline").await;
     assert_eq!(t.status, StatusCode::OK);
@@ -364,14 +389,14 @@ on_both!(storage_failures_are_500_without_details, |kind| async move {
     let api = Api::new(kind).await;
     api.register("3", "1980-06-15").await;
     api.t.store.close().await;
-    let r = api.get("/v1/persons/3").await;
+    let r = api.get_now("/v1/persons/3").await;
     assert_eq!(
         (r.status, code(&r)),
         (StatusCode::INTERNAL_SERVER_ERROR, "internal_error")
     );
     let msg = r.body["error"]["message"].as_str().unwrap();
     assert!(!msg.to_lowercase().contains("pool") && !msg.contains("sql"), "{msg}");
-    let r = api.get("/readyz").await;
+    let r = api.get_now("/readyz").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     api.t.db.cleanup().await;
 });
@@ -437,6 +462,14 @@ on_both!(as_of_before_and_after_a_correction, |kind| async move {
 
 on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     let api = Api::new(kind).await;
+    // A card number recorded explicitly before anyone is insured is the one the joins use.
+    let r = api
+        .household(
+            "300",
+            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000123"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     for (id, birth) in [("21", "1970-01-01"), ("22", "1972-01-01")] {
         api.register(id, birth).await;
         api.event(
@@ -455,10 +488,13 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     let r = api
         .household(
             "300",
-            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000123"}),
+            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000124"}),
         )
         .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "card_number_already_assigned")
+    );
     let r = api
         .post(
             "/v1/households/301/events",
@@ -475,7 +511,7 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     assert_eq!(p.body["deemed_head"], false);
     assert_eq!(
         p.body["card"],
-        json!({"insurer_number": "131999", "symbol": "1", "number": "000123", "branch": null})
+        json!({"insurer_number": "131999", "symbol": "1", "number": "000123", "branch": "01"})
     );
     // The head joins employee insurance: from the day after, they are the deemed head.
     api.event(
@@ -604,11 +640,14 @@ on_both!(concurrent_commands_without_if_match_all_land, |kind| async move {
 });
 
 on_both!(household_and_card_reads, |kind| async move {
-    use kokuho_ledger::domain::input::parse_household_event;
-    use kokuho_ledger::domain::HouseholdId;
-    use kokuho_ledger::ledger::RequestContext;
 
     let api = Api::new(kind).await;
+    assert_eq!(
+        api.household("400", json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000400"}))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
     for id in ["41", "42"] {
         api.register(id, "1970-01-01").await;
         api.event(
@@ -617,12 +656,8 @@ on_both!(household_and_card_reads, |kind| async move {
         )
         .await;
     }
-    for body in [
-        json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "41"}),
-        json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000400"}),
-    ] {
-        assert_eq!(api.household("400", body).await.status, StatusCode::CREATED);
-    }
+    let head = json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "41"});
+    assert_eq!(api.household("400", head).await.status, StatusCode::CREATED);
     let h = api.get("/v1/households/400").await;
     assert_eq!(h.status, StatusCode::OK, "{}", h.body);
     assert_eq!(
@@ -633,7 +668,7 @@ on_both!(household_and_card_reads, |kind| async move {
     assert_eq!(h.body["card"], json!({"symbol": "1", "number": "000400"}));
     assert_eq!(
         h.body["members"],
-        json!([{"person_id": "41", "insured": true, "branch": null}, {"person_id": "42", "insured": true, "branch": null}])
+        json!([{"person_id": "41", "insured": true, "branch": "01"}, {"person_id": "42", "insured": true, "branch": "02"}])
     );
 
     // The head joins employee insurance while 42 stays insured: 41 is the deemed head from the
@@ -649,7 +684,7 @@ on_both!(household_and_card_reads, |kind| async move {
     assert_eq!(h.body["deemed_head"], true);
     assert_eq!(
         h.body["members"][0],
-        json!({"person_id": "41", "insured": false, "branch": null})
+        json!({"person_id": "41", "insured": false, "branch": "01"})
     );
     let at = |t: &str| format!("/v1/households/400?as_of={}", t);
     let earlier = chrono::DateTime::parse_from_rfc3339(joined.body["recorded_at"].as_str().unwrap()).unwrap()
@@ -694,28 +729,28 @@ on_both!(household_and_card_reads, |kind| async move {
         (StatusCode::UNPROCESSABLE_ENTITY, "designation_not_active")
     );
 
-    // A branch number issued by the ledger itself shows under the card, the household and the person.
-    let issue = json!({"type": "branch_number_issued", "effective_date": "2024-04-01", "person_id": "42", "symbol": "1", "number": "000400", "branch": "01"});
-    let event = parse_household_event(&issue, chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()).unwrap();
-    let ctx = RequestContext {
-        actor: "system".into(),
-        ..Default::default()
+    // The branch numbers the joins caused show under the card, the household and the person;
+    // a branch number cannot be recorded by hand, not even an unused one.
+    let log = api.t.store.read_log(0, 100).await.unwrap();
+    let issued_at = |person: &str| {
+        log.iter()
+            .find(|e| e.event_type == "branch_number_issued" && e.payload["person_id"] == person)
+            .map(|e| e.position)
+            .unwrap()
     };
-    let issued = api
-        .t
-        .ledger
-        .run_household_command(&HouseholdId::parse("400").unwrap(), event, &ctx, true)
-        .await
-        .unwrap();
     let c = api.get("/v1/cards/1/000400/branches").await;
     assert_eq!(c.status, StatusCode::OK);
     assert_eq!(
         c.body,
         json!({"symbol": "1", "number": "000400", "household_id": "400",
-            "branches": [{"branch": "01", "person_id": "42", "issued_at_position": issued.appended.last_position}]})
+            "branches": [{"branch": "01", "person_id": "41", "issued_at_position": issued_at("41")},
+                         {"branch": "02", "person_id": "42", "issued_at_position": issued_at("42")}]})
     );
-    assert_eq!(api.get("/v1/households/400").await.body["members"][1]["branch"], "01");
-    assert_eq!(api.get("/v1/persons/42").await.body["card"]["branch"], "01");
+    assert_eq!(api.get("/v1/households/400").await.body["members"][1]["branch"], "02");
+    assert_eq!(api.get("/v1/persons/42").await.body["card"]["branch"], "02");
+    let issue = json!({"type": "branch_number_issued", "effective_date": "2024-04-01", "person_id": "42", "symbol": "1", "number": "000400", "branch": "03"});
+    let r = api.household("400", issue).await;
+    assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "system_event_only"));
 
     for (path, status, expected) in [
         ("/v1/households/999", StatusCode::NOT_FOUND, "household_not_found"),

@@ -24,6 +24,7 @@ fn request(stream: &str, expected: i64, events: Vec<NewEvent>) -> AppendRequest 
         aggregate_id: stream.into(),
         expected_sequence: expected,
         events,
+        also: vec![],
         vault: vec![],
         idempotency: None,
     }
@@ -44,6 +45,7 @@ fn card(household: &str, number: &str) -> AppendRequest {
                 json!({"type": "card_number_assigned", "symbol": "1", "number": number}),
             ),
         ],
+        also: vec![],
         vault: vec![],
         idempotency: None,
     }

@@ -6,6 +6,7 @@ pub mod history;
 pub mod household;
 pub mod ids;
 pub mod input;
+pub mod issuance;
 pub mod person;
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ impl From<LedgerError> for ApiError {
                 "sequence_conflict",
                 "other writers kept changing this stream; retry",
             ),
+            LedgerError::Lagging(l) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "projection_lagging", l.to_string()),
             // Logged once here, at the boundary; the client gets no internals.
             LedgerError::Store(err) => {
                 tracing::error!(error = %err, "storage failure");

@@ -13,26 +13,56 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the database answers.
+/// How far behind the log a projection may be and the service still be ready (api.md).
+const READY_LAG_SECONDS: f64 = 5.0;
+
+/// Ready when the database answers and every projection is caught up within 5 s.
 pub async fn readyz(State(s): State<AppState>) -> Response {
-    match s.ledger.store().head().await {
-        Ok(head) => Json(json!({"status": "ready", "database": "ok", "log_head": head})).into_response(),
+    let unavailable = |body: serde_json::Value| (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    let head = match s.ledger.store().head().await {
+        Ok(head) => head,
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "database": "unreachable", "error": {"code": "database_unavailable", "message": "the database does not answer"}})),
-            )
-                .into_response()
+            return unavailable(
+                json!({"status": "unavailable", "database": "unreachable", "error": {"code": "database_unavailable", "message": "the database does not answer"}}),
+            );
         }
+    };
+    let projections = match s.ledger.projections().status().await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "projection status unavailable");
+            return unavailable(
+                json!({"status": "unavailable", "database": "ok", "error": {"code": "projections_unavailable", "message": "projection checkpoints cannot be read"}}),
+            );
+        }
+    };
+    let lagging: Vec<&str> = projections
+        .iter()
+        .filter(|p| p.lag_events > 0 && p.lag_seconds > READY_LAG_SECONDS)
+        .map(|p| p.name)
+        .collect();
+    let body = json!({
+        "status": if lagging.is_empty() { "ready" } else { "lagging" },
+        "database": "ok",
+        "log_head": head,
+        "projections": projections,
+    });
+    if lagging.is_empty() {
+        Json(body).into_response()
+    } else {
+        let mut body = body;
+        body["error"] = json!({"code": "projection_lagging", "message": format!("behind the log by more than {READY_LAG_SECONDS} s: {}", lagging.join(", "))});
+        unavailable(body)
     }
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
     let head = s.ledger.store().head().await.ok();
+    let projections = s.ledger.projections().status().await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::global().render(head),
+        metrics::global().render(head, &projections),
     )
         .into_response()
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::{context, ApiError, AppState};
 use crate::domain::input::parse_date;
 use crate::domain::{HouseholdId, PersonId};
-use crate::ledger::{CardBranchesView, EligibilityView, HouseholdView, PersonView, Recorded, TimelineView};
+use crate::ledger::{Read, CardBranchesView, EligibilityView, HouseholdView, PersonView, Recorded, TimelineView};
 use crate::store::format_instant;
 
 fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiError> {
@@ -57,6 +57,26 @@ fn as_of(q: &HashMap<String, String>) -> Result<Option<DateTime<Utc>>, ApiError>
                 })
         })
         .transpose()
+}
+
+/// `as_of` and read-your-writes: `min_position` (query) or the `X-Min-Position` header, the
+/// `position` a write of the caller answered with.
+fn read(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Read, ApiError> {
+    let raw = q
+        .get("min_position")
+        .map(String::as_str)
+        .or_else(|| headers.get("x-min-position").and_then(|v| v.to_str().ok()));
+    let min_position = raw
+        .map(|v| {
+            v.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
+                ApiError::bad_request("invalid_min_position", "min_position must be a log position (an integer ≥ 0)")
+            })
+        })
+        .transpose()?;
+    Ok(Read {
+        as_of: as_of(q)?,
+        min_position,
+    })
 }
 
 fn created(id_field: &str, r: Recorded) -> Response {
@@ -108,24 +128,27 @@ pub async fn person(
     State(s): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<PersonView>, ApiError> {
     let (id, q) = (path(id)?, query(q)?);
-    Ok(Json(s.ledger.person(&PersonId::parse(&id)?, as_of(&q)?).await?))
+    Ok(Json(s.ledger.person(&PersonId::parse(&id)?, &read(&q, &headers)?).await?))
 }
 
 pub async fn timeline(
     State(s): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<TimelineView>, ApiError> {
     let (id, q) = (path(id)?, query(q)?);
-    Ok(Json(s.ledger.timeline(&PersonId::parse(&id)?, as_of(&q)?).await?))
+    Ok(Json(s.ledger.timeline(&PersonId::parse(&id)?, &read(&q, &headers)?).await?))
 }
 
 pub async fn eligibility(
     State(s): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<EligibilityView>, ApiError> {
     let (id, q) = (path(id)?, query(q)?);
     let on: Option<NaiveDate> = q
@@ -133,7 +156,9 @@ pub async fn eligibility(
         .map(|d| parse_date("on", d).map_err(|_| ApiError::bad_request("invalid_on", "on must be a date YYYY-MM-DD")))
         .transpose()?;
     Ok(Json(
-        s.ledger.eligibility(&PersonId::parse(&id)?, on, as_of(&q)?).await?,
+        s.ledger
+            .eligibility(&PersonId::parse(&id)?, on, &read(&q, &headers)?)
+            .await?,
     ))
 }
 
@@ -141,18 +166,23 @@ pub async fn household(
     State(s): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<HouseholdView>, ApiError> {
     let (id, q) = (path(id)?, query(q)?);
     let household_id = HouseholdId::parse(&id)?;
-    Ok(Json(s.ledger.household_view(&household_id, as_of(&q)?).await?))
+    Ok(Json(s.ledger.household_view(&household_id, &read(&q, &headers)?).await?))
 }
 
 pub async fn card_branches(
     State(s): State<AppState>,
     card: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
 ) -> Result<Json<CardBranchesView>, ApiError> {
     let (symbol, number) = path(card)?;
+    let q = query(q)?;
     let symbol = crate::domain::CardSymbol::parse(&symbol)?;
     let number = crate::domain::CardNumber::parse(&number)?;
-    Ok(Json(s.ledger.card_branches(symbol.as_str(), number.as_str()).await?))
+    let r = read(&q, &headers)?;
+    Ok(Json(s.ledger.card_branches(symbol.as_str(), number.as_str(), &r).await?))
 }

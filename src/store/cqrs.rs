@@ -71,6 +71,7 @@ impl PersistedEventRepository for Store {
                     metadata: e.metadata.clone(),
                 })
                 .collect(),
+            also: Vec::new(),
             vault: Vec::new(),
             idempotency: None,
         };

@@ -84,7 +84,8 @@ pub struct IdempotencyRecord {
     pub response: Appended,
 }
 
-/// One atomic append to one stream.
+/// One atomic append: events of one stream, plus optionally events of other streams that must
+/// commit with them or not at all (e.g. the branch number a join causes in its household).
 #[derive(Clone, Debug)]
 pub struct AppendRequest {
     pub aggregate_type: String,
@@ -92,11 +93,34 @@ pub struct AppendRequest {
     /// The stream's last sequence the caller's decision was based on (0: new stream).
     pub expected_sequence: i64,
     pub events: Vec<NewEvent>,
+    /// Consequences in other streams, appended after `events` in the same transaction.
+    pub also: Vec<StreamAppend>,
     pub vault: Vec<VaultEntry>,
     pub idempotency: Option<IdempotencyClaim>,
 }
 
-/// The result of an accepted append.
+/// Events for one further stream of an [`AppendRequest`].
+#[derive(Clone, Debug)]
+pub struct StreamAppend {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub expected_sequence: i64,
+    pub events: Vec<NewEvent>,
+}
+
+impl AppendRequest {
+    /// Every stream the request writes, with the sequence it expects there.
+    pub fn streams(&self) -> impl Iterator<Item = (&str, &str, i64)> {
+        std::iter::once((self.aggregate_type.as_str(), self.aggregate_id.as_str(), self.expected_sequence)).chain(
+            self.also
+                .iter()
+                .map(|s| (s.aggregate_type.as_str(), s.aggregate_id.as_str(), s.expected_sequence)),
+        )
+    }
+}
+
+/// The result of an accepted append. Sequences are those of the request's own stream; the
+/// positions span every event of the request, consequences in other streams included.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Appended {
     pub aggregate_type: String,
@@ -251,6 +275,14 @@ impl Store {
         }
     }
 
+    /// The SQLite writer and reader pools.
+    pub fn sqlite_pools(&self) -> Option<(&SqlitePool, &SqlitePool)> {
+        match &self.backend {
+            Backend::Sqlite { write, read } => Some((write, read)),
+            Backend::Postgres(_) => None,
+        }
+    }
+
     pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
         match &self.backend {
             Backend::Sqlite { write, .. } => Some(write),
@@ -316,16 +348,35 @@ impl Store {
         }
     }
 
-    /// The events of many streams of one type (bulk import preloading).
+    /// The events of many streams of one type, grouped by stream in sequence order.
     pub async fn load_streams(&self, aggregate_type: &str, ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
+        self.load_streams_before(aggregate_type, ids, i64::MAX).await
+    }
+
+    /// The events of many streams of one type at positions before `before`.
+    pub async fn load_streams_before(
+        &self,
+        aggregate_type: &str,
+        ids: &[String],
+        before: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(5000) {
             out.extend(match &self.backend {
-                Backend::Postgres(p) => postgres::load_streams(p, aggregate_type, chunk).await?,
-                Backend::Sqlite { read, .. } => sqlite::load_streams(read, aggregate_type, chunk).await?,
+                Backend::Postgres(p) => postgres::load_streams(p, aggregate_type, chunk, before).await?,
+                Backend::Sqlite { read, .. } => sqlite::load_streams(read, aggregate_type, chunk, before).await?,
             });
         }
         Ok(out)
+    }
+
+    /// The last position recorded at or before an instant (0: none): the log prefix an as-of
+    /// read sees (`recorded_at` never decreases along positions).
+    pub async fn position_at(&self, at: DateTime<Utc>) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Postgres(p) => postgres::position_at(p, at).await,
+            Backend::Sqlite { read, .. } => sqlite::position_at(read, &format_instant(&at)).await,
+        }
     }
 
     /// Events in global order after `after`, at most `limit`.
@@ -369,6 +420,16 @@ impl Store {
             Backend::Postgres(p) => postgres::card_holder(p, symbol, number).await,
             Backend::Sqlite { read, .. } => sqlite::card_holder(read, symbol, number).await,
         }
+    }
+
+    /// The highest card number of `width` digits issued under `symbol` (0: none). Only numbers
+    /// of the sequence's width count: a number of another width cannot collide with them.
+    pub async fn max_card_number(&self, symbol: &str, width: usize) -> Result<u64, StoreError> {
+        let top: Option<String> = match &self.backend {
+            Backend::Postgres(p) => postgres::max_card_number(p, symbol, width as i64).await?,
+            Backend::Sqlite { read, .. } => sqlite::max_card_number(read, symbol, width as i64).await?,
+        };
+        top.map_or(Ok(0), |n| n.parse().map_err(corrupt))
     }
 
     pub async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -441,37 +502,45 @@ fn plan(
                 continue;
             }
         }
-        let head = heads
-            .entry((r.aggregate_type.clone(), r.aggregate_id.clone()))
-            .or_insert(0);
-        if *head != r.expected_sequence {
-            outcomes.push(Err(Rejection::Conflict {
-                expected: r.expected_sequence,
-                actual: *head,
-            }));
+        // Every stream must be where the request expects it before anything is laid out.
+        let stale = r.streams().find_map(|(t, i, expected)| {
+            let actual = heads.get(&(t.to_owned(), i.to_owned())).copied().unwrap_or(0);
+            (actual != expected).then_some((expected, actual))
+        });
+        if let Some((expected, actual)) = stale {
+            outcomes.push(Err(Rejection::Conflict { expected, actual }));
             continue;
         }
-        let first_sequence = *head + 1;
+        let first_sequence = r.expected_sequence + 1;
         let first_position = position + 1;
-        for e in &r.events {
-            *head += 1;
-            position += 1;
-            rows.push(Row {
-                aggregate_type: r.aggregate_type.clone(),
-                aggregate_id: r.aggregate_id.clone(),
-                sequence: *head,
-                event_type: e.event_type.clone(),
-                event_version: e.event_version.clone(),
-                payload: serde_json::to_string(&e.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                metadata: serde_json::to_string(&e.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                position,
-            });
+        let mut last_sequence = r.expected_sequence;
+        let parts = std::iter::once((&r.aggregate_type, &r.aggregate_id, &r.events))
+            .chain(r.also.iter().map(|s| (&s.aggregate_type, &s.aggregate_id, &s.events)));
+        for (n, (t, i, events)) in parts.enumerate() {
+            let head = heads.entry((t.clone(), i.clone())).or_insert(0);
+            for e in events {
+                *head += 1;
+                position += 1;
+                rows.push(Row {
+                    aggregate_type: t.clone(),
+                    aggregate_id: i.clone(),
+                    sequence: *head,
+                    event_type: e.event_type.clone(),
+                    event_version: e.event_version.clone(),
+                    payload: serde_json::to_string(&e.payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    metadata: serde_json::to_string(&e.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    position,
+                });
+            }
+            if n == 0 {
+                last_sequence = *head;
+            }
         }
         let appended = Appended {
             aggregate_type: r.aggregate_type.clone(),
             aggregate_id: r.aggregate_id.clone(),
             first_sequence,
-            last_sequence: *head,
+            last_sequence,
             first_position,
             last_position: position,
             recorded_at,

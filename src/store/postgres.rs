@@ -162,20 +162,25 @@ async fn append_owned(
 /// careful path. A sequence taken meanwhile is a primary-key violation: the statement, head
 /// update included, is undone.
 async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Option<Vec<Outcome>>, StoreError> {
-    let heads = requests
-        .iter()
-        .map(|r| ((r.aggregate_type.clone(), r.aggregate_id.clone()), r.expected_sequence))
-        .collect();
+    // Each stream is where its first request in the batch expects it; the plan chains later
+    // requests of the same stream from there, and the guard checks only those first
+    // expectations against the table.
+    let mut heads: HashMap<(String, String), i64> = HashMap::new();
+    let (mut gt, mut gi, mut gs) = (Vec::new(), Vec::new(), Vec::new());
+    for (t, i, s) in requests.iter().flat_map(|r| r.streams()) {
+        if let std::collections::hash_map::Entry::Vacant(v) = heads.entry((t.to_owned(), i.to_owned())) {
+            v.insert(s);
+            if s > 0 {
+                gt.push(t.to_owned());
+                gi.push(i.to_owned());
+                gs.push(s);
+            }
+        }
+    }
     let now = commit_instant(DateTime::<Utc>::UNIX_EPOCH);
     let plan = plan(requests, heads, HashMap::new(), 0, now)?;
     if plan.outcomes.iter().any(|o| o.is_err()) || plan.rows.is_empty() {
         return Ok(None);
-    }
-    let (mut gt, mut gi, mut gs) = (Vec::new(), Vec::new(), Vec::new());
-    for r in requests.iter().filter(|r| r.expected_sequence > 0) {
-        gt.push(r.aggregate_type.clone());
-        gi.push(r.aggregate_id.clone());
-        gs.push(r.expected_sequence);
     }
     let n = plan.rows.len() as i64;
     let c = Columns::from(plan.rows);
@@ -283,9 +288,9 @@ async fn append_in(tx: &mut PgConnection, requests: &[AppendRequest]) -> Result<
 
     let mut types = Vec::new();
     let mut ids = Vec::new();
-    for r in requests {
-        types.push(r.aggregate_type.clone());
-        ids.push(r.aggregate_id.clone());
+    for (t, i, _) in requests.iter().flat_map(|r| r.streams()) {
+        types.push(t.to_owned());
+        ids.push(i.to_owned());
     }
     let heads: HashMap<(String, String), i64> = sqlx::query_as::<_, (String, String, i64)>(
         "SELECT e.aggregate_type, e.aggregate_id, max(e.sequence) FROM events e \
@@ -398,17 +403,30 @@ pub(super) async fn load_streams(
     pool: &PgPool,
     aggregate_type: &str,
     ids: &[String],
+    before: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let sql =
-        format!("{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = ANY($2) ORDER BY aggregate_id, sequence");
+    let sql = format!(
+        "{SELECT_EVENT} WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND position < $3 \
+         ORDER BY aggregate_id, sequence"
+    );
     sqlx::query(&sql)
         .bind(aggregate_type)
         .bind(ids)
+        .bind(before)
         .fetch_all(pool)
         .await?
         .into_iter()
         .map(event)
         .collect()
+}
+
+pub(super) async fn position_at(pool: &PgPool, at: DateTime<Utc>) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(max(position), 0)::bigint FROM events WHERE recorded_at <= $1")
+            .bind(at)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 pub(super) async fn read_log(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -454,6 +472,19 @@ pub(super) async fn card_holder(pool: &PgPool, symbol: &str, number: &str) -> Re
     )
     .bind(symbol)
     .bind(number)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(super) async fn max_card_number(pool: &PgPool, symbol: &str, width: i64) -> Result<Option<String>, StoreError> {
+    // Same width: lexical order is numeric order, and the card-number index serves it.
+    Ok(sqlx::query_scalar(
+        "SELECT payload ->> 'number' FROM events WHERE event_type = 'card_number_assigned' \
+         AND payload ->> 'symbol' = $1 AND length(payload ->> 'number') = $2 \
+         ORDER BY payload ->> 'number' DESC LIMIT 1",
+    )
+    .bind(symbol)
+    .bind(width)
     .fetch_optional(pool)
     .await?)
 }

@@ -48,15 +48,15 @@ pub(super) async fn append(pool: &SqlitePool, requests: &[AppendRequest]) -> Res
     let stamp = format_instant(&recorded_at);
 
     let mut heads = HashMap::new();
-    for r in requests {
-        let key = (r.aggregate_type.clone(), r.aggregate_id.clone());
+    for (t, i, _) in requests.iter().flat_map(|r| r.streams()) {
+        let key = (t.to_owned(), i.to_owned());
         if heads.contains_key(&key) {
             continue;
         }
         let head: Option<i64> =
             sqlx::query_scalar("SELECT max(sequence) FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2")
-                .bind(&r.aggregate_type)
-                .bind(&r.aggregate_id)
+                .bind(t)
+                .bind(i)
                 .fetch_one(&mut *tx)
                 .await?;
         heads.insert(key, head.unwrap_or(0));
@@ -155,20 +155,32 @@ pub(super) async fn load_streams(
     pool: &SqlitePool,
     aggregate_type: &str,
     ids: &[String],
+    before: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     // json_each keeps the statement one parameter wide whatever the number of ids.
     let sql = format!(
-        "{SELECT_EVENT} WHERE aggregate_type = ?1 AND aggregate_id IN (SELECT value FROM json_each(?2)) ORDER BY aggregate_id, sequence"
+        "{SELECT_EVENT} WHERE aggregate_type = ?1 AND aggregate_id IN (SELECT value FROM json_each(?2)) \
+         AND position < ?3 ORDER BY aggregate_id, sequence"
     );
     let ids = serde_json::to_string(ids).map_err(corrupt)?;
     sqlx::query(&sql)
         .bind(aggregate_type)
         .bind(ids)
+        .bind(before)
         .fetch_all(pool)
         .await?
         .into_iter()
         .map(event)
         .collect()
+}
+
+pub(super) async fn position_at(pool: &SqlitePool, at: &str) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events WHERE recorded_at <= ?1")
+            .bind(at)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 pub(super) async fn read_log(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -214,6 +226,22 @@ pub(super) async fn card_holder(pool: &SqlitePool, symbol: &str, number: &str) -
     )
     .bind(symbol)
     .bind(number)
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub(super) async fn max_card_number(
+    pool: &SqlitePool,
+    symbol: &str,
+    width: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT json_extract(payload, '$.number') FROM events WHERE event_type = 'card_number_assigned' \
+         AND json_extract(payload, '$.symbol') = ?1 AND length(json_extract(payload, '$.number')) = ?2 \
+         ORDER BY json_extract(payload, '$.number') DESC LIMIT 1",
+    )
+    .bind(symbol)
+    .bind(width)
     .fetch_optional(pool)
     .await?)
 }

@@ -106,6 +106,8 @@ impl TestDb {
 }
 
 pub struct TestLedger {
+    /// Stops the projection runners when sent `true` or dropped.
+    pub stop_projections: tokio::sync::watch::Sender<bool>,
     pub db: TestDb,
     pub ledger: Arc<Ledger>,
     pub store: Store,
@@ -128,7 +130,10 @@ pub async fn ledger(kind: Kind) -> TestLedger {
         Arc::new(Vault::from_key([42; 32])),
         settings,
     ));
+    let (stop_projections, stopped) = tokio::sync::watch::channel(false);
+    ledger.projections().spawn(stopped);
     TestLedger {
+        stop_projections,
         db,
         ledger,
         store,

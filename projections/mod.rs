@@ -1,0 +1,378 @@
+//! Projections: read models built from the global log by durable consumers.
+//!
+//! Each projection reads the log in position order and writes its rows and its checkpoint in
+//! one transaction, so a crash at any instant leaves it at a consistent position: the
+//! uncommitted batch is read again on restart, and nothing is skipped or applied twice. The
+//! checkpoint row is locked (PostgreSQL) or the database write lock held (SQLite) while a batch
+//! is applied, so two processes running the same projection never both apply a batch: the
+//! second sees the checkpoint moved and re-reads from there.
+//!
+//! cqrs-es's own queries run after commit without a checkpoint (engineering-notes.md), which is
+//! why the ledger does not use them.
+
+pub mod db;
+pub mod households;
+pub mod persons;
+pub mod read;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{watch, Notify};
+
+use crate::metrics;
+use crate::store::{Store, StoreError, StoredEvent};
+use db::{Db, Tx, Val};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("event cannot be projected: {0}")]
+    Corrupt(String),
+    #[error("injected fault before commit")]
+    Injected,
+}
+
+impl From<sqlx::Error> for ProjectionError {
+    fn from(e: sqlx::Error) -> Self {
+        ProjectionError::Store(StoreError::Database(e))
+    }
+}
+
+/// One read model.
+#[async_trait::async_trait]
+pub trait Projection: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The tables it owns (emptied by a rebuild).
+    fn tables(&self) -> Vec<&'static str>;
+    /// Applies a batch of consecutive log events (of every stream type) inside `tx`.
+    async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError>;
+}
+
+/// Test hooks: fail the next `n` batches after their rows are written, before the commit, as
+/// a process killed at that instant would.
+#[derive(Default, Debug)]
+pub struct Faults {
+    fail_before_commit: AtomicU64,
+}
+
+impl Faults {
+    pub fn fail_next_commits(&self, n: u64) {
+        self.fail_before_commit.store(n, Ordering::SeqCst);
+    }
+    fn take(&self) -> bool {
+        self.fail_before_commit
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+struct Entry {
+    projection: Box<dyn Projection>,
+    /// The committed checkpoint, as this process last saw it.
+    position: watch::Sender<i64>,
+    wake: Notify,
+}
+
+/// A projection's progress, for /readyz and /metrics.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Status {
+    pub name: &'static str,
+    pub position: i64,
+    pub head: i64,
+    pub lag_events: i64,
+    /// Age of the oldest event not yet applied (0 when caught up).
+    pub lag_seconds: f64,
+}
+
+/// What a rebuild did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RebuildSummary {
+    pub events: i64,
+    pub seconds: f64,
+    pub projections: Vec<(&'static str, i64)>,
+    pub rows: Vec<(&'static str, i64)>,
+}
+
+/// Every projection of the ledger, with its checkpoint and runner.
+pub struct Projections {
+    store: Store,
+    db: Db,
+    entries: Vec<Entry>,
+    batch: i64,
+    pub faults: Faults,
+}
+
+/// Events read and applied per transaction.
+const BATCH: i64 = 2000;
+/// A runner looks at the log at least this often, for writers in other processes.
+const POLL: Duration = Duration::from_millis(200);
+
+impl Projections {
+    pub fn new(store: Store) -> Self {
+        let projections: Vec<Box<dyn Projection>> = vec![Box::new(persons::Persons), Box::new(households::Households)];
+        let db = Db::new(&store);
+        Self {
+            store,
+            db,
+            entries: projections
+                .into_iter()
+                .map(|projection| Entry {
+                    projection,
+                    position: watch::Sender::new(0),
+                    wake: Notify::new(),
+                })
+                .collect(),
+            batch: BATCH,
+            faults: Faults::default(),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.entries.iter().map(|e| e.projection.name()).collect()
+    }
+
+    /// Tells the runners the log moved (called after each append in this process).
+    pub fn notify(&self) {
+        for e in &self.entries {
+            e.wake.notify_one();
+        }
+    }
+
+    /// The lowest checkpoint this process has seen committed.
+    pub fn position(&self) -> i64 {
+        self.entries.iter().map(|e| *e.position.borrow()).min().unwrap_or(0)
+    }
+
+    async fn stored_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+        self.db
+            .execute(
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
+                &[Val::text(name)],
+            )
+            .await?;
+        let rows = self
+            .db
+            .fetch(
+                "SELECT position FROM projection_checkpoints WHERE name = $1",
+                &[Val::text(name)],
+                &[db::Ty::Int],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| r[0].as_int()).unwrap_or(0))
+    }
+
+    /// Reads every checkpoint from the database (at start and after another process moved one).
+    pub async fn load_checkpoints(&self) -> Result<(), StoreError> {
+        for e in &self.entries {
+            let p = self.stored_checkpoint(e.projection.name()).await?;
+            e.position.send_replace(p);
+        }
+        Ok(())
+    }
+
+    /// Applies one batch to one projection; the number of events applied (0: none waiting, or
+    /// another process had moved the checkpoint, which is now re-read).
+    async fn step(&self, entry: &Entry) -> Result<usize, ProjectionError> {
+        let from = *entry.position.borrow();
+        let events = self.store.read_log(from, self.batch).await?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(0);
+        };
+        let name = entry.projection.name();
+        let mut tx = self.db.begin().await?;
+        let lock = if tx.is_postgres() {
+            "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE"
+        } else {
+            "SELECT position FROM projection_checkpoints WHERE name = $1"
+        };
+        let stored = tx.fetch(lock, &[Val::text(name)], &[db::Ty::Int]).await?;
+        let stored = stored.first().and_then(|r| r[0].as_int()).unwrap_or(0);
+        if stored != from {
+            // Another process (or a rebuild) moved it: continue from what is committed.
+            drop(tx);
+            entry.position.send_replace(stored);
+            return Ok(0);
+        }
+        entry.projection.apply(&self.store, &mut tx, &events).await?;
+        tx.execute(
+            "UPDATE projection_checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1",
+            &[Val::text(name), Val::Int(Some(last))],
+        )
+        .await?;
+        if self.faults.take() {
+            // The transaction is dropped uncommitted, exactly as if the process died here.
+            return Err(ProjectionError::Injected);
+        }
+        tx.commit().await?;
+        entry.position.send_replace(last);
+        metrics::global().projected(name, last, events.len() as u64);
+        Ok(events.len())
+    }
+
+    /// Applies everything up to the current head to every projection.
+    pub async fn catch_up(&self) -> Result<(), ProjectionError> {
+        self.catch_up_with(|_| {}).await
+    }
+
+    /// Like [`catch_up`](Self::catch_up), reporting events applied as it goes.
+    pub async fn catch_up_with(&self, progress: impl Fn(u64)) -> Result<(), ProjectionError> {
+        self.load_checkpoints().await?;
+        let head = self.store.head().await?;
+        for entry in &self.entries {
+            while *entry.position.borrow() < head {
+                let n = self.step(entry).await?;
+                progress(n as u64);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every projection until `stop` turns true.
+    pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..self.entries.len())
+            .map(|i| {
+                let me = self.clone();
+                let mut stop = stop.clone();
+                tokio::spawn(async move {
+                    let entry = &me.entries[i];
+                    let name = entry.projection.name();
+                    match me.stored_checkpoint(name).await {
+                        Ok(p) => {
+                            entry.position.send_replace(p);
+                        }
+                        Err(e) => tracing::error!(projection = name, error = %e, "cannot read checkpoint"),
+                    }
+                    loop {
+                        if *stop.borrow() {
+                            break;
+                        }
+                        let pause = match me.step(entry).await {
+                            Ok(0) => Some(POLL),
+                            Ok(_) => None,
+                            Err(e) => {
+                                tracing::error!(projection = name, error = %e, "projection batch failed; retrying");
+                                metrics::global().projection_errors.inc();
+                                Some(Duration::from_secs(1))
+                            }
+                        };
+                        if let Some(pause) = pause {
+                            tokio::select! {
+                                _ = entry.wake.notified() => {}
+                                _ = tokio::time::sleep(pause) => {}
+                                // A dropped sender means stop too.
+                                changed = stop.changed() => if changed.is_err() { break },
+                            }
+                        }
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until every projection has applied `position` (read-your-writes), up to `limit`.
+    pub async fn wait_for(&self, position: i64, limit: Duration) -> Result<(), Lagging> {
+        let deadline = tokio::time::Instant::now() + limit;
+        for e in &self.entries {
+            let mut rx = e.position.subscribe();
+            if tokio::time::timeout_at(deadline, rx.wait_for(|p| *p >= position))
+                .await
+                .is_err()
+            {
+                return Err(Lagging {
+                    projection: e.projection.name(),
+                    position: *rx.borrow(),
+                    wanted: position,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each projection's checkpoint and lag behind the log head.
+    pub async fn status(&self) -> Result<Vec<Status>, StoreError> {
+        let head = self.store.head().await?;
+        let mut out = Vec::new();
+        for e in &self.entries {
+            let name = e.projection.name();
+            let position = self.stored_checkpoint(name).await?;
+            e.position.send_if_modified(|p| {
+                let moved = position > *p;
+                *p = (*p).max(position);
+                moved
+            });
+            let lag_seconds = if position < head {
+                match self.store.read_log(position, 1).await?.first() {
+                    Some(oldest) => (Utc::now() - oldest.recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6,
+                    None => 0.0,
+                }
+            } else {
+                0.0
+            };
+            out.push(Status {
+                name,
+                position,
+                head,
+                lag_events: head - position,
+                lag_seconds: lag_seconds.max(0.0),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Empties every projection and builds it again from position 1. Card and branch numbers
+    /// are events in the log, so the rebuild reads them; it never issues or changes one.
+    pub async fn rebuild(&self, progress: impl Fn(u64)) -> Result<RebuildSummary, ProjectionError> {
+        let started = std::time::Instant::now();
+        let mut tx = self.db.begin().await?;
+        for e in &self.entries {
+            for table in e.projection.tables() {
+                tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
+            }
+            tx.execute(
+                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
+                 ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = CURRENT_TIMESTAMP",
+                &[Val::text(e.projection.name())],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.catch_up_with(progress).await?;
+        let mut rows = Vec::new();
+        for e in &self.entries {
+            for table in e.projection.tables() {
+                let n = self
+                    .db
+                    .fetch(&format!("SELECT count(*) FROM {table}"), &[], &[db::Ty::Int])
+                    .await?;
+                rows.push((table, n.first().and_then(|r| r[0].as_int()).unwrap_or(0)));
+            }
+        }
+        Ok(RebuildSummary {
+            events: self.store.head().await?,
+            seconds: started.elapsed().as_secs_f64(),
+            projections: self
+                .entries
+                .iter()
+                .map(|e| (e.projection.name(), *e.position.borrow()))
+                .collect(),
+            rows,
+        })
+    }
+}
+
+/// A read-your-writes wait that ran out.
+#[derive(Debug, thiserror::Error)]
+#[error("projection {projection} is at position {position}, not yet at {wanted}")]
+pub struct Lagging {
+    pub projection: &'static str,
+    pub position: i64,
+    pub wanted: i64,
+}

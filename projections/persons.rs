@@ -1,0 +1,255 @@
+//! The `persons` projection: each person's attributes, ward application periods (runs),
+//! timeline intervals and household memberships, versioned by knowledge time.
+//!
+//! For every person event at position P the person's rows are derived from the stream up to
+//! P (corrections included, exactly as the ledger derives them); a table whose rows changed
+//! gets a new version from P and its previous version ends at P. Versions are keyed by the
+//! position of the event that caused them, so the tables are the same however the log was cut
+//! into batches: incremental runs and a rebuild produce identical rows.
+
+use std::collections::HashMap;
+
+use cqrs_es::Aggregate;
+
+use super::db::{Ty, Tx, Val};
+use super::{Projection, ProjectionError};
+use crate::domain::Person;
+use crate::ledger::fold;
+use crate::store::{Store, StoredEvent};
+
+pub const NAME: &str = "persons";
+
+/// The versioned tables and their data columns (each also has `person_id`, `known_from`,
+/// `known_to` first).
+pub const TABLES: [(&str, &[(&str, Ty)]); 4] = [
+    (
+        "proj_person",
+        &[
+            ("last_sequence", Ty::Int),
+            ("name", Ty::Text),
+            ("name_kana", Ty::Text),
+            ("real_name", Ty::Text),
+            ("real_name_kana", Ty::Text),
+            ("birth_date", Ty::Text),
+            ("sex", Ty::Text),
+            ("sex_on_back", Ty::Bool),
+            ("deceased_on", Ty::Text),
+            ("disclosure_restricted_from", Ty::Text),
+        ],
+    ),
+    (
+        "proj_run",
+        &[
+            ("ordinal", Ty::Int),
+            ("from_date", Ty::Text),
+            ("to_date", Ty::Text),
+            ("acquisition_reason", Ty::Text),
+            ("loss_reason", Ty::Text),
+            ("loss_code", Ty::Text),
+            ("qualified_on", Ty::Text),
+            ("disqualified_on", Ty::Text),
+            ("loss_by_age", Ty::Bool),
+        ],
+    ),
+    (
+        "proj_interval",
+        &[
+            ("ordinal", Ty::Int),
+            ("from_date", Ty::Text),
+            ("to_date", Ty::Text),
+            ("acquisition_reason", Ty::Text),
+            ("loss_reason", Ty::Text),
+            ("loss_code", Ty::Text),
+            ("qualified_on", Ty::Text),
+            ("disqualified_on", Ty::Text),
+            ("household_id", Ty::Text),
+        ],
+    ),
+    (
+        "proj_membership",
+        &[
+            ("ordinal", Ty::Int),
+            ("household_id", Ty::Text),
+            ("from_date", Ty::Text),
+            ("to_date", Ty::Text),
+        ],
+    ),
+];
+
+const KEY_COLS: [(&str, Ty); 3] = [("person_id", Ty::Text), ("known_from", Ty::Int), ("known_to", Ty::Int)];
+
+type Rows = Vec<Vec<Val>>;
+
+/// Everything the tables hold for one person as of one log prefix, table by table.
+fn derive_rows(events: &[StoredEvent]) -> Result<[Rows; 4], ProjectionError> {
+    let person = fold::<Person>(events).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+    let derived = person
+        .derive()
+        .map_err(|e| ProjectionError::Corrupt(format!("stored history does not derive: {e}")))?;
+    let Some(reg) = person.registration() else {
+        // An unregistered stream cannot be written through the ledger; nothing to show.
+        return Ok(Default::default());
+    };
+    let date = |d: Option<chrono::NaiveDate>| Val::opt_text(d);
+    let attrs = vec![vec![
+        Val::Int(Some(person.last_sequence() as i64)),
+        Val::text(reg.name.as_str()),
+        Val::text(reg.name_kana.as_str()),
+        Val::opt_text(reg.real_name.as_ref().map(|n| n.as_str())),
+        Val::opt_text(reg.real_name_kana.as_ref().map(|n| n.as_str())),
+        Val::text(reg.birth_date.to_string()),
+        Val::text(reg.sex.code()),
+        Val::Bool(reg.sex_on_back),
+        date(derived.death),
+        date(derived.disclosure_restricted_from),
+    ]];
+    let runs = derived
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                Val::Int(Some(i as i64)),
+                Val::text(r.from.to_string()),
+                date(r.to),
+                Val::text(r.acquisition.as_str()),
+                Val::opt_text(r.loss.map(|l| l.as_str())),
+                Val::opt_text(r.loss.and_then(|l| l.code())),
+                Val::text(r.qualified_on.to_string()),
+                date(r.disqualified_on()),
+                Val::Bool(r.loss_by_age),
+            ]
+        })
+        .collect();
+    let intervals = derived
+        .intervals
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            vec![
+                Val::Int(Some(i as i64)),
+                Val::text(r.from.to_string()),
+                date(r.to),
+                Val::text(r.acquisition.as_str()),
+                Val::opt_text(r.loss.map(|l| l.as_str())),
+                Val::opt_text(r.loss.and_then(|l| l.code())),
+                Val::text(r.qualified_on.to_string()),
+                date(r.disqualified_on),
+                Val::opt_text(r.household_id.as_ref()),
+            ]
+        })
+        .collect();
+    let memberships = derived
+        .households
+        .iter()
+        .enumerate()
+        .map(|(i, (from, h))| {
+            let to = derived.households.get(i + 1).map(|(next, _)| *next);
+            vec![
+                Val::Int(Some(i as i64)),
+                Val::text(h.as_str()),
+                Val::text(from.to_string()),
+                date(to),
+            ]
+        })
+        .collect();
+    Ok([attrs, runs, intervals, memberships])
+}
+
+/// Where a table's open version of one person lives while a batch is applied.
+#[derive(Clone, Copy)]
+enum Open {
+    None,
+    /// In the database, from an earlier batch.
+    Stored,
+    /// Rows `start..end` of this batch's inserts.
+    Pending(usize, usize),
+}
+
+pub struct Persons;
+
+#[async_trait::async_trait]
+impl Projection for Persons {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn tables(&self) -> Vec<&'static str> {
+        TABLES.iter().map(|(t, _)| *t).collect()
+    }
+
+    async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let mut order: Vec<&str> = Vec::new();
+        let mut mine: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
+        for e in batch.iter().filter(|e| e.aggregate_type == Person::TYPE) {
+            mine.entry(&e.aggregate_id)
+                .or_insert_with(|| {
+                    order.push(&e.aggregate_id);
+                    Vec::new()
+                })
+                .push(e);
+        }
+        let Some(first) = batch.first() else { return Ok(()) };
+        let ids: Vec<String> = order.iter().map(|s| (*s).to_owned()).collect();
+        // Earlier events of these persons: immutable, so read outside the transaction.
+        let mut earlier: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+        for e in store.load_streams_before(Person::TYPE, &ids, first.position).await? {
+            earlier.entry(e.aggregate_id.clone()).or_default().push(e);
+        }
+
+        let mut inserts: [Vec<Vec<Val>>; 4] = Default::default();
+        let mut closes: [Vec<(String, i64)>; 4] = Default::default();
+        for id in order {
+            let mut stream = earlier.remove(id).unwrap_or_default();
+            let mut previous: [Rows; 4] = if stream.is_empty() {
+                Default::default()
+            } else {
+                derive_rows(&stream)?
+            };
+            let mut open: [Open; 4] = std::array::from_fn(|t| {
+                if previous[t].is_empty() {
+                    Open::None
+                } else {
+                    Open::Stored
+                }
+            });
+            for e in &mine[id] {
+                stream.push((*e).clone());
+                let current = derive_rows(&stream)?;
+                for t in 0..4 {
+                    if current[t] == previous[t] {
+                        continue;
+                    }
+                    match open[t] {
+                        Open::Stored => closes[t].push((id.to_owned(), e.position)),
+                        Open::Pending(start, end) => {
+                            for row in &mut inserts[t][start..end] {
+                                row[2] = Val::Int(Some(e.position));
+                            }
+                        }
+                        Open::None => {}
+                    }
+                    let start = inserts[t].len();
+                    for data in &current[t] {
+                        let mut row = vec![Val::text(id), Val::Int(Some(e.position)), Val::Int(None)];
+                        row.extend(data.iter().cloned());
+                        inserts[t].push(row);
+                    }
+                    open[t] = if current[t].is_empty() {
+                        Open::None
+                    } else {
+                        Open::Pending(start, inserts[t].len())
+                    };
+                }
+                previous = current;
+            }
+        }
+        for (t, (table, cols)) in TABLES.iter().enumerate() {
+            // Close first: the new open versions must not be closed with them.
+            tx.close_versions(table, "person_id", &closes[t]).await?;
+            let all: Vec<(&str, Ty)> = KEY_COLS.iter().chain(cols.iter()).copied().collect();
+            tx.insert(table, &all, &inserts[t]).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! Reads of the projection tables as known at log position `at` (`i64::MAX`: latest).
+
+use chrono::NaiveDate;
+
+use super::db::{Db, Ty, Val};
+use crate::store::StoreError;
+
+/// The version of a bitemporal row that holds at position `$2`.
+const KNOWN_AT: &str = "known_from <= $2 AND (known_to IS NULL OR known_to > $2)";
+
+fn date(v: &Val) -> Result<Option<NaiveDate>, StoreError> {
+    v.as_text()
+        .map(|s| s.parse::<NaiveDate>())
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("projection date: {e}")))
+}
+
+fn req_date(v: &Val) -> Result<NaiveDate, StoreError> {
+    date(v)?.ok_or_else(|| StoreError::Corrupt("projection date missing".into()))
+}
+
+fn text(v: &Val) -> String {
+    v.as_text().unwrap_or_default().to_owned()
+}
+
+fn opt_text(v: &Val) -> Option<String> {
+    v.as_text().map(str::to_owned)
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersonRow {
+    pub last_sequence: i64,
+    pub name: String,
+    pub name_kana: String,
+    pub real_name: Option<String>,
+    pub real_name_kana: Option<String>,
+    pub birth_date: NaiveDate,
+    pub sex: String,
+    pub sex_on_back: bool,
+    pub deceased_on: Option<NaiveDate>,
+    pub disclosure_restricted_from: Option<NaiveDate>,
+}
+
+/// A ward application period (a run) or a timeline interval (`household_id` set).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeriodRow {
+    pub from: NaiveDate,
+    pub to: Option<NaiveDate>,
+    pub acquisition_reason: String,
+    pub loss_reason: Option<String>,
+    pub loss_code: Option<String>,
+    pub qualified_on: NaiveDate,
+    pub disqualified_on: Option<NaiveDate>,
+    pub loss_by_age: bool,
+    pub household_id: Option<String>,
+}
+
+impl PeriodRow {
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.from <= d && self.to.is_none_or(|t| d < t)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MembershipRow {
+    pub household_id: String,
+    pub from: NaiveDate,
+    pub to: Option<NaiveDate>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FactRow {
+    pub position: i64,
+    pub kind: String,
+    pub effective_date: NaiveDate,
+    pub person_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CardRow {
+    pub household_id: String,
+    pub symbol: String,
+    pub number: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BranchRow {
+    pub branch: String,
+    pub person_id: String,
+    pub position: i64,
+}
+
+pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, StoreError> {
+    let sql = format!(
+        "SELECT last_sequence, name, name_kana, real_name, real_name_kana, birth_date, sex, sex_on_back, \
+         deceased_on, disclosure_restricted_from FROM proj_person WHERE person_id = $1 AND {KNOWN_AT}"
+    );
+    use Ty::*;
+    let rows = db
+        .fetch(&sql, &[Val::text(id), Val::Int(Some(at))], &[Int, Text, Text, Text, Text, Text, Text, Bool, Text, Text])
+        .await?;
+    rows.first()
+        .map(|r| {
+            Ok(PersonRow {
+                last_sequence: r[0].as_int().unwrap_or(0),
+                name: text(&r[1]),
+                name_kana: text(&r[2]),
+                real_name: opt_text(&r[3]),
+                real_name_kana: opt_text(&r[4]),
+                birth_date: req_date(&r[5])?,
+                sex: text(&r[6]),
+                sex_on_back: r[7].as_bool(),
+                deceased_on: date(&r[8])?,
+                disclosure_restricted_from: date(&r[9])?,
+            })
+        })
+        .transpose()
+}
+
+/// Ward application periods (`proj_run`) or timeline intervals (`proj_interval`), oldest first.
+pub async fn periods(db: &Db, intervals: bool, id: &str, at: i64) -> Result<Vec<PeriodRow>, StoreError> {
+    let (table, last) = if intervals {
+        ("proj_interval", "household_id")
+    } else {
+        ("proj_run", "loss_by_age")
+    };
+    let sql = format!(
+        "SELECT from_date, to_date, acquisition_reason, loss_reason, loss_code, qualified_on, disqualified_on, {last} \
+         FROM {table} WHERE person_id = $1 AND {KNOWN_AT} ORDER BY ordinal"
+    );
+    use Ty::*;
+    let last_ty = if intervals { Text } else { Bool };
+    db.fetch(
+        &sql,
+        &[Val::text(id), Val::Int(Some(at))],
+        &[Text, Text, Text, Text, Text, Text, Text, last_ty],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(PeriodRow {
+            from: req_date(&r[0])?,
+            to: date(&r[1])?,
+            acquisition_reason: text(&r[2]),
+            loss_reason: opt_text(&r[3]),
+            loss_code: opt_text(&r[4]),
+            qualified_on: req_date(&r[5])?,
+            disqualified_on: date(&r[6])?,
+            loss_by_age: !intervals && r[7].as_bool(),
+            household_id: if intervals { opt_text(&r[7]) } else { None },
+        })
+    })
+    .collect()
+}
+
+pub async fn memberships(db: &Db, id: &str, at: i64) -> Result<Vec<MembershipRow>, StoreError> {
+    let sql = format!(
+        "SELECT household_id, from_date, to_date FROM proj_membership WHERE person_id = $1 AND {KNOWN_AT} ORDER BY ordinal"
+    );
+    db.fetch(&sql, &[Val::text(id), Val::Int(Some(at))], &[Ty::Text, Ty::Text, Ty::Text])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(MembershipRow {
+                household_id: text(&r[0]),
+                from: req_date(&r[1])?,
+                to: date(&r[2])?,
+            })
+        })
+        .collect()
+}
+
+/// Persons whose membership of the household covers `day`; with `day` None, everyone ever a
+/// member.
+pub async fn members(db: &Db, household_id: &str, day: Option<NaiveDate>, at: i64) -> Result<Vec<String>, StoreError> {
+    let mut args = vec![Val::text(household_id), Val::Int(Some(at))];
+    let mut sql = format!("SELECT DISTINCT person_id FROM proj_membership WHERE household_id = $1 AND {KNOWN_AT}");
+    if let Some(d) = day {
+        sql.push_str(" AND from_date <= $3 AND (to_date IS NULL OR to_date > $3)");
+        args.push(Val::text(d.to_string()));
+    }
+    sql.push_str(" ORDER BY person_id");
+    Ok(db
+        .fetch(&sql, &args, &[Ty::Text])
+        .await?
+        .iter()
+        .map(|r| text(&r[0]))
+        .collect())
+}
+
+/// Register-head and NHI-head facts in log order.
+pub async fn household_facts(db: &Db, household_id: &str, at: i64) -> Result<Vec<FactRow>, StoreError> {
+    db.fetch(
+        "SELECT position, kind, effective_date, person_id FROM proj_household_fact \
+         WHERE household_id = $1 AND position <= $2 ORDER BY position",
+        &[Val::text(household_id), Val::Int(Some(at))],
+        &[Ty::Int, Ty::Text, Ty::Text, Ty::Text],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(FactRow {
+            position: r[0].as_int().unwrap_or(0),
+            kind: text(&r[1]),
+            effective_date: req_date(&r[2])?,
+            person_id: opt_text(&r[3]),
+        })
+    })
+    .collect()
+}
+
+/// The fact in force on `day` among those of `kinds`: the last by effective date, same-day
+/// facts in log order (as the household aggregate decides).
+pub fn in_force_on<'a>(facts: &'a [FactRow], kinds: &[&str], day: NaiveDate) -> Option<&'a FactRow> {
+    let mut relevant: Vec<&FactRow> = facts
+        .iter()
+        .filter(|f| kinds.contains(&f.kind.as_str()) && f.effective_date <= day)
+        .collect();
+    relevant.sort_by_key(|f| (f.effective_date, f.position));
+    relevant.pop()
+}
+
+pub async fn card_of(db: &Db, household_id: &str, at: i64) -> Result<Option<CardRow>, StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT household_id, symbol, number FROM proj_card WHERE household_id = $1 AND position <= $2",
+            &[Val::text(household_id), Val::Int(Some(at))],
+            &[Ty::Text, Ty::Text, Ty::Text],
+        )
+        .await?
+        .first()
+        .map(|r| CardRow {
+            household_id: text(&r[0]),
+            symbol: text(&r[1]),
+            number: text(&r[2]),
+        }))
+}
+
+pub async fn card_by_number(db: &Db, symbol: &str, number: &str) -> Result<Option<CardRow>, StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT household_id, symbol, number FROM proj_card WHERE symbol = $1 AND number = $2",
+            &[Val::text(symbol), Val::text(number)],
+            &[Ty::Text, Ty::Text, Ty::Text],
+        )
+        .await?
+        .first()
+        .map(|r| CardRow {
+            household_id: text(&r[0]),
+            symbol: text(&r[1]),
+            number: text(&r[2]),
+        }))
+}
+
+/// Branch numbers issued under a card, in branch order.
+pub async fn branches(db: &Db, symbol: &str, number: &str, at: i64) -> Result<Vec<BranchRow>, StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT branch, person_id, position FROM proj_branch \
+             WHERE symbol = $1 AND number = $2 AND position <= $3 ORDER BY branch",
+            &[Val::text(symbol), Val::text(number), Val::Int(Some(at))],
+            &[Ty::Text, Ty::Text, Ty::Int],
+        )
+        .await?
+        .iter()
+        .map(|r| BranchRow {
+            branch: text(&r[0]),
+            person_id: text(&r[1]),
+            position: r[2].as_int().unwrap_or(0),
+        })
+        .collect())
+}
+
+pub async fn branch_of(db: &Db, household_id: &str, person_id: &str, at: i64) -> Result<Option<String>, StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT branch FROM proj_branch WHERE household_id = $1 AND person_id = $2 AND position <= $3",
+            &[Val::text(household_id), Val::text(person_id), Val::Int(Some(at))],
+            &[Ty::Text],
+        )
+        .await?
+        .first()
+        .map(|r| text(&r[0])))
+}
