@@ -134,16 +134,20 @@ impl Issuance {
             let card = if household.card().is_none() {
                 let number = issuance::card_number(self.next_card, self.width)?;
                 self.next_card += 1;
-                directory
-                    .cards
-                    .write()
-                    .expect("lock")
-                    .insert((self.symbol.to_string(), number.to_string()), household_id.clone());
                 Some((self.symbol.clone(), number))
             } else {
                 None
             };
+            let taken = card.clone();
             let events = issue_events(household, &household_id, person_id, first_day, card, services, &system).await?;
+            if let Some((symbol, number)) = taken {
+                // Later lines must see this card as taken.
+                directory
+                    .cards
+                    .write()
+                    .expect("lock")
+                    .insert((symbol.to_string(), number.to_string()), household_id.clone());
+            }
             also.push(StreamAppend {
                 aggregate_type: Household::TYPE.into(),
                 aggregate_id: household_id.to_string(),
@@ -224,6 +228,13 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
             .await?,
     ) {
         persons.insert(PersonId::parse(&id)?, fold::<Person>(&events)?);
+    }
+    // Households of the stored persons too: a rejoin without a household in its event (e.g.
+    // leaving employee insurance) is issued in the household the person lives in.
+    for person in persons.values() {
+        if let Ok(derived) = person.derive() {
+            household_ids.extend(derived.households.iter().map(|(_, h)| h.to_string()));
+        }
     }
     let mut households: HashMap<HouseholdId, Household> = HashMap::new();
     for (id, events) in group(
@@ -331,7 +342,8 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
     let checked = started.elapsed();
 
     // 4. Write, many events per transaction, in file order.
-    let total: usize = requests.iter().map(|r| r.events.len()).sum();
+    let size = |r: &AppendRequest| r.events.len() + r.also.iter().map(|a| a.events.len()).sum::<usize>();
+    let total: usize = requests.iter().map(size).sum();
     let pb = bar(total as u64, "writing");
     let write_started = Instant::now();
     let (mut first, mut last) = (None, 0);
@@ -340,8 +352,8 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
     while i < requests.len() {
         let mut j = i;
         let mut events = 0;
-        while j < requests.len() && (events == 0 || events + requests[j].events.len() <= batch_size) {
-            events += requests[j].events.len();
+        while j < requests.len() && (events == 0 || events + size(&requests[j]) <= batch_size) {
+            events += size(&requests[j]);
             j += 1;
         }
         let outcomes = store.append_batch(&requests[i..j]).await?;

@@ -170,7 +170,10 @@ fn import(db: &TestDb, dir: &std::path::Path, lines: &[Value]) -> std::process::
 }
 
 fn family() -> Vec<Value> {
-    let mut lines = Vec::new();
+    // The card number is recorded first, so the joins get their branch numbers under it.
+    let mut lines = vec![
+        json!({"household_id": "900", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "000900"}),
+    ];
     for (i, id) in ["501", "502", "503"].iter().enumerate() {
         lines.push(
             json!({"person_id": id, "type": "registered", "effective_date": "2020-01-01", "name": "家族 一郎",
@@ -179,7 +182,6 @@ fn family() -> Vec<Value> {
         lines.push(json!({"person_id": id, "type": "moved_in", "effective_date": "2021-04-01", "from": "other_prefecture", "household_id": "900"}));
     }
     lines.push(json!({"household_id": "900", "type": "household_head_changed", "effective_date": "2021-04-01", "person_id": "501"}));
-    lines.push(json!({"household_id": "900", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "000900"}));
     lines.push(json!({"person_id": "502", "type": "employee_insurance_joined", "effective_date": "2023-04-01"}));
     lines
 }
@@ -210,18 +212,32 @@ async fn import_on(kind: Kind) {
 
     let out = import(&db, dir.path(), &family());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 9 events"));
+    // 9 lines, plus a branch number for each of the three joins.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 12 events"));
     let events = store.read_log(0, 100).await.unwrap();
-    assert_eq!(events.len(), 9);
+    assert_eq!(events.len(), 12);
     assert_eq!(
         events.iter().map(|e| e.position).collect::<Vec<_>>(),
-        (1..=9).collect::<Vec<_>>()
+        (1..=12).collect::<Vec<_>>()
     );
     assert_eq!(
-        events[0].payload["name_kana"], "カゾク　イチロウ",
+        events[1].payload["name_kana"], "カゾク　イチロウ",
         "half-width kana stored full width"
     );
-    assert_eq!(events[0].metadata["actor"], "import");
+    assert_eq!(events[1].metadata["actor"], "import");
+    let branches: Vec<(String, String, String)> = events
+        .iter()
+        .filter(|e| e.event_type == "branch_number_issued")
+        .map(|e| {
+            let f = |k: &str| e.payload[k].as_str().unwrap().to_owned();
+            (f("person_id"), f("number"), f("branch"))
+        })
+        .collect();
+    assert_eq!(
+        branches,
+        [("501", "01"), ("502", "02"), ("503", "03")]
+            .map(|(p, b)| (p.to_owned(), "000900".to_owned(), b.to_owned()))
+    );
     assert!(
         !serde_json::to_string(&events.iter().map(|e| &e.payload).collect::<Vec<_>>())
             .unwrap()
@@ -241,7 +257,7 @@ async fn import_on(kind: Kind) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("card_number_in_use"));
     let more = vec![json!({"person_id": "502", "type": "employee_insurance_left", "effective_date": "2024-04-01"})];
     assert!(import(&db, dir.path(), &more).status.success());
-    assert_eq!(store.head().await.unwrap(), 10);
+    assert_eq!(store.head().await.unwrap(), 13);
     store.close().await;
     db.cleanup().await;
 }
@@ -323,5 +339,11 @@ async fn age_out_command_records_and_is_idempotent() {
     let events = store.load_stream("person", "71", None).await.unwrap();
     assert_eq!(events.last().unwrap().event_type, "late_elderly_age_reached");
     assert_eq!(events.len(), 3);
+    // The import gave the household its card and the person branch 01.
+    let household = store.load_stream("household", "7", None).await.unwrap();
+    assert_eq!(
+        household.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>(),
+        ["card_number_assigned", "branch_number_issued"]
+    );
     store.close().await;
 }

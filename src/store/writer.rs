@@ -69,7 +69,7 @@ impl Writer {
                             if let Ok(a) = &outcome {
                                 metrics::global()
                                     .events_appended
-                                    .add((a.last_sequence - a.first_sequence + 1) as u64);
+                                    .add((a.last_position - a.first_position + 1) as u64);
                             }
                             // The caller may have gone away; the append stands regardless.
                             let _ = reply.send(Ok(outcome));
