@@ -119,7 +119,10 @@ impl Tx {
 
     pub async fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
         Ok(match self {
-            Tx::Postgres(tx) => bind_pg(sqlx::query(sql), args).execute(&mut **tx).await?.rows_affected(),
+            Tx::Postgres(tx) => bind_pg(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
             Tx::Sqlite(tx) => {
                 let sql = sqlite_sql(sql);
                 bind_sqlite(sqlx::query(&sql), args)
@@ -162,7 +165,11 @@ impl Tx {
                 let mut q = sqlx::query(&sql);
                 for (i, (_, t)) in cols.iter().enumerate() {
                     q = match t {
-                        Ty::Text => q.bind(rows.iter().map(|r| r[i].as_text().map(str::to_owned)).collect::<Vec<_>>()),
+                        Ty::Text => q.bind(
+                            rows.iter()
+                                .map(|r| r[i].as_text().map(str::to_owned))
+                                .collect::<Vec<_>>(),
+                        ),
                         Ty::Int => q.bind(rows.iter().map(|r| r[i].as_int()).collect::<Vec<_>>()),
                         Ty::Bool => q.bind(rows.iter().map(|r| r[i].as_bool()).collect::<Vec<_>>()),
                     };

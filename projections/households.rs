@@ -5,7 +5,7 @@
 use cqrs_es::Aggregate;
 use serde::Deserialize;
 
-use super::db::{Ty, Tx, Val};
+use super::db::{Tx, Ty, Val};
 use super::{Projection, ProjectionError};
 use crate::domain::{Household, HouseholdEvent, HouseholdFact};
 use crate::store::{Store, StoredEvent};
@@ -42,8 +42,12 @@ impl Projection for Households {
         NAME
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        vec!["proj_household_fact", "proj_card", "proj_branch"]
+    fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, Ty)>)> {
+        vec![
+            ("proj_household_fact", FACT_COLS.to_vec()),
+            ("proj_card", CARD_COLS.to_vec()),
+            ("proj_branch", BRANCH_COLS.to_vec()),
+        ]
     }
 
     async fn apply(&self, _: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {

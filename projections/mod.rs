@@ -46,27 +46,42 @@ impl From<sqlx::Error> for ProjectionError {
 #[async_trait::async_trait]
 pub trait Projection: Send + Sync {
     fn name(&self) -> &'static str;
-    /// The tables it owns (emptied by a rebuild).
-    fn tables(&self) -> Vec<&'static str>;
+    /// The tables it owns (emptied by a rebuild), with all their columns.
+    fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, db::Ty)>)>;
     /// Applies a batch of consecutive log events (of every stream type) inside `tx`.
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError>;
 }
 
-/// Test hooks: fail the next `n` batches after their rows are written, before the commit, as
-/// a process killed at that instant would.
-#[derive(Default, Debug)]
+/// Test hook: one batch fails after its rows and checkpoint are written and before the commit,
+/// as a process killed at that instant would.
+#[derive(Debug)]
 pub struct Faults {
-    fail_before_commit: AtomicU64,
+    /// Batches still to commit before the failing one; `u64::MAX`: none armed.
+    commits_before_failure: AtomicU64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            commits_before_failure: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Faults {
-    pub fn fail_next_commits(&self, n: u64) {
-        self.fail_before_commit.store(n, Ordering::SeqCst);
+    /// Lets `n` batches commit, then fails the next one.
+    pub fn fail_after_commits(&self, n: u64) {
+        self.commits_before_failure.store(n, Ordering::SeqCst);
     }
     fn take(&self) -> bool {
-        self.fail_before_commit
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        let prev = self
+            .commits_before_failure
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                u64::MAX => None,
+                0 => Some(u64::MAX),
+                n => Some(n - 1),
+            });
+        prev == Ok(0)
     }
 }
 
@@ -332,10 +347,20 @@ impl Projections {
     pub async fn rebuild(&self, progress: impl Fn(u64)) -> Result<RebuildSummary, ProjectionError> {
         let started = std::time::Instant::now();
         let mut tx = self.db.begin().await?;
-        for e in &self.entries {
-            for table in e.projection.tables() {
+        let tables: Vec<&str> = self
+            .entries
+            .iter()
+            .flat_map(|e| e.projection.tables())
+            .map(|(t, _)| t)
+            .collect();
+        if tx.is_postgres() {
+            tx.execute(&format!("TRUNCATE {}", tables.join(", ")), &[]).await?;
+        } else {
+            for table in &tables {
                 tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
             }
+        }
+        for e in &self.entries {
             tx.execute(
                 "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
                  ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = CURRENT_TIMESTAMP",
@@ -347,7 +372,7 @@ impl Projections {
         self.catch_up_with(progress).await?;
         let mut rows = Vec::new();
         for e in &self.entries {
-            for table in e.projection.tables() {
+            for (table, _) in e.projection.tables() {
                 let n = self
                     .db
                     .fetch(&format!("SELECT count(*) FROM {table}"), &[], &[db::Ty::Int])
@@ -365,6 +390,33 @@ impl Projections {
                 .collect(),
             rows,
         })
+    }
+}
+
+impl Projections {
+    /// Every projection table's rows, in a fixed order: what "rebuilt equals incremental"
+    /// compares.
+    pub async fn dump(&self) -> Result<Vec<(&'static str, Vec<Vec<Val>>)>, StoreError> {
+        let mut out = Vec::new();
+        for e in &self.entries {
+            for (table, cols) in e.projection.tables() {
+                let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
+                let tys: Vec<db::Ty> = cols.iter().map(|(_, t)| *t).collect();
+                let list = names.join(", ");
+                let rows = self
+                    .db
+                    .fetch(&format!("SELECT {list} FROM {table} ORDER BY {list}"), &[], &tys)
+                    .await?;
+                out.push((table, rows));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Smaller batches, so tests cross batch boundaries with few events.
+    pub fn with_batch(mut self, batch: i64) -> Self {
+        self.batch = batch.max(1);
+        self
     }
 }
 

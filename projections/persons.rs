@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use cqrs_es::Aggregate;
 
-use super::db::{Ty, Tx, Val};
+use super::db::{Tx, Ty, Val};
 use super::{Projection, ProjectionError};
 use crate::domain::Person;
 use crate::ledger::fold;
@@ -174,8 +174,11 @@ impl Projection for Persons {
         NAME
     }
 
-    fn tables(&self) -> Vec<&'static str> {
-        TABLES.iter().map(|(t, _)| *t).collect()
+    fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, Ty)>)> {
+        TABLES
+            .iter()
+            .map(|(t, cols)| (*t, KEY_COLS.iter().chain(cols.iter()).copied().collect()))
+            .collect()
     }
 
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {

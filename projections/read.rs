@@ -97,7 +97,11 @@ pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, Sto
     );
     use Ty::*;
     let rows = db
-        .fetch(&sql, &[Val::text(id), Val::Int(Some(at))], &[Int, Text, Text, Text, Text, Text, Text, Bool, Text, Text])
+        .fetch(
+            &sql,
+            &[Val::text(id), Val::Int(Some(at))],
+            &[Int, Text, Text, Text, Text, Text, Text, Bool, Text, Text],
+        )
         .await?;
     rows.first()
         .map(|r| {
@@ -157,17 +161,21 @@ pub async fn memberships(db: &Db, id: &str, at: i64) -> Result<Vec<MembershipRow
     let sql = format!(
         "SELECT household_id, from_date, to_date FROM proj_membership WHERE person_id = $1 AND {KNOWN_AT} ORDER BY ordinal"
     );
-    db.fetch(&sql, &[Val::text(id), Val::Int(Some(at))], &[Ty::Text, Ty::Text, Ty::Text])
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(MembershipRow {
-                household_id: text(&r[0]),
-                from: req_date(&r[1])?,
-                to: date(&r[2])?,
-            })
+    db.fetch(
+        &sql,
+        &[Val::text(id), Val::Int(Some(at))],
+        &[Ty::Text, Ty::Text, Ty::Text],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(MembershipRow {
+            household_id: text(&r[0]),
+            from: req_date(&r[1])?,
+            to: date(&r[2])?,
         })
-        .collect()
+    })
+    .collect()
 }
 
 /// Persons whose membership of the household covers `day`; with `day` None, everyone ever a

@@ -18,11 +18,11 @@ use serde_json::Value;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::event::{HOUSEHOLD_EVENT_TYPES, PERSON_EVENT_TYPES};
 use crate::domain::input::{parse_household_event, parse_person_event};
+use crate::domain::issuance;
 use crate::domain::{
     CardNumber, CardSymbol, Directory, Household, HouseholdFact, HouseholdId, HouseholdServices, InputError, Person,
     PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
 };
-use crate::domain::issuance;
 use crate::ledger::{decide, fold, issue_events, prepare_person_event, LedgerError, RequestContext};
 use crate::settings::Settings;
 use crate::store::{AppendRequest, Rejection, Store, StreamAppend};
@@ -203,10 +203,13 @@ pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, 
                 person_ids.insert(p.to_string());
                 // Households the person joins may get card and branch numbers.
                 let v = serde_json::to_value(&input.event)?;
-                for h in [v.get("household_id"), v.get("replacement").and_then(|r| r.get("household_id"))]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
+                for h in [
+                    v.get("household_id"),
+                    v.get("replacement").and_then(|r| r.get("household_id")),
+                ]
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
                 {
                     household_ids.insert(h.to_owned());
                 }

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 use crate::clock::Clock;
 use crate::domain::input::{parse_household_event, parse_person_event, PersonInput};
-use crate::domain::person::{EventStatus, LATE_REPORT_DAYS};
 use crate::domain::issuance;
+use crate::domain::person::{EventStatus, LATE_REPORT_DAYS};
 use crate::domain::{
-    CardSymbol, CommandError, Directory, DomainError, Household, HouseholdEvent, HouseholdId, HouseholdServices, InputError,
-    Person, PersonEvent, PersonFact, PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
+    CardSymbol, CommandError, Directory, DomainError, Household, HouseholdEvent, HouseholdId, HouseholdServices,
+    InputError, Person, PersonEvent, PersonFact, PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
 };
 use crate::metrics;
 use crate::projections::{read, Projections};
@@ -734,7 +734,10 @@ impl Ledger {
         let mut next_card: Option<u64> = None;
         for (household_id, first_day) in wanted {
             let guard = self.locks.lock(format!("{}/{household_id}", Household::TYPE)).await;
-            let stored = self.store.load_stream(Household::TYPE, household_id.as_str(), None).await?;
+            let stored = self
+                .store
+                .load_stream(Household::TYPE, household_id.as_str(), None)
+                .await?;
             let mut household = fold::<Household>(&stored)?;
             if household.card().is_some() && household.branch_of(&pid).is_some() {
                 continue;
@@ -746,13 +749,16 @@ impl Ledger {
                 }
                 let n = match next_card {
                     Some(n) => n,
-                    None => self.store
-                        .max_card_number(&self.settings.card_symbol, self.settings.card_number_width)
-                        .await?
-                        + 1,
+                    None => {
+                        self.store
+                            .max_card_number(&self.settings.card_symbol, self.settings.card_number_width)
+                            .await?
+                            + 1
+                    }
                 };
                 next_card = Some(n + 1);
-                let symbol = CardSymbol::parse(&self.settings.card_symbol).map_err(|e| LedgerError::Internal(e.message))?;
+                let symbol =
+                    CardSymbol::parse(&self.settings.card_symbol).map_err(|e| LedgerError::Internal(e.message))?;
                 card = Some((symbol, issuance::card_number(n, self.settings.card_number_width)?));
             }
             let events = issue_events(&mut household, &household_id, &pid, first_day, card, &services, &system).await?;
@@ -847,10 +853,7 @@ impl Ledger {
         let derived = person
             .derive()
             .map_err(|e| LedgerError::Internal(format!("stored history does not derive: {e}")))?;
-        Ok(Known {
-            person,
-            derived,
-        })
+        Ok(Known { person, derived })
     }
 
     /// The log position a read answers at, after waiting (briefly) for the projections to
@@ -1093,7 +1096,10 @@ impl Ledger {
         let row = read::person(db, person_id.as_str(), at)
             .await?
             .ok_or_else(|| Self::person_not_found(person_id, r))?;
-        let mut stored = self.store.load_stream(Person::TYPE, person_id.as_str(), r.as_of).await?;
+        let mut stored = self
+            .store
+            .load_stream(Person::TYPE, person_id.as_str(), r.as_of)
+            .await?;
         stored.truncate(row.last_sequence as usize);
         let person = fold::<Person>(&stored)?;
         let (statuses, _) = person.statuses();

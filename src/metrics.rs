@@ -108,12 +108,27 @@ impl Metrics {
             "# HELP kokuho_projection_events_applied_total Events applied by this process's projection runners.\n# TYPE kokuho_projection_events_applied_total counter"
         );
         for (name, _, n) in self.projections.lock().expect("metrics").iter() {
-            let _ = writeln!(out, "kokuho_projection_events_applied_total{{projection=\"{name}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "kokuho_projection_events_applied_total{{projection=\"{name}\"}} {n}"
+            );
         }
         let gauges: [(&str, &str, fn(&crate::projections::Status) -> f64); 3] = [
-            ("kokuho_projection_position", "Last log position a projection has committed.", |s| s.position as f64),
-            ("kokuho_projection_lag_events", "Log events not yet applied by a projection.", |s| s.lag_events as f64),
-            ("kokuho_projection_lag_seconds", "Age of the oldest event a projection has not applied.", |s| s.lag_seconds),
+            (
+                "kokuho_projection_position",
+                "Last log position a projection has committed.",
+                |s| s.position as f64,
+            ),
+            (
+                "kokuho_projection_lag_events",
+                "Log events not yet applied by a projection.",
+                |s| s.lag_events as f64,
+            ),
+            (
+                "kokuho_projection_lag_seconds",
+                "Age of the oldest event a projection has not applied.",
+                |s| s.lag_seconds,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");

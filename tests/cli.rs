@@ -235,8 +235,7 @@ async fn import_on(kind: Kind) {
         .collect();
     assert_eq!(
         branches,
-        [("501", "01"), ("502", "02"), ("503", "03")]
-            .map(|(p, b)| (p.to_owned(), "000900".to_owned(), b.to_owned()))
+        [("501", "01"), ("502", "02"), ("503", "03")].map(|(p, b)| (p.to_owned(), "000900".to_owned(), b.to_owned()))
     );
     assert!(
         !serde_json::to_string(&events.iter().map(|e| &e.payload).collect::<Vec<_>>())

@@ -121,7 +121,11 @@ on_both!(records_a_move_in_and_reads_the_timeline, |kind| async move {
     let log = api.t.store.read_log(1, 10).await.unwrap();
     assert_eq!(
         log.iter()
-            .map(|e| (e.aggregate_id.as_str(), e.event_type.as_str(), e.metadata["actor"].as_str()))
+            .map(|e| (
+                e.aggregate_id.as_str(),
+                e.event_type.as_str(),
+                e.metadata["actor"].as_str()
+            ))
             .collect::<Vec<_>>(),
         vec![
             ("100000000001", "moved_in", Some("anonymous")),
@@ -640,12 +644,14 @@ on_both!(concurrent_commands_without_if_match_all_land, |kind| async move {
 });
 
 on_both!(household_and_card_reads, |kind| async move {
-
     let api = Api::new(kind).await;
     assert_eq!(
-        api.household("400", json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000400"}))
-            .await
-            .status,
+        api.household(
+            "400",
+            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000400"})
+        )
+        .await
+        .status,
         StatusCode::CREATED
     );
     for id in ["41", "42"] {
@@ -750,7 +756,10 @@ on_both!(household_and_card_reads, |kind| async move {
     assert_eq!(api.get("/v1/persons/42").await.body["card"]["branch"], "02");
     let issue = json!({"type": "branch_number_issued", "effective_date": "2024-04-01", "person_id": "42", "symbol": "1", "number": "000400", "branch": "03"});
     let r = api.household("400", issue).await;
-    assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "system_event_only"));
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "system_event_only")
+    );
 
     for (path, status, expected) in [
         ("/v1/households/999", StatusCode::NOT_FOUND, "household_not_found"),

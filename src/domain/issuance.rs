@@ -42,7 +42,9 @@ pub fn next_branch(household: &Household) -> Result<Branch, DomainError> {
                 .unwrap_or_default();
             Err(DomainError::new(
                 "branch_numbers_exhausted",
-                format!("card {symbol}-{number} has issued all {MAX_BRANCH} branch numbers; no further person can join it"),
+                format!(
+                    "card {symbol}-{number} has issued all {MAX_BRANCH} branch numbers; no further person can join it"
+                ),
             ))
         }
     }
@@ -149,7 +151,9 @@ mod tests {
         }
         assert_eq!(h.branch_of(&pid("3")).unwrap().to_string(), "03");
         // Rejoining: nothing new.
-        assert!(issue(&h, &pid("2"), d("2026-06-01"), d("2026-11-25"), card).unwrap().is_empty());
+        assert!(issue(&h, &pid("2"), d("2026-06-01"), d("2026-11-25"), card)
+            .unwrap()
+            .is_empty());
         // A newcomer never gets a number someone else held.
         let e = issue(&h, &pid("9"), d("2026-06-01"), d("2026-11-25"), card).unwrap();
         assert!(matches!(&e[0].fact, HouseholdFact::BranchNumberIssued { branch, .. } if branch.to_string() == "04"));
@@ -166,7 +170,9 @@ mod tests {
         let err = issue(&h, &pid("100"), d("2026-04-01"), d("2026-11-25"), card).unwrap_err();
         assert_eq!(err.code, "branch_numbers_exhausted");
         // Those who hold one still rejoin.
-        assert!(issue(&h, &pid("50"), d("2026-08-01"), d("2026-11-25"), card).unwrap().is_empty());
+        assert!(issue(&h, &pid("50"), d("2026-08-01"), d("2026-11-25"), card)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::{context, ApiError, AppState};
 use crate::domain::input::parse_date;
 use crate::domain::{HouseholdId, PersonId};
-use crate::ledger::{Read, CardBranchesView, EligibilityView, HouseholdView, PersonView, Recorded, TimelineView};
+use crate::ledger::{CardBranchesView, EligibilityView, HouseholdView, PersonView, Read, Recorded, TimelineView};
 use crate::store::format_instant;
 
 fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiError> {
@@ -69,7 +69,10 @@ fn read(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Read, ApiErr
     let min_position = raw
         .map(|v| {
             v.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
-                ApiError::bad_request("invalid_min_position", "min_position must be a log position (an integer ≥ 0)")
+                ApiError::bad_request(
+                    "invalid_min_position",
+                    "min_position must be a log position (an integer ≥ 0)",
+                )
             })
         })
         .transpose()?;
@@ -131,7 +134,9 @@ pub async fn person(
     headers: HeaderMap,
 ) -> Result<Json<PersonView>, ApiError> {
     let (id, q) = (path(id)?, query(q)?);
-    Ok(Json(s.ledger.person(&PersonId::parse(&id)?, &read(&q, &headers)?).await?))
+    Ok(Json(
+        s.ledger.person(&PersonId::parse(&id)?, &read(&q, &headers)?).await?,
+    ))
 }
 
 pub async fn timeline(
@@ -141,7 +146,9 @@ pub async fn timeline(
     headers: HeaderMap,
 ) -> Result<Json<TimelineView>, ApiError> {
     let (id, q) = (path(id)?, query(q)?);
-    Ok(Json(s.ledger.timeline(&PersonId::parse(&id)?, &read(&q, &headers)?).await?))
+    Ok(Json(
+        s.ledger.timeline(&PersonId::parse(&id)?, &read(&q, &headers)?).await?,
+    ))
 }
 
 pub async fn eligibility(
@@ -170,7 +177,9 @@ pub async fn household(
 ) -> Result<Json<HouseholdView>, ApiError> {
     let (id, q) = (path(id)?, query(q)?);
     let household_id = HouseholdId::parse(&id)?;
-    Ok(Json(s.ledger.household_view(&household_id, &read(&q, &headers)?).await?))
+    Ok(Json(
+        s.ledger.household_view(&household_id, &read(&q, &headers)?).await?,
+    ))
 }
 
 pub async fn card_branches(
@@ -184,5 +193,7 @@ pub async fn card_branches(
     let symbol = crate::domain::CardSymbol::parse(&symbol)?;
     let number = crate::domain::CardNumber::parse(&number)?;
     let r = read(&q, &headers)?;
-    Ok(Json(s.ledger.card_branches(symbol.as_str(), number.as_str(), &r).await?))
+    Ok(Json(
+        s.ledger.card_branches(symbol.as_str(), number.as_str(), &r).await?,
+    ))
 }

@@ -111,7 +111,12 @@ pub struct StreamAppend {
 impl AppendRequest {
     /// Every stream the request writes, with the sequence it expects there.
     pub fn streams(&self) -> impl Iterator<Item = (&str, &str, i64)> {
-        std::iter::once((self.aggregate_type.as_str(), self.aggregate_id.as_str(), self.expected_sequence)).chain(
+        std::iter::once((
+            self.aggregate_type.as_str(),
+            self.aggregate_id.as_str(),
+            self.expected_sequence,
+        ))
+        .chain(
             self.also
                 .iter()
                 .map(|s| (s.aggregate_type.as_str(), s.aggregate_id.as_str(), s.expected_sequence)),

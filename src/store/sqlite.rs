@@ -230,11 +230,7 @@ pub(super) async fn card_holder(pool: &SqlitePool, symbol: &str, number: &str) -
     .await?)
 }
 
-pub(super) async fn max_card_number(
-    pool: &SqlitePool,
-    symbol: &str,
-    width: i64,
-) -> Result<Option<String>, StoreError> {
+pub(super) async fn max_card_number(pool: &SqlitePool, symbol: &str, width: i64) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar(
         "SELECT json_extract(payload, '$.number') FROM events WHERE event_type = 'card_number_assigned' \
          AND json_extract(payload, '$.symbol') = ?1 AND length(json_extract(payload, '$.number')) = ?2 \

@@ -86,6 +86,15 @@ impl TestDb {
         }
     }
 
+    /// The same database for another ledger ("another process"); only the original cleans up.
+    pub fn share(&self) -> TestDb {
+        TestDb {
+            url: self.url.clone(),
+            pg_admin: None,
+            _dir: None,
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.pg_admin.is_some()
     }
@@ -114,8 +123,20 @@ pub struct TestLedger {
     pub clock: Arc<FixedClock>,
 }
 
+/// A ledger with its projection runners going, as `serve` has.
 pub async fn ledger(kind: Kind) -> TestLedger {
+    ledger_with(kind, true).await
+}
+
+/// A ledger; with `run_projections` false, nothing applies the log to the projections unless
+/// the test drives them.
+pub async fn ledger_with(kind: Kind, run_projections: bool) -> TestLedger {
     let db = TestDb::new(kind).await;
+    ledger_on(db, run_projections).await
+}
+
+/// Another ledger (another "process") on an existing database.
+pub async fn ledger_on(db: TestDb, run_projections: bool) -> TestLedger {
     let store = db.store().await;
     let clock = Arc::new(FixedClock::new(test_now()));
     let (writer, _task) = Writer::spawn(store.clone(), 64);
@@ -131,7 +152,9 @@ pub async fn ledger(kind: Kind) -> TestLedger {
         settings,
     ));
     let (stop_projections, stopped) = tokio::sync::watch::channel(false);
-    ledger.projections().spawn(stopped);
+    if run_projections {
+        ledger.projections().spawn(stopped);
+    }
     TestLedger {
         stop_projections,
         db,

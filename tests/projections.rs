@@ -1,0 +1,417 @@
+//! Projections: exactly-once application across faults and restarts, rebuild equality, card
+//! and branch numbers under concurrency, on PostgreSQL and SQLite.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{ledger_on, ledger_with, Kind, TestLedger};
+use kokuho_ledger::domain::{HouseholdId, PersonId};
+use kokuho_ledger::ledger::{Ledger, LedgerError, Read, RequestContext};
+use kokuho_ledger::projections::{ProjectionError, Projections};
+use serde_json::{json, Value};
+
+fn ctx() -> RequestContext {
+    RequestContext {
+        actor: "test".into(),
+        request_id: "projections-test".into(),
+        ..Default::default()
+    }
+}
+
+async fn try_record(ledger: &Ledger, id: &str, body: Value) -> Result<i64, LedgerError> {
+    ledger
+        .record_person_event(&PersonId::parse(id).unwrap(), &body, &ctx())
+        .await
+        .map(|r| r.appended.last_position)
+}
+
+async fn record(ledger: &Ledger, id: &str, body: Value) -> i64 {
+    try_record(ledger, id, body.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{id} {body}: {e}"))
+}
+
+fn registered(birth: &str) -> Value {
+    json!({"type": "registered", "effective_date": "2020-01-01", "name": "projection 太郎",
+        "name_kana": "プロジェクション　タロウ", "birth_date": birth, "sex": "1"})
+}
+
+fn moved_in(date: &str, household: &str) -> Value {
+    json!({"type": "moved_in", "effective_date": date, "from": "other_prefecture", "household_id": household})
+}
+
+/// A varied history: joins, household moves, employee insurance, a correction, a rescission,
+/// a death and a household head — step `i` of it, for persons 1..=8.
+fn script() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for p in 1..=8 {
+        let id = p.to_string();
+        let household = format!("{}", 100 + p % 3);
+        out.push((id.clone(), registered(&format!("19{}0-05-0{}", 5 + p % 4, p))));
+        out.push((id.clone(), moved_in("2021-04-01", &household)));
+        match p % 4 {
+            0 => {
+                out.push((
+                    id.clone(),
+                    json!({"type": "household_changed", "effective_date": "2022-07-01", "household_id": "200"}),
+                ));
+                out.push((
+                    id.clone(),
+                    json!({"type": "employee_insurance_joined", "effective_date": "2023-04-01"}),
+                ));
+            }
+            1 => {
+                out.push((
+                    id.clone(),
+                    json!({"type": "employee_insurance_joined", "effective_date": "2022-04-01"}),
+                ));
+                out.push((
+                    id.clone(),
+                    json!({"type": "employee_insurance_left", "effective_date": "2024-04-01"}),
+                ));
+            }
+            2 => {
+                // The move-in was on another day: corrected; the correction moves the interval.
+                out.push((
+                    id.clone(),
+                    json!({"type": "corrected", "target_sequence": 2,
+                    "replacement": moved_in("2021-05-10", &household)}),
+                ));
+                out.push((id.clone(), json!({"type": "died", "effective_date": "2025-02-01"})));
+            }
+            _ => {
+                out.push((
+                    id.clone(),
+                    json!({"type": "document_collected", "effective_date": "2023-01-05"}),
+                ));
+                out.push((
+                    id.clone(),
+                    json!({"type": "rescinded", "target_sequence": 3, "reason": "recorded in error"}),
+                ));
+            }
+        }
+    }
+    out
+}
+
+async fn run_script(ledger: &Ledger, steps: &[(String, Value)]) {
+    for (id, body) in steps {
+        record(ledger, id, body.clone()).await;
+    }
+}
+
+async fn person_events(t: &TestLedger) -> usize {
+    t.store
+        .read_log(0, 1_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.aggregate_type == "person")
+        .count()
+}
+
+fn rows(dump: &[(&'static str, Vec<Vec<kokuho_ledger::projections::db::Val>>)], table: &str) -> usize {
+    dump.iter().find(|(t, _)| *t == table).map(|(_, r)| r.len()).unwrap()
+}
+
+on_both!(
+    a_batch_killed_before_commit_is_applied_once_after_restart,
+    |kind| async move {
+        let t = ledger_with(kind, false).await;
+        run_script(&t.ledger, &script()).await;
+        let head = t.store.head().await.unwrap();
+
+        // Batches of 5: the third fails after writing its rows and checkpoint, before the commit.
+        let first = Projections::new(t.store.clone()).with_batch(5);
+        first.faults.fail_after_commits(2);
+        assert!(matches!(first.catch_up().await, Err(ProjectionError::Injected)));
+        let status = first.status().await.unwrap();
+        assert!(
+            status.iter().any(|s| s.position == 10),
+            "the failed batch left its projection at the last commit: {status:?}"
+        );
+        let partial = first.dump().await.unwrap();
+        drop(first);
+
+        // A new process resumes from the committed checkpoints.
+        let second = Projections::new(t.store.clone()).with_batch(5);
+        second.catch_up().await.unwrap();
+        for s in second.status().await.unwrap() {
+            assert_eq!((s.position, s.lag_events), (head, 0), "{}", s.name);
+        }
+        let incremental = second.dump().await.unwrap();
+        assert!(rows(&incremental, "proj_person") > rows(&partial, "proj_person"));
+        // One person version per person event: nothing skipped, nothing applied twice.
+        assert_eq!(rows(&incremental, "proj_person"), person_events(&t).await);
+
+        // A rebuild (other batch boundaries) gives the very same tables.
+        let summary = second.rebuild(|_| {}).await.unwrap();
+        assert_eq!(summary.events, head);
+        assert_eq!(second.dump().await.unwrap(), incremental);
+        let big = Projections::new(t.store.clone()).with_batch(10_000);
+        big.rebuild(|_| {}).await.unwrap();
+        assert_eq!(big.dump().await.unwrap(), incremental);
+        t.db.cleanup().await;
+    }
+);
+
+/// A small deterministic generator (no extra dependency): xorshift64*.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+on_both!(
+    any_interleaving_of_appends_faults_and_restarts_equals_a_rebuild,
+    |kind| async move {
+        for seed in [7u64, 1234, 987_654_321] {
+            let t = ledger_with(kind_of(&kind), false).await;
+            let mut rng = Rng(seed);
+            let mut process = Projections::new(t.store.clone()).with_batch(1 + (rng.next() % 4) as i64);
+            for (id, body) in script() {
+                record(&t.ledger, &id, body).await;
+                match rng.next() % 6 {
+                    // The running process applies what is there.
+                    0 | 1 => process.catch_up().await.unwrap(),
+                    // It is killed in the middle of a batch.
+                    2 => {
+                        process.faults.fail_after_commits(rng.next() % 2);
+                        let _ = process.catch_up().await;
+                        process.faults.fail_after_commits(u64::MAX);
+                    }
+                    // It restarts, perhaps with another batch size.
+                    3 => process = Projections::new(t.store.clone()).with_batch(1 + (rng.next() % 7) as i64),
+                    _ => {}
+                }
+            }
+            process.catch_up().await.unwrap();
+            let incremental = process.dump().await.unwrap();
+            assert_eq!(
+                rows(&incremental, "proj_person"),
+                person_events(&t).await,
+                "seed {seed}"
+            );
+            process.rebuild(|_| {}).await.unwrap();
+            assert_eq!(process.dump().await.unwrap(), incremental, "seed {seed}");
+            t.db.cleanup().await;
+        }
+    }
+);
+
+fn kind_of(k: &Kind) -> Kind {
+    match k {
+        Kind::Postgres => Kind::Postgres,
+        Kind::Sqlite => Kind::Sqlite,
+    }
+}
+
+async fn branches(ledger: &Ledger, symbol: &str, number: &str) -> Vec<(String, String)> {
+    let head = ledger.store().head().await.unwrap();
+    let read = Read {
+        min_position: Some(head),
+        ..Default::default()
+    };
+    ledger
+        .card_branches(symbol, number, &read)
+        .await
+        .unwrap()
+        .branches
+        .into_iter()
+        .map(|b| (b.branch, b.person_id))
+        .collect()
+}
+
+async fn card_of(ledger: &Ledger, household: &str) -> (String, String) {
+    let head = ledger.store().head().await.unwrap();
+    let read = Read {
+        min_position: Some(head),
+        ..Default::default()
+    };
+    let card = ledger
+        .household_view(&HouseholdId::parse(household).unwrap(), &read)
+        .await
+        .unwrap()
+        .card
+        .expect("a card");
+    (card.symbol, card.number)
+}
+
+on_both!(
+    branch_numbers_concurrent_joins_rejoin_new_household_and_rebuild,
+    |kind| async move {
+        let t = common::ledger(kind).await;
+        // A second ledger on the same database: another process competing for the same numbers.
+        let other = ledger_on(t.db.share(), true).await;
+        for p in 1..=20 {
+            record(&t.ledger, &p.to_string(), registered("1980-01-01")).await;
+        }
+        let mut joins = Vec::new();
+        for p in 1..=20 {
+            let ledger: Arc<Ledger> = if p % 2 == 0 {
+                t.ledger.clone()
+            } else {
+                other.ledger.clone()
+            };
+            joins.push(tokio::spawn(async move {
+                record(&ledger, &p.to_string(), moved_in("2024-04-01", "500")).await
+            }));
+        }
+        for j in joins {
+            j.await.unwrap();
+        }
+        let (symbol, number) = card_of(&t.ledger, "500").await;
+        assert_eq!((symbol.as_str(), number.len()), ("1", 8));
+        let issued = branches(&t.ledger, &symbol, &number).await;
+        assert_eq!(
+            issued.iter().map(|(b, _)| b.clone()).collect::<Vec<_>>(),
+            (1..=20).map(|b| format!("{b:02}")).collect::<Vec<_>>(),
+            "20 distinct numbers 01–20"
+        );
+        let mut holders: Vec<String> = issued.iter().map(|(_, p)| p.clone()).collect();
+        holders.sort();
+        holders.dedup();
+        assert_eq!(holders.len(), 20, "one number per person");
+        let branch_of = |p: &str| issued.iter().find(|(_, h)| h == p).unwrap().0.clone();
+
+        // Person 7 leaves and rejoins: the same number, nothing new issued.
+        let seven = branch_of("7");
+        record(
+            &t.ledger,
+            "7",
+            json!({"type": "moved_out", "effective_date": "2025-01-01", "to": "abroad"}),
+        )
+        .await;
+        record(&t.ledger, "7", moved_in("2025-06-01", "500")).await;
+        assert_eq!(branches(&t.ledger, &symbol, &number).await, issued);
+        let head = t.store.head().await.unwrap();
+        let p7 = t
+            .ledger
+            .person(
+                &PersonId::parse("7").unwrap(),
+                &Read {
+                    min_position: Some(head),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(p7.card.unwrap().branch.as_deref(), Some(seven.as_str()));
+
+        // Person 8 moves to another household: a new card there and branch 01 under it; the old
+        // number under 500 is never reissued.
+        record(
+            &t.ledger,
+            "8",
+            json!({"type": "household_changed", "effective_date": "2025-03-01", "household_id": "501"}),
+        )
+        .await;
+        let (s2, n2) = card_of(&t.ledger, "501").await;
+        assert_ne!(n2, number);
+        assert_eq!(
+            branches(&t.ledger, &s2, &n2).await,
+            vec![("01".to_owned(), "8".to_owned())]
+        );
+        record(&t.ledger, "21", registered("1980-01-01")).await;
+        record(&t.ledger, "21", moved_in("2025-04-01", "500")).await;
+        assert_eq!(
+            branches(&t.ledger, &symbol, &number).await.last().unwrap(),
+            &("21".to_owned(), "21".to_owned())
+        );
+
+        // Rebuild: every number as before (they are events; the rebuild only reads them).
+        let log_before = t.store.read_log(0, 100_000).await.unwrap();
+        let before = (
+            branches(&t.ledger, &symbol, &number).await,
+            branches(&t.ledger, &s2, &n2).await,
+        );
+        t.ledger.projections().rebuild(|_| {}).await.unwrap();
+        let after = (
+            branches(&t.ledger, &symbol, &number).await,
+            branches(&t.ledger, &s2, &n2).await,
+        );
+        assert_eq!(before, after);
+        assert_eq!(
+            t.store.read_log(0, 100_000).await.unwrap(),
+            log_before,
+            "a rebuild writes no event"
+        );
+        t.db.cleanup().await;
+    }
+);
+
+on_both!(ninety_nine_branch_numbers_exhaust_a_card, |kind| async move {
+    let t = ledger_with(kind, false).await;
+    for p in 1..=99 {
+        let id = p.to_string();
+        record(&t.ledger, &id, registered("1985-01-01")).await;
+        record(&t.ledger, &id, moved_in("2024-04-01", "600")).await;
+    }
+    record(&t.ledger, "100", registered("1985-01-01")).await;
+    let head = t.store.head().await.unwrap();
+    match try_record(&t.ledger, "100", moved_in("2024-04-01", "600")).await {
+        Err(LedgerError::Rule(r)) => assert_eq!(r.code, "branch_numbers_exhausted", "{}", r.message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(t.store.head().await.unwrap(), head, "the refused join wrote nothing");
+    // Someone who holds a number still rejoins.
+    record(
+        &t.ledger,
+        "50",
+        json!({"type": "moved_out", "effective_date": "2025-01-01", "to": "abroad"}),
+    )
+    .await;
+    record(&t.ledger, "50", moved_in("2025-02-01", "600")).await;
+    // Another household is unaffected.
+    record(&t.ledger, "100", moved_in("2024-04-01", "601")).await;
+    t.db.cleanup().await;
+});
+
+on_both!(reads_wait_for_their_own_writes_and_report_lag, |kind| async move {
+    let t = ledger_with(kind, false).await;
+    let written = record(&t.ledger, "1", registered("1980-01-01")).await;
+    let pid = PersonId::parse("1").unwrap();
+    // Nothing applies the log: the read that needs its write waits, then says so.
+    let read = Read {
+        min_position: Some(written),
+        ..Default::default()
+    };
+    let waited = tokio::time::Instant::now();
+    match t.ledger.person(&pid, &read).await {
+        Err(LedgerError::Lagging(l)) => assert_eq!((l.position, l.wanted), (0, written)),
+        other => panic!("expected a lag error, got {other:?}"),
+    }
+    assert!(waited.elapsed() >= std::time::Duration::from_secs(4));
+    let status = t.ledger.projections().status().await.unwrap();
+    assert!(status.iter().all(|s| s.lag_events == written), "{status:?}");
+    // Without the wait the projection answers what it has: nothing yet.
+    assert!(matches!(
+        t.ledger.person(&pid, &Read::default()).await,
+        Err(LedgerError::NotFound { .. })
+    ));
+    // The runner starts; the same read is answered as soon as it has applied the write.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    t.ledger.projections().spawn(stopped);
+    let p = t.ledger.person(&pid, &read).await.unwrap();
+    assert_eq!(p.last_sequence, 1);
+    let moved = record(&t.ledger, "1", moved_in("2024-04-01", "700")).await;
+    let p = t
+        .ledger
+        .person(
+            &pid,
+            &Read {
+                min_position: Some(moved),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(p.insured);
+    assert_eq!(p.card.unwrap().branch.as_deref(), Some("01"));
+    t.db.cleanup().await;
+});
