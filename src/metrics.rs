@@ -113,7 +113,8 @@ impl Metrics {
                 "kokuho_projection_events_applied_total{{projection=\"{name}\"}} {n}"
             );
         }
-        let gauges: [(&str, &str, fn(&crate::projections::Status) -> f64); 3] = [
+        type Gauge = fn(&crate::projections::Status) -> f64;
+        let gauges: [(&str, &str, Gauge); 3] = [
             (
                 "kokuho_projection_position",
                 "Last log position a projection has committed.",

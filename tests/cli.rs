@@ -101,8 +101,10 @@ async fn crash_survival(kind: Kind) {
 
     let server = start(&db, dir.path());
     for (id, position) in &acked {
-        let (status, body) = http(&server.addr, "GET", &format!("/v1/persons/{id}/timeline"), "");
-        assert_eq!(status, 200, "acknowledged person {id} lost");
+        // Read-your-writes: the restarted projections must reach the acknowledged position.
+        let path = format!("/v1/persons/{id}/timeline?min_position={position}");
+        let (status, body) = http(&server.addr, "GET", &path, "");
+        assert_eq!(status, 200, "acknowledged person {id} lost: {body}");
         assert_eq!(body["events"][0]["position"].as_i64(), Some(*position));
     }
     let store = db.store().await;
@@ -111,7 +113,16 @@ async fn crash_survival(kind: Kind) {
         events.iter().map(|e| e.position).collect::<Vec<_>>(),
         (1..=events.len() as i64).collect::<Vec<_>>()
     );
+    // The projections were killed mid-stream too: once caught up they hold one version per
+    // person event and equal a fresh rebuild.
     stop(server);
+    let projections = kokuho_ledger::projections::Projections::new(store.clone());
+    projections.catch_up().await.unwrap();
+    let incremental = projections.dump().await.unwrap();
+    let persons = incremental.iter().find(|(t, _)| *t == "proj_person").unwrap();
+    assert_eq!(persons.1.len(), events.iter().filter(|e| e.aggregate_type == "person").count());
+    projections.rebuild(|_| {}).await.unwrap();
+    assert_eq!(projections.dump().await.unwrap(), incremental);
     store.close().await;
     db.cleanup().await;
 }
@@ -145,7 +156,7 @@ async fn sigterm_shuts_down_gracefully() {
     let code = server.child.wait().unwrap();
     assert!(code.success(), "exit status {code:?}");
     let server = start(&db, dir.path());
-    assert_eq!(http(&server.addr, "GET", "/v1/persons/1", "").0, 200);
+    assert_eq!(http(&server.addr, "GET", "/v1/persons/1?min_position=1", "").0, 200);
     stop(server);
 }
 
@@ -257,6 +268,20 @@ async fn import_on(kind: Kind) {
     let more = vec![json!({"person_id": "502", "type": "employee_insurance_left", "effective_date": "2024-04-01"})];
     assert!(import(&db, dir.path(), &more).status.success());
     assert_eq!(store.head().await.unwrap(), 13);
+    // `rebuild` builds the projections from the log and ends with a summary.
+    let out = Command::new(BIN)
+        .args(["rebuild", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("rebuilt persons, households from 13 events"), "{summary}");
+    assert!(summary.contains("proj_branch: 3 rows"), "{summary}");
+    assert!(summary.contains("checkpoint persons: 13"), "{summary}");
+    let projections = kokuho_ledger::projections::Projections::new(store.clone());
+    let rebuilt = projections.dump().await.unwrap();
+    let persons = rebuilt.iter().find(|(t, _)| *t == "proj_person").unwrap();
+    assert_eq!(persons.1.len(), 8, "one version per person event");
     store.close().await;
     db.cleanup().await;
 }
@@ -280,6 +305,7 @@ fn usage_errors_exit_2_and_help_works() {
         &["serve", "--help"],
         &["migrate", "--help"],
         &["import", "--help"],
+        &["rebuild", "--help"],
     ] {
         let out = Command::new(BIN).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
