@@ -5,6 +5,9 @@
 //!   ledger-bench appends  [--clients 8] [--seconds 10]
 //!   ledger-bench import   [--persons 100000]
 //!   ledger-bench timeline [--events 50] [--requests 2000]
+//!   ledger-bench projections [--persons 100000] [--clients 200]   (rebuild vs bare scan; timeline
+//!                                                                   reads over TCP on that ledger)
+//!   ledger-bench lag      [--clients 8] [--seconds 10]          (append → projection applied)
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,6 +63,23 @@ enum What {
         persons: usize,
         #[arg(long, default_value_t = 10_000)]
         batch_size: usize,
+    },
+    /// Imports N persons (10 events each), rebuilds the projections (vs a bare sequential read
+    /// of the log in the same run), then reads random timelines over TCP from C clients.
+    Projections {
+        #[arg(long, default_value_t = 100_000)]
+        persons: usize,
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// End-to-end lag from an acknowledged single-event append to its projection.
+    Lag {
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
@@ -383,6 +403,199 @@ async fn timeline(url: &str, events: usize, requests: usize, clients: usize) -> 
     Ok(())
 }
 
+fn write_import_file(path: &std::path::Path, persons: usize) -> anyhow::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for i in 0..persons {
+        for l in person_lines(i) {
+            serde_json::to_writer(&mut w, &l)?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+fn percentiles(mut all: Vec<Duration>) -> (Duration, Duration, Duration) {
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    (pct(0.50), pct(0.99), *all.last().unwrap())
+}
+
+/// One keep-alive HTTP/1.1 connection doing GETs: a minimal client, so the measured time is
+/// the server's and the loopback's, not a client library's.
+struct Conn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: tokio::io::BufReader::new(stream),
+        })
+    }
+
+    async fn get(&mut self, path: &str) -> anyhow::Result<(u16, usize)> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+        let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        self.stream.get_mut().write_all(req.as_bytes()).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line.split(' ').nth(1).context("status line")?.parse()?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, len))
+    }
+}
+
+async fn projections(url: &str, persons: usize, clients: usize, seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bench.jsonl");
+    write_import_file(&file, persons)?;
+    let settings = Settings {
+        vault_key_file: Some(dir.path().join("bench.key")),
+        ..Settings::default()
+    };
+    let summary = kokuho_ledger::import::run(&file, url, settings, 10_000, "bench").await?;
+    println!("import: {summary}");
+    let store = Store::connect(url).await?;
+    let head = store.head().await?;
+
+    // Baseline: a bare sequential read of the whole log, in the batches the projections read.
+    let started = Instant::now();
+    let mut after = 0;
+    let mut n = 0usize;
+    loop {
+        let batch = store.read_log(after, 2000).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        n += batch.len();
+    }
+    let scan = n as f64 / started.elapsed().as_secs_f64();
+    println!("bare sequential read of the log ({n} events, batches of 2000): {scan:.0} events/s");
+
+    let p = kokuho_ledger::projections::Projections::new(store.clone());
+    let started = Instant::now();
+    let summary = p.rebuild(|_| {}).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let per_projection = head as f64 * summary.projections.len() as f64 / secs;
+    println!(
+        "rebuild of {} projections over {head} events: {secs:.1} s; {:.0} events/s through all projections, \
+         {per_projection:.0} events/s per projection; ratio to the bare read {:.2}",
+        summary.projections.len(),
+        head as f64 / secs,
+        head as f64 / secs / scan
+    );
+    for (table, rows) in &summary.rows {
+        println!("  {table}: {rows} rows");
+    }
+
+    // Timeline reads over TCP from many clients, random persons.
+    let (ledger, _) = ledger(url, dir.path()).await?;
+    let router = kokuho_ledger::http::router(ledger.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let mut lat = Vec::new();
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+            while Instant::now() < deadline {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let pid = 100_000_000_000u64 + x % persons as u64;
+                let t = Instant::now();
+                let (status, _) = conn.get(&format!("/v1/persons/{pid}/timeline")).await?;
+                anyhow::ensure!(status == 200, "status {status}");
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let count = all.len();
+    let (p50, p99, max) = percentiles(all);
+    println!(
+        "timeline over TCP, {clients} concurrent clients, {persons} persons: p50 {p50:?}, p99 {p99:?}, max {max:?}, {:.0} req/s",
+        count as f64 / wall
+    );
+    store.close().await;
+    Ok(())
+}
+
+async fn lag(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (ledger, store) = ledger(url, dir.path()).await?;
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    ledger.projections().spawn(stopped);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let ctx = RequestContext {
+                actor: "bench".into(),
+                ..Default::default()
+            };
+            let mut lag = Vec::new();
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let n = c * 10_000_000 + i;
+                let id = PersonId::parse(&format!("{}", 300_000_000_000u64 + n as u64))?;
+                let r = ledger.record_person_event(&id, &registration(n), &ctx).await?;
+                let acked = Instant::now();
+                // Watched apart, so the client goes on appending at full speed.
+                let watcher = ledger.clone();
+                lag.push(tokio::spawn(async move {
+                    watcher
+                        .projections()
+                        .wait_for(r.appended.last_position, Duration::from_secs(30))
+                        .await
+                        .map(|_| acked.elapsed())
+                }));
+                i += 1;
+            }
+            anyhow::Ok(lag)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        for w in t.await?? {
+            all.push(w.await??);
+        }
+    }
+    let count = all.len();
+    let (p50, p99, max) = percentiles(all);
+    println!(
+        "append → projection applied, {clients} clients appending single events: {count} appends, \
+         lag p50 {p50:?}, p99 {p99:?}, max {max:?}"
+    );
+    store.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -399,6 +612,12 @@ async fn main() -> anyhow::Result<()> {
             requests,
             clients,
         } => timeline(&db.url, events, requests, clients).await,
+        What::Projections {
+            persons,
+            clients,
+            seconds,
+        } => projections(&db.url, persons, clients, seconds).await,
+        What::Lag { clients, seconds } => lag(&db.url, clients, seconds).await,
     };
     if !args.keep {
         db.drop_db().await?;
