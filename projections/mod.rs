@@ -123,6 +123,8 @@ pub struct Projections {
 
 /// Events read and applied per transaction.
 const BATCH: i64 = 2000;
+/// Events per transaction during a rebuild.
+const REBUILD_BATCH: i64 = 10_000;
 /// A runner looks at the log at least this often, for writers in other processes.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -198,6 +200,11 @@ impl Projections {
     async fn step(&self, entry: &Entry) -> Result<usize, ProjectionError> {
         let from = *entry.position.borrow();
         let events = self.store.read_log(from, self.batch).await?;
+        self.apply_batch(entry, from, &events).await
+    }
+
+    /// Applies `events` (which follow position `from`) to one projection in one transaction.
+    async fn apply_batch(&self, entry: &Entry, from: i64, events: &[StoredEvent]) -> Result<usize, ProjectionError> {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(0);
         };
@@ -216,7 +223,7 @@ impl Projections {
             entry.position.send_replace(stored);
             return Ok(0);
         }
-        entry.projection.apply(&self.store, &mut tx, &events).await?;
+        entry.projection.apply(&self.store, &mut tx, events).await?;
         tx.execute(
             "UPDATE projection_checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1",
             &[Val::text(name), Val::Int(Some(last))],
@@ -237,17 +244,31 @@ impl Projections {
         self.catch_up_with(|_| {}).await
     }
 
-    /// Like [`catch_up`](Self::catch_up), reporting events applied as it goes.
+    /// Like [`catch_up`](Self::catch_up), reporting events applied as it goes. The log is read
+    /// once for all projections that stand at the same position (as after a rebuild).
     pub async fn catch_up_with(&self, progress: impl Fn(u64)) -> Result<(), ProjectionError> {
+        self.catch_up_in(self.batch, progress).await
+    }
+
+    async fn catch_up_in(&self, batch: i64, progress: impl Fn(u64)) -> Result<(), ProjectionError> {
         self.load_checkpoints().await?;
         let head = self.store.head().await?;
-        for entry in &self.entries {
-            while *entry.position.borrow() < head {
-                let n = self.step(entry).await?;
-                progress(n as u64);
+        loop {
+            let from = self.position();
+            if from >= head {
+                return Ok(());
+            }
+            let events = self.store.read_log(from, batch).await?;
+            for entry in &self.entries {
+                let at = *entry.position.borrow();
+                // Only the part of the batch this projection has not applied yet.
+                let start = events.partition_point(|e| e.position <= at);
+                if start < events.len() {
+                    let n = self.apply_batch(entry, at, &events[start..]).await?;
+                    progress(n as u64);
+                }
             }
         }
-        Ok(())
     }
 
     /// Runs every projection until `stop` turns true.
@@ -369,7 +390,8 @@ impl Projections {
             .await?;
         }
         tx.commit().await?;
-        self.catch_up_with(progress).await?;
+        // Nothing is served meanwhile: larger transactions than the runners'.
+        self.catch_up_in(self.batch.max(REBUILD_BATCH), progress).await?;
         let mut rows = Vec::new();
         for e in &self.entries {
             for (table, _) in e.projection.tables() {

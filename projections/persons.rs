@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use cqrs_es::Aggregate;
+use serde::Deserialize;
 
 use super::db::{Tx, Ty, Val};
 use super::{Projection, ProjectionError};
@@ -81,8 +82,7 @@ const KEY_COLS: [(&str, Ty); 3] = [("person_id", Ty::Text), ("known_from", Ty::I
 type Rows = Vec<Vec<Val>>;
 
 /// Everything the tables hold for one person as of one log prefix, table by table.
-fn derive_rows(events: &[StoredEvent]) -> Result<[Rows; 4], ProjectionError> {
-    let person = fold::<Person>(events).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
     let derived = person
         .derive()
         .map_err(|e| ProjectionError::Corrupt(format!("stored history does not derive: {e}")))?;
@@ -203,11 +203,13 @@ impl Projection for Persons {
         let mut inserts: [Vec<Vec<Val>>; 4] = Default::default();
         let mut closes: [Vec<(String, i64)>; 4] = Default::default();
         for id in order {
-            let mut stream = earlier.remove(id).unwrap_or_default();
+            let stream = earlier.remove(id).unwrap_or_default();
+            // Each event is deserialised once and applied once; rows are derived per event.
+            let mut person = fold::<Person>(&stream).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
             let mut previous: [Rows; 4] = if stream.is_empty() {
                 Default::default()
             } else {
-                derive_rows(&stream)?
+                derive_rows(&person)?
             };
             let mut open: [Open; 4] = std::array::from_fn(|t| {
                 if previous[t].is_empty() {
@@ -217,8 +219,10 @@ impl Projection for Persons {
                 }
             });
             for e in &mine[id] {
-                stream.push((*e).clone());
-                let current = derive_rows(&stream)?;
+                let event = <Person as Aggregate>::Event::deserialize(&e.payload)
+                    .map_err(|err| ProjectionError::Corrupt(format!("position {}: {err}", e.position)))?;
+                person.apply(event);
+                let current = derive_rows(&person)?;
                 for t in 0..4 {
                     if current[t] == previous[t] {
                         continue;

@@ -244,6 +244,35 @@ pub async fn card_of(db: &Db, household_id: &str, at: i64) -> Result<Option<Card
         }))
 }
 
+/// A household's card and a person's branch under it, in one query.
+pub async fn card_and_branch(
+    db: &Db,
+    household_id: &str,
+    person_id: &str,
+    at: i64,
+) -> Result<Option<(CardRow, Option<String>)>, StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT c.household_id, c.symbol, c.number, b.branch FROM proj_card c \
+             LEFT JOIN proj_branch b ON b.household_id = c.household_id AND b.person_id = $2 AND b.position <= $3 \
+             WHERE c.household_id = $1 AND c.position <= $3",
+            &[Val::text(household_id), Val::text(person_id), Val::Int(Some(at))],
+            &[Ty::Text, Ty::Text, Ty::Text, Ty::Text],
+        )
+        .await?
+        .first()
+        .map(|r| {
+            (
+                CardRow {
+                    household_id: text(&r[0]),
+                    symbol: text(&r[1]),
+                    number: text(&r[2]),
+                },
+                opt_text(&r[3]),
+            )
+        }))
+}
+
 pub async fn card_by_number(db: &Db, symbol: &str, number: &str) -> Result<Option<CardRow>, StoreError> {
     Ok(db
         .fetch(

@@ -892,12 +892,7 @@ impl Ledger {
         person_id: &str,
         at: i64,
     ) -> Result<Option<(read::CardRow, Option<String>)>, LedgerError> {
-        let db = self.projections.db();
-        let Some(card) = read::card_of(db, household_id, at).await? else {
-            return Ok(None);
-        };
-        let branch = read::branch_of(db, household_id, person_id, at).await?;
-        Ok(Some((card, branch)))
+        Ok(read::card_and_branch(self.projections.db(), household_id, person_id, at).await?)
     }
 
     /// `GET /v1/households/{id}`: members and heads today (Asia/Tokyo), as known at `as_of`.

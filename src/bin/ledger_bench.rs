@@ -73,6 +73,10 @@ enum What {
         clients: usize,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Also an open-loop run at this total rate (requests/s) over the same connections;
+        /// latency counts from each request's scheduled time (no coordinated omission).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
     },
     /// End-to-end lag from an acknowledged single-event append to its projection.
     Lag {
@@ -460,7 +464,7 @@ impl Conn {
     }
 }
 
-async fn projections(url: &str, persons: usize, clients: usize, seconds: u64) -> anyhow::Result<()> {
+async fn projections(url: &str, persons: usize, clients: usize, seconds: u64, rate: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bench.jsonl");
     write_import_file(&file, persons)?;
@@ -508,39 +512,50 @@ async fn projections(url: &str, persons: usize, clients: usize, seconds: u64) ->
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let addr = addr.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&addr).await?;
-            let mut lat = Vec::new();
-            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
-            while Instant::now() < deadline {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let pid = 100_000_000_000u64 + x % persons as u64;
-                let t = Instant::now();
-                let (status, _) = conn.get(&format!("/v1/persons/{pid}/timeline")).await?;
-                anyhow::ensure!(status == 200, "status {status}");
-                lat.push(t.elapsed());
-            }
-            anyhow::Ok(lat)
-        }));
+    for (label, pace) in [("closed loop", None), ("open loop", Some(rate))] {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let addr = addr.clone();
+            // Open loop: each connection sends on a fixed schedule, staggered.
+            let interval = pace.map(|r| Duration::from_secs_f64(clients as f64 / r as f64));
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(&addr).await?;
+                let mut lat = Vec::new();
+                let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
+                let mut next = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / clients as f64));
+                while Instant::now() < deadline {
+                    if interval.is_some() {
+                        tokio::time::sleep_until(next.into()).await;
+                    }
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let pid = 100_000_000_000u64 + x % persons as u64;
+                    let t = if interval.is_some() { next } else { Instant::now() };
+                    let (status, _) = conn.get(&format!("/v1/persons/{pid}/timeline")).await?;
+                    anyhow::ensure!(status == 200, "status {status}");
+                    lat.push(t.elapsed());
+                    if let Some(i) = interval {
+                        next += i;
+                    }
+                }
+                anyhow::Ok(lat)
+            }));
+        }
+        let started = Instant::now();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await??);
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let count = all.len();
+        let (p50, p99, max) = percentiles(all);
+        println!(
+            "timeline over TCP, {label}, {clients} connections, {persons} persons: p50 {p50:?}, p99 {p99:?}, max {max:?}, {:.0} req/s",
+            count as f64 / wall
+        );
     }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let wall = started.elapsed().as_secs_f64();
-    let count = all.len();
-    let (p50, p99, max) = percentiles(all);
-    println!(
-        "timeline over TCP, {clients} concurrent clients, {persons} persons: p50 {p50:?}, p99 {p99:?}, max {max:?}, {:.0} req/s",
-        count as f64 / wall
-    );
     store.close().await;
     Ok(())
 }
@@ -616,7 +631,8 @@ async fn main() -> anyhow::Result<()> {
             persons,
             clients,
             seconds,
-        } => projections(&db.url, persons, clients, seconds).await,
+            rate,
+        } => projections(&db.url, persons, clients, seconds, rate).await,
         What::Lag { clients, seconds } => lag(&db.url, clients, seconds).await,
     };
     if !args.keep {
