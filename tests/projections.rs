@@ -415,3 +415,54 @@ on_both!(reads_wait_for_their_own_writes_and_report_lag, |kind| async move {
     assert_eq!(p.card.unwrap().branch.as_deref(), Some("01"));
     t.db.cleanup().await;
 });
+
+async fn household_record(ledger: &Ledger, id: &str, body: Value) {
+    let event = kokuho_ledger::domain::input::parse_household_event(&body, ledger.clock().today()).unwrap();
+    ledger
+        .run_household_command(&HouseholdId::parse(id).unwrap(), event, &ctx(), false)
+        .await
+        .unwrap_or_else(|e| panic!("{id} {body}: {e}"));
+}
+
+on_both!(deemed_head_from_the_day_the_heads_loss_takes_effect, |kind| async move {
+    let t = common::ledger(kind).await;
+    for id in ["31", "32"] {
+        record(&t.ledger, id, registered("1975-01-01")).await;
+        record(&t.ledger, id, moved_in("2024-04-01", "800")).await;
+    }
+    household_record(&t.ledger, "800", json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "31"})).await;
+    // The head joins employee insurance on 2026-11-20: insured that day (the one-day overlap),
+    // not from the 21st, when the loss takes effect.
+    record(&t.ledger, "31", json!({"type": "employee_insurance_joined", "effective_date": "2026-11-20"})).await;
+    let head = t.store.head().await.unwrap();
+    let read = Read { min_position: Some(head), ..Default::default() };
+    let hid = HouseholdId::parse("800").unwrap();
+    let view_on = |day: &str| {
+        let t = &t;
+        let read = read.clone();
+        let hid = hid.clone();
+        let day = day.to_owned();
+        async move {
+            t.clock.set(chrono::DateTime::parse_from_rfc3339(&format!("{day}T03:00:00Z")).unwrap().into());
+            let h = t.ledger.household_view(&hid, &read).await.unwrap();
+            let p = t.ledger.person(&PersonId::parse("31").unwrap(), &read).await.unwrap();
+            (h.deemed_head, p.deemed_head, p.insured)
+        }
+    };
+    assert_eq!(view_on("2026-11-20").await, (false, false, true), "the join day: still insured");
+    assert_eq!(view_on("2026-11-21").await, (true, true, false), "from the loss: deemed head");
+    // A member who is not the head is never the deemed head.
+    let p32 = t.ledger.person(&PersonId::parse("32").unwrap(), &read).await.unwrap();
+    assert!(!p32.deemed_head && p32.insured);
+    // The other member leaves too: no insured member, no deemed head.
+    t.clock.set(common::test_now());
+    record(&t.ledger, "32", json!({"type": "employee_insurance_joined", "effective_date": "2026-11-22"})).await;
+    let head = t.store.head().await.unwrap();
+    let h = t
+        .ledger
+        .household_view(&hid, &Read { min_position: Some(head), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(!h.deemed_head);
+    t.db.cleanup().await;
+});
