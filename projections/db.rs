@@ -148,7 +148,7 @@ impl Tx {
     }
 
     /// Inserts rows of `(name, type)` columns: one statement on PostgreSQL.
-    pub async fn insert(&mut self, table: &str, cols: &[(&str, Ty)], rows: &[Vec<Val>]) -> Result<(), StoreError> {
+    pub async fn insert(&mut self, table: &str, cols: &[(&str, Ty)], rows: Vec<Vec<Val>>) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -162,16 +162,25 @@ impl Tx {
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!("INSERT INTO {table} ({names}) SELECT * FROM UNNEST({arrays})");
+                // Rows to column arrays, moving the values (no copies of the text).
+                let mut texts: Vec<Vec<Option<String>>> = vec![Vec::new(); cols.len()];
+                let mut ints: Vec<Vec<Option<i64>>> = vec![Vec::new(); cols.len()];
+                let mut bools: Vec<Vec<bool>> = vec![Vec::new(); cols.len()];
+                for row in rows {
+                    for (i, v) in row.into_iter().enumerate() {
+                        match v {
+                            Val::Text(t) => texts[i].push(t),
+                            Val::Int(n) => ints[i].push(n),
+                            Val::Bool(b) => bools[i].push(b),
+                        }
+                    }
+                }
                 let mut q = sqlx::query(&sql);
                 for (i, (_, t)) in cols.iter().enumerate() {
                     q = match t {
-                        Ty::Text => q.bind(
-                            rows.iter()
-                                .map(|r| r[i].as_text().map(str::to_owned))
-                                .collect::<Vec<_>>(),
-                        ),
-                        Ty::Int => q.bind(rows.iter().map(|r| r[i].as_int()).collect::<Vec<_>>()),
-                        Ty::Bool => q.bind(rows.iter().map(|r| r[i].as_bool()).collect::<Vec<_>>()),
+                        Ty::Text => q.bind(std::mem::take(&mut texts[i])),
+                        Ty::Int => q.bind(std::mem::take(&mut ints[i])),
+                        Ty::Bool => q.bind(std::mem::take(&mut bools[i])),
                     };
                 }
                 q.execute(&mut **tx).await?;
@@ -179,7 +188,7 @@ impl Tx {
             Tx::Sqlite(tx) => {
                 let marks = (1..=cols.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
                 let sql = format!("INSERT INTO {table} ({names}) VALUES ({marks})");
-                for r in rows {
+                for r in &rows {
                     bind_sqlite(sqlx::query(&sql), r).execute(&mut **tx).await?;
                 }
             }

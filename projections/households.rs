@@ -91,9 +91,9 @@ impl Projection for Households {
                 ]),
             }
         }
-        tx.insert("proj_household_fact", &FACT_COLS, &facts).await?;
-        tx.insert("proj_card", &CARD_COLS, &cards).await?;
-        tx.insert("proj_branch", &BRANCH_COLS, &branches).await?;
+        tx.insert("proj_household_fact", &FACT_COLS, facts).await?;
+        tx.insert("proj_card", &CARD_COLS, cards).await?;
+        tx.insert("proj_branch", &BRANCH_COLS, branches).await?;
         Ok(())
     }
 }

@@ -255,7 +255,7 @@ impl Projection for Persons {
             // Close first: the new open versions must not be closed with them.
             tx.close_versions(table, "person_id", &closes[t]).await?;
             let all: Vec<(&str, Ty)> = KEY_COLS.iter().chain(cols.iter()).copied().collect();
-            tx.insert(table, &all, &inserts[t]).await?;
+            tx.insert(table, &all, std::mem::take(&mut inserts[t])).await?;
         }
         Ok(())
     }

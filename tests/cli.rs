@@ -120,7 +120,10 @@ async fn crash_survival(kind: Kind) {
     projections.catch_up().await.unwrap();
     let incremental = projections.dump().await.unwrap();
     let persons = incremental.iter().find(|(t, _)| *t == "proj_person").unwrap();
-    assert_eq!(persons.1.len(), events.iter().filter(|e| e.aggregate_type == "person").count());
+    assert_eq!(
+        persons.1.len(),
+        events.iter().filter(|e| e.aggregate_type == "person").count()
+    );
     projections.rebuild(|_| {}).await.unwrap();
     assert_eq!(projections.dump().await.unwrap(), incremental);
     store.close().await;
@@ -275,7 +278,10 @@ async fn import_on(kind: Kind) {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let summary = String::from_utf8_lossy(&out.stdout);
-    assert!(summary.contains("rebuilt persons, households from 13 events"), "{summary}");
+    assert!(
+        summary.contains("rebuilt persons, households from 13 events"),
+        "{summary}"
+    );
     assert!(summary.contains("proj_branch: 3 rows"), "{summary}");
     assert!(summary.contains("checkpoint persons: 13"), "{summary}");
     let projections = kokuho_ledger::projections::Projections::new(store.clone());

@@ -122,14 +122,16 @@ on_both!(
         run_script(&t.ledger, &script()).await;
         let head = t.store.head().await.unwrap();
 
-        // Batches of 5: the third fails after writing its rows and checkpoint, before the commit.
+        // Batches of 5, each applied to `persons` then `households`: the fourth commit
+        // (households' second batch) fails after writing its rows and checkpoint, before the commit.
         let first = Projections::new(t.store.clone()).with_batch(5);
-        first.faults.fail_after_commits(2);
+        first.faults.fail_after_commits(3);
         assert!(matches!(first.catch_up().await, Err(ProjectionError::Injected)));
         let status = first.status().await.unwrap();
-        assert!(
-            status.iter().any(|s| s.position == 10),
-            "the failed batch left its projection at the last commit: {status:?}"
+        assert_eq!(
+            status.iter().map(|s| (s.name, s.position)).collect::<Vec<_>>(),
+            vec![("persons", 10), ("households", 5)],
+            "the failed batch left its projection at its last commit"
         );
         let partial = first.dump().await.unwrap();
         drop(first);
@@ -424,45 +426,84 @@ async fn household_record(ledger: &Ledger, id: &str, body: Value) {
         .unwrap_or_else(|e| panic!("{id} {body}: {e}"));
 }
 
-on_both!(deemed_head_from_the_day_the_heads_loss_takes_effect, |kind| async move {
-    let t = common::ledger(kind).await;
-    for id in ["31", "32"] {
-        record(&t.ledger, id, registered("1975-01-01")).await;
-        record(&t.ledger, id, moved_in("2024-04-01", "800")).await;
-    }
-    household_record(&t.ledger, "800", json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "31"})).await;
-    // The head joins employee insurance on 2026-11-20: insured that day (the one-day overlap),
-    // not from the 21st, when the loss takes effect.
-    record(&t.ledger, "31", json!({"type": "employee_insurance_joined", "effective_date": "2026-11-20"})).await;
-    let head = t.store.head().await.unwrap();
-    let read = Read { min_position: Some(head), ..Default::default() };
-    let hid = HouseholdId::parse("800").unwrap();
-    let view_on = |day: &str| {
-        let t = &t;
-        let read = read.clone();
-        let hid = hid.clone();
-        let day = day.to_owned();
-        async move {
-            t.clock.set(chrono::DateTime::parse_from_rfc3339(&format!("{day}T03:00:00Z")).unwrap().into());
-            let h = t.ledger.household_view(&hid, &read).await.unwrap();
-            let p = t.ledger.person(&PersonId::parse("31").unwrap(), &read).await.unwrap();
-            (h.deemed_head, p.deemed_head, p.insured)
+on_both!(
+    deemed_head_from_the_day_the_heads_loss_takes_effect,
+    |kind| async move {
+        let t = common::ledger(kind).await;
+        for id in ["31", "32"] {
+            record(&t.ledger, id, registered("1975-01-01")).await;
+            record(&t.ledger, id, moved_in("2024-04-01", "800")).await;
         }
-    };
-    assert_eq!(view_on("2026-11-20").await, (false, false, true), "the join day: still insured");
-    assert_eq!(view_on("2026-11-21").await, (true, true, false), "from the loss: deemed head");
-    // A member who is not the head is never the deemed head.
-    let p32 = t.ledger.person(&PersonId::parse("32").unwrap(), &read).await.unwrap();
-    assert!(!p32.deemed_head && p32.insured);
-    // The other member leaves too: no insured member, no deemed head.
-    t.clock.set(common::test_now());
-    record(&t.ledger, "32", json!({"type": "employee_insurance_joined", "effective_date": "2026-11-22"})).await;
-    let head = t.store.head().await.unwrap();
-    let h = t
-        .ledger
-        .household_view(&hid, &Read { min_position: Some(head), ..Default::default() })
-        .await
-        .unwrap();
-    assert!(!h.deemed_head);
-    t.db.cleanup().await;
-});
+        household_record(
+            &t.ledger,
+            "800",
+            json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "31"}),
+        )
+        .await;
+        // The head joins employee insurance on 2026-11-20: insured that day (the one-day overlap),
+        // not from the 21st, when the loss takes effect.
+        record(
+            &t.ledger,
+            "31",
+            json!({"type": "employee_insurance_joined", "effective_date": "2026-11-20"}),
+        )
+        .await;
+        let head = t.store.head().await.unwrap();
+        let read = Read {
+            min_position: Some(head),
+            ..Default::default()
+        };
+        let hid = HouseholdId::parse("800").unwrap();
+        let view_on = |day: &str| {
+            let t = &t;
+            let read = read.clone();
+            let hid = hid.clone();
+            let day = day.to_owned();
+            async move {
+                t.clock.set(
+                    chrono::DateTime::parse_from_rfc3339(&format!("{day}T03:00:00Z"))
+                        .unwrap()
+                        .into(),
+                );
+                let h = t.ledger.household_view(&hid, &read).await.unwrap();
+                let p = t.ledger.person(&PersonId::parse("31").unwrap(), &read).await.unwrap();
+                (h.deemed_head, p.deemed_head, p.insured)
+            }
+        };
+        assert_eq!(
+            view_on("2026-11-20").await,
+            (false, false, true),
+            "the join day: still insured"
+        );
+        assert_eq!(
+            view_on("2026-11-21").await,
+            (true, true, false),
+            "from the loss: deemed head"
+        );
+        // A member who is not the head is never the deemed head.
+        let p32 = t.ledger.person(&PersonId::parse("32").unwrap(), &read).await.unwrap();
+        assert!(!p32.deemed_head && p32.insured);
+        // The other member leaves too: no insured member, no deemed head.
+        t.clock.set(common::test_now());
+        record(
+            &t.ledger,
+            "32",
+            json!({"type": "employee_insurance_joined", "effective_date": "2026-11-22"}),
+        )
+        .await;
+        let head = t.store.head().await.unwrap();
+        let h = t
+            .ledger
+            .household_view(
+                &hid,
+                &Read {
+                    min_position: Some(head),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(!h.deemed_head);
+        t.db.cleanup().await;
+    }
+);

@@ -523,7 +523,8 @@ async fn projections(url: &str, persons: usize, clients: usize, seconds: u64, ra
                 let mut conn = Conn::open(&addr).await?;
                 let mut lat = Vec::new();
                 let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
-                let mut next = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / clients as f64));
+                let mut next =
+                    Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / clients as f64));
                 while Instant::now() < deadline {
                     if interval.is_some() {
                         tokio::time::sleep_until(next.into()).await;
