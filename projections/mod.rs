@@ -89,7 +89,6 @@ struct Entry {
     projection: Box<dyn Projection>,
     /// The committed checkpoint, as this process last saw it.
     position: watch::Sender<i64>,
-    wake: Notify,
 }
 
 /// A projection's progress, for /readyz and /metrics.
@@ -118,11 +117,15 @@ pub struct Projections {
     db: Db,
     entries: Vec<Entry>,
     batch: i64,
+    wake: Notify,
     pub faults: Faults,
 }
 
 /// Events read and applied per transaction.
 const BATCH: i64 = 2000;
+/// After a part batch, the runner waits this long for more events (bounds the rounds per
+/// second under load; adds at most this much to the lag).
+const GATHER: Duration = Duration::from_millis(20);
 /// Events per transaction during a rebuild.
 const REBUILD_BATCH: i64 = 10_000;
 /// A runner looks at the log at least this often, for writers in other processes.
@@ -140,10 +143,10 @@ impl Projections {
                 .map(|projection| Entry {
                     projection,
                     position: watch::Sender::new(0),
-                    wake: Notify::new(),
                 })
                 .collect(),
             batch: BATCH,
+            wake: Notify::new(),
             faults: Faults::default(),
         }
     }
@@ -156,11 +159,9 @@ impl Projections {
         self.entries.iter().map(|e| e.projection.name()).collect()
     }
 
-    /// Tells the runners the log moved (called after each append in this process).
+    /// Tells the runner the log moved (called after each append in this process).
     pub fn notify(&self) {
-        for e in &self.entries {
-            e.wake.notify_one();
-        }
+        self.wake.notify_one();
     }
 
     /// The lowest checkpoint this process has seen committed.
@@ -195,14 +196,6 @@ impl Projections {
         Ok(())
     }
 
-    /// Applies one batch to one projection; the number of events applied (0: none waiting, or
-    /// another process had moved the checkpoint, which is now re-read).
-    async fn step(&self, entry: &Entry) -> Result<usize, ProjectionError> {
-        let from = *entry.position.borrow();
-        let events = self.store.read_log(from, self.batch).await?;
-        self.apply_batch(entry, from, &events).await
-    }
-
     /// Applies `events` (which follow position `from`) to one projection in one transaction.
     async fn apply_batch(&self, entry: &Entry, from: i64, events: &[StoredEvent]) -> Result<usize, ProjectionError> {
         let Some(last) = events.last().map(|e| e.position) else {
@@ -210,6 +203,12 @@ impl Projections {
         };
         let name = entry.projection.name();
         let mut tx = self.db.begin().await?;
+        if tx.is_postgres() {
+            // A projection is derivable from the log, and its rows and checkpoint commit or vanish
+            // together either way: it need not wait for its own WAL flush (which would compete
+            // with the log's). After a crash it redoes what it lost, from its checkpoint.
+            tx.execute("SET LOCAL synchronous_commit = off", &[]).await?;
+        }
         let lock = if tx.is_postgres() {
             "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE"
         } else {
@@ -253,64 +252,69 @@ impl Projections {
     async fn catch_up_in(&self, batch: i64, progress: impl Fn(u64)) -> Result<(), ProjectionError> {
         self.load_checkpoints().await?;
         let head = self.store.head().await?;
-        loop {
-            let from = self.position();
-            if from >= head {
-                return Ok(());
-            }
-            let events = self.store.read_log(from, batch).await?;
-            for entry in &self.entries {
-                let at = *entry.position.borrow();
-                // Only the part of the batch this projection has not applied yet.
-                let start = events.partition_point(|e| e.position <= at);
-                if start < events.len() {
-                    let n = self.apply_batch(entry, at, &events[start..]).await?;
-                    progress(n as u64);
-                }
-            }
+        while self.position() < head {
+            self.round(batch, &progress).await?;
         }
+        Ok(())
     }
 
-    /// Runs every projection until `stop` turns true.
-    pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..self.entries.len())
-            .map(|i| {
-                let me = self.clone();
-                let mut stop = stop.clone();
-                tokio::spawn(async move {
-                    let entry = &me.entries[i];
-                    let name = entry.projection.name();
-                    match me.stored_checkpoint(name).await {
-                        Ok(p) => {
-                            entry.position.send_replace(p);
+    /// Reads the batch after the lowest checkpoint once and applies to every projection the
+    /// part it has not applied yet; the number of events read (0: the log has nothing new).
+    async fn round(&self, batch: i64, progress: &impl Fn(u64)) -> Result<usize, ProjectionError> {
+        let from = self.position();
+        let events = self.store.read_log(from, batch).await?;
+        for entry in &self.entries {
+            let at = *entry.position.borrow();
+            let start = events.partition_point(|e| e.position <= at);
+            if start < events.len() {
+                let n = self.apply_batch(entry, at, &events[start..]).await?;
+                progress(n as u64);
+            }
+        }
+        Ok(events.len())
+    }
+
+    /// Runs the projections until `stop` turns true (or its sender is dropped): one task, which
+    /// reads each batch of the log once for all of them.
+    pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        let mut stop = stop;
+        tokio::spawn(async move {
+            if let Err(e) = me.load_checkpoints().await {
+                tracing::error!(error = %e, "cannot read the projection checkpoints");
+            }
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                let pause = match me.round(me.batch, &|_| {}).await {
+                    Ok(0) => Some(POLL),
+                    // A part batch: let a few more appends gather before the next round, so
+                    // the projections' cost per event stays low under load.
+                    Ok(n) if (n as i64) < me.batch => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(GATHER) => {}
+                            changed = stop.changed() => if changed.is_err() { break },
                         }
-                        Err(e) => tracing::error!(projection = name, error = %e, "cannot read checkpoint"),
+                        None
                     }
-                    loop {
-                        if *stop.borrow() {
-                            break;
-                        }
-                        let pause = match me.step(entry).await {
-                            Ok(0) => Some(POLL),
-                            Ok(_) => None,
-                            Err(e) => {
-                                tracing::error!(projection = name, error = %e, "projection batch failed; retrying");
-                                metrics::global().projection_errors.inc();
-                                Some(Duration::from_secs(1))
-                            }
-                        };
-                        if let Some(pause) = pause {
-                            tokio::select! {
-                                _ = entry.wake.notified() => {}
-                                _ = tokio::time::sleep(pause) => {}
-                                // A dropped sender means stop too.
-                                changed = stop.changed() => if changed.is_err() { break },
-                            }
-                        }
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::error!(error = %e, "projection batch failed; retrying");
+                        metrics::global().projection_errors.inc();
+                        Some(Duration::from_secs(1))
                     }
-                })
-            })
-            .collect()
+                };
+                if let Some(pause) = pause {
+                    tokio::select! {
+                        _ = me.wake.notified() => {}
+                        _ = tokio::time::sleep(pause) => {}
+                        // A dropped sender means stop too.
+                        changed = stop.changed() => if changed.is_err() { break },
+                    }
+                }
+            }
+        })
     }
 
     /// Waits until every projection has applied `position` (read-your-writes), up to `limit`.

@@ -153,7 +153,7 @@ async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, database = ?opened.ledger.store().kind(), "serving");
     let router = crate::http::router(opened.ledger.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runners = opened.ledger.projections().spawn(stopped);
+    let runner = opened.ledger.projections().spawn(stopped);
     let daily = tokio::spawn(age_out_daily(opened.ledger.clone()));
     let store = opened.ledger.store().clone();
     drop(opened.ledger);
@@ -165,9 +165,7 @@ async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
     let _ = daily.await;
     // Projections commit batch by batch: stopping between batches loses nothing.
     let _ = stop.send(true);
-    for r in runners {
-        let _ = r.await;
-    }
+    let _ = runner.await;
     // The router (and with it the last writer handle) is gone: the writer drains and stops.
     if tokio::time::timeout(Duration::from_secs(30), opened.writer_task)
         .await

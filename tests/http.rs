@@ -24,7 +24,10 @@ struct Reply {
 
 impl Api {
     async fn new(kind: Kind) -> Self {
-        let t = ledger(kind).await;
+        Self::with(ledger(kind).await)
+    }
+
+    fn with(t: TestLedger) -> Self {
         let router = kokuho_ledger::http::router(t.ledger.clone());
         Self { t, router }
     }
@@ -551,17 +554,67 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     api.t.db.cleanup().await;
 });
 
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_reports_a_lagging_projection() {
+    // No projection runner: the log moves on, the projections do not.
+    let api = Api::with(common::ledger_with(Kind::Sqlite, false).await);
+    api.register("1", "1980-06-15").await;
+    let r = api.get_now("/readyz").await;
+    assert_eq!(r.status, StatusCode::OK, "lag under 5 s is still ready: {}", r.body);
+    assert_eq!(r.body["projections"][0]["lag_events"], 1);
+    tokio::time::sleep(std::time::Duration::from_millis(5200)).await;
+    let r = api.get_now("/readyz").await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::SERVICE_UNAVAILABLE, "projection_lagging")
+    );
+    assert_eq!(r.body["status"], "lagging");
+    assert!(r.body["projections"][0]["lag_seconds"].as_f64().unwrap() > 5.0);
+    // A read that needs the write says why it cannot answer.
+    let r = api.get("/v1/persons/1").await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::SERVICE_UNAVAILABLE, "projection_lagging")
+    );
+    let r = api.get_now("/v1/persons/1?min_position=x").await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_min_position"));
+    api.t.db.cleanup().await;
+}
+
 #[tokio::test]
 async fn operations_endpoints() {
     let api = Api::new(Kind::Sqlite).await;
     let r = api.get("/healthz").await;
     assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("ok")));
     api.register("1", "1980-06-15").await;
+    // Once a read has waited for the write, the projections report no lag.
+    assert_eq!(api.get("/v1/persons/1").await.status, StatusCode::OK);
     let r = api.get("/readyz").await;
     assert_eq!((r.status, r.body["log_head"].as_i64()), (StatusCode::OK, Some(1)));
+    assert_eq!(
+        r.body["projections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (
+                p["name"].as_str().unwrap(),
+                p["position"].as_i64().unwrap(),
+                p["lag_events"].as_i64().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        vec![("persons", 1, 0), ("households", 1, 0)]
+    );
     let r = api.get("/metrics").await;
     let text = r.body.as_str().unwrap();
     assert!(text.contains("kokuho_log_head_position 1"), "{text}");
+    assert!(
+        text.contains("kokuho_projection_position{projection=\"persons\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kokuho_projection_lag_events{projection=\"households\"} 0"),
+        "{text}"
+    );
     assert!(text.contains("kokuho_http_responses_total{status=\"201\"}"));
     let r = api.get("/v1/openapi.json").await;
     assert_eq!(r.status, StatusCode::OK);

@@ -139,16 +139,18 @@ async fn ledger(url: &str, dir: &std::path::Path) -> anyhow::Result<(Arc<Ledger>
     let settings = Settings::default();
     let (writer, _task) = Writer::spawn(store.clone(), settings.max_batch);
     let vault = Vault::open_key_file(&dir.join("bench.key"), true)?;
-    Ok((
-        Arc::new(Ledger::new(
-            store.clone(),
-            writer,
-            Arc::new(SystemClock),
-            Arc::new(vault),
-            settings,
-        )),
-        store,
-    ))
+    let ledger = Arc::new(Ledger::new(
+        store.clone(),
+        writer,
+        Arc::new(SystemClock),
+        Arc::new(vault),
+        settings,
+    ));
+    // As in `serve`: the projection runners share the machine with the commands.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    ledger.projections().spawn(stopped);
+    std::mem::forget(stop);
+    Ok((ledger, store))
 }
 
 fn registration(i: usize) -> Value {
@@ -366,6 +368,7 @@ async fn timeline(url: &str, events: usize, requests: usize, clients: usize) -> 
             )
             .await?;
     }
+    ledger.projections().catch_up().await?;
     let router = kokuho_ledger::http::router(ledger.clone());
     for (label, concurrency) in [("sequential", 1usize), ("concurrent", clients)] {
         let mut tasks = Vec::new();
@@ -564,8 +567,6 @@ async fn projections(url: &str, persons: usize, clients: usize, seconds: u64, ra
 async fn lag(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (ledger, store) = ledger(url, dir.path()).await?;
-    let (_stop, stopped) = tokio::sync::watch::channel(false);
-    ledger.projections().spawn(stopped);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for c in 0..clients {
