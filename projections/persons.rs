@@ -108,17 +108,15 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            vec![
-                Val::Int(Some(i as i64)),
-                Val::text(r.from.to_string()),
-                date(r.to),
-                Val::text(r.acquisition.as_str()),
-                Val::opt_text(r.loss.map(|l| l.as_str())),
-                Val::opt_text(r.loss.and_then(|l| l.code())),
-                Val::text(r.qualified_on.to_string()),
-                date(r.disqualified_on()),
-                Val::Bool(r.loss_by_age),
-            ]
+            let period = Period {
+                from: r.from,
+                to: r.to,
+                acquisition: r.acquisition,
+                loss: r.loss,
+                qualified_on: r.qualified_on,
+                disqualified_on: r.disqualified_on(),
+            };
+            period.row(i, Val::Bool(r.loss_by_age))
         })
         .collect();
     let intervals = derived
@@ -126,17 +124,15 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            vec![
-                Val::Int(Some(i as i64)),
-                Val::text(r.from.to_string()),
-                date(r.to),
-                Val::text(r.acquisition.as_str()),
-                Val::opt_text(r.loss.map(|l| l.as_str())),
-                Val::opt_text(r.loss.and_then(|l| l.code())),
-                Val::text(r.qualified_on.to_string()),
-                date(r.disqualified_on),
-                Val::opt_text(r.household_id.as_ref()),
-            ]
+            let period = Period {
+                from: r.from,
+                to: r.to,
+                acquisition: r.acquisition,
+                loss: r.loss,
+                qualified_on: r.qualified_on,
+                disqualified_on: r.disqualified_on,
+            };
+            period.row(i, Val::opt_text(r.household_id.as_ref()))
         })
         .collect();
     let memberships = derived
@@ -154,6 +150,33 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
         })
         .collect();
     Ok([attrs, runs, intervals, memberships])
+}
+
+/// What runs and intervals have in common: their first columns.
+struct Period {
+    from: chrono::NaiveDate,
+    to: Option<chrono::NaiveDate>,
+    acquisition: crate::domain::history::AcquisitionReason,
+    loss: Option<crate::domain::history::LossReason>,
+    qualified_on: chrono::NaiveDate,
+    disqualified_on: Option<chrono::NaiveDate>,
+}
+
+impl Period {
+    /// The row at `ordinal`, ending with the table's own last column.
+    fn row(&self, ordinal: usize, last: Val) -> Vec<Val> {
+        vec![
+            Val::Int(Some(ordinal as i64)),
+            Val::text(self.from.to_string()),
+            Val::opt_text(self.to),
+            Val::text(self.acquisition.as_str()),
+            Val::opt_text(self.loss.map(|l| l.as_str())),
+            Val::opt_text(self.loss.and_then(|l| l.code())),
+            Val::text(self.qualified_on.to_string()),
+            Val::opt_text(self.disqualified_on),
+            last,
+        ]
+    }
 }
 
 /// Where a table's open version of one person lives while a batch is applied.

@@ -228,6 +228,14 @@ pub fn in_force_on<'a>(facts: &'a [FactRow], kinds: &[&str], day: NaiveDate) -> 
     relevant.pop()
 }
 
+fn card_row(r: &[Val]) -> CardRow {
+    CardRow {
+        household_id: text(&r[0]),
+        symbol: text(&r[1]),
+        number: text(&r[2]),
+    }
+}
+
 pub async fn card_of(db: &Db, household_id: &str, at: i64) -> Result<Option<CardRow>, StoreError> {
     Ok(db
         .fetch(
@@ -237,11 +245,7 @@ pub async fn card_of(db: &Db, household_id: &str, at: i64) -> Result<Option<Card
         )
         .await?
         .first()
-        .map(|r| CardRow {
-            household_id: text(&r[0]),
-            symbol: text(&r[1]),
-            number: text(&r[2]),
-        }))
+        .map(|r| card_row(r)))
 }
 
 /// A household's card and a person's branch under it, in one query.
@@ -261,16 +265,7 @@ pub async fn card_and_branch(
         )
         .await?
         .first()
-        .map(|r| {
-            (
-                CardRow {
-                    household_id: text(&r[0]),
-                    symbol: text(&r[1]),
-                    number: text(&r[2]),
-                },
-                opt_text(&r[3]),
-            )
-        }))
+        .map(|r| (card_row(r), opt_text(&r[3]))))
 }
 
 pub async fn card_by_number(db: &Db, symbol: &str, number: &str) -> Result<Option<CardRow>, StoreError> {
@@ -282,11 +277,7 @@ pub async fn card_by_number(db: &Db, symbol: &str, number: &str) -> Result<Optio
         )
         .await?
         .first()
-        .map(|r| CardRow {
-            household_id: text(&r[0]),
-            symbol: text(&r[1]),
-            number: text(&r[2]),
-        }))
+        .map(|r| card_row(r)))
 }
 
 /// Branch numbers issued under a card, in branch order.
