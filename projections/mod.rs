@@ -263,6 +263,12 @@ impl Projections {
     async fn round(&self, batch: i64, progress: &impl Fn(u64)) -> Result<usize, ProjectionError> {
         let from = self.position();
         let events = self.store.read_log(from, batch).await?;
+        self.apply_all(&events, progress).await?;
+        Ok(events.len())
+    }
+
+    /// Applies consecutive events to every projection that has not applied them yet.
+    async fn apply_all(&self, events: &[StoredEvent], progress: &impl Fn(u64)) -> Result<(), ProjectionError> {
         for entry in &self.entries {
             let at = *entry.position.borrow();
             let start = events.partition_point(|e| e.position <= at);
@@ -271,7 +277,7 @@ impl Projections {
                 progress(n as u64);
             }
         }
-        Ok(events.len())
+        Ok(())
     }
 
     /// Runs the projections until `stop` turns true (or its sender is dropped): one task, which
