@@ -26,7 +26,6 @@ pub const TABLES: [(&str, &[(&str, Ty)]); 4] = [
     (
         "proj_person",
         &[
-            ("last_sequence", Ty::Int),
             ("name", Ty::Text),
             ("name_kana", Ty::Text),
             ("real_name", Ty::Text),
@@ -92,7 +91,6 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
     };
     let date = |d: Option<chrono::NaiveDate>| Val::opt_text(d);
     let attrs = vec![vec![
-        Val::Int(Some(person.last_sequence() as i64)),
         Val::text(reg.name.as_str()),
         Val::text(reg.name_kana.as_str()),
         Val::opt_text(reg.real_name.as_ref().map(|n| n.as_str())),

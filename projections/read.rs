@@ -29,7 +29,6 @@ fn opt_text(v: &Val) -> Option<String> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct PersonRow {
-    pub last_sequence: i64,
     pub name: String,
     pub name_kana: String,
     pub real_name: Option<String>,
@@ -92,7 +91,7 @@ pub struct BranchRow {
 
 pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, StoreError> {
     let sql = format!(
-        "SELECT last_sequence, name, name_kana, real_name, real_name_kana, birth_date, sex, sex_on_back, \
+        "SELECT name, name_kana, real_name, real_name_kana, birth_date, sex, sex_on_back, \
          deceased_on, disclosure_restricted_from FROM proj_person WHERE person_id = $1 AND {KNOWN_AT}"
     );
     use Ty::*;
@@ -100,25 +99,39 @@ pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, Sto
         .fetch(
             &sql,
             &[Val::text(id), Val::Int(Some(at))],
-            &[Int, Text, Text, Text, Text, Text, Text, Bool, Text, Text],
+            &[Text, Text, Text, Text, Text, Text, Bool, Text, Text],
         )
         .await?;
     rows.first()
         .map(|r| {
             Ok(PersonRow {
-                last_sequence: r[0].as_int().unwrap_or(0),
-                name: text(&r[1]),
-                name_kana: text(&r[2]),
-                real_name: opt_text(&r[3]),
-                real_name_kana: opt_text(&r[4]),
-                birth_date: req_date(&r[5])?,
-                sex: text(&r[6]),
-                sex_on_back: r[7].as_bool(),
-                deceased_on: date(&r[8])?,
-                disclosure_restricted_from: date(&r[9])?,
+                name: text(&r[0]),
+                name_kana: text(&r[1]),
+                real_name: opt_text(&r[2]),
+                real_name_kana: opt_text(&r[3]),
+                birth_date: req_date(&r[4])?,
+                sex: text(&r[5]),
+                sex_on_back: r[6].as_bool(),
+                deceased_on: date(&r[7])?,
+                disclosure_restricted_from: date(&r[8])?,
             })
         })
         .transpose()
+}
+
+/// The person's last sequence in the log prefix up to `at` (0: no events).
+pub async fn last_sequence(db: &Db, id: &str, at: i64) -> Result<i64, StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT coalesce(max(sequence), 0) FROM events \
+             WHERE aggregate_type = 'person' AND aggregate_id = $1 AND position <= $2",
+            &[Val::text(id), Val::Int(Some(at))],
+            &[Ty::Int],
+        )
+        .await?
+        .first()
+        .and_then(|r| r[0].as_int())
+        .unwrap_or(0))
 }
 
 /// Ward application periods (`proj_run`) or timeline intervals (`proj_interval`), oldest first.

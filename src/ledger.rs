@@ -856,8 +856,8 @@ impl Ledger {
         Ok(Known { person, derived })
     }
 
-    /// The log position a read answers at, after waiting (briefly) for the projections to
-    /// reach what the caller needs: the position it last wrote (read-your-writes) and, for an
+    /// The log position a read answers at (at most the projections' committed position), after
+    /// waiting (briefly) for the projections to reach what the caller needs: the position it last wrote (read-your-writes) and, for an
     /// as-of read, the last position recorded by that instant (so the answer is complete).
     async fn read_at(&self, r: &Read) -> Result<i64, LedgerError> {
         let mut needed = r.min_position.unwrap_or(0);
@@ -872,7 +872,9 @@ impl Ledger {
         if needed > 0 {
             self.projections.wait_for(needed, READ_WAIT).await?;
         }
-        Ok(at)
+        // Never beyond what every projection has committed: rows valid at such a position do
+        // not change any more, so the several queries of one read see one consistent state.
+        Ok(at.min(self.projections.position()))
     }
 
     fn person_not_found(person_id: &PersonId, r: &Read) -> LedgerError {
@@ -1042,7 +1044,7 @@ impl Ledger {
             deemed_head,
             disclosure_restricted: row.disclosure_restricted_from.is_some_and(|d| d <= today),
             deceased_on: row.deceased_on,
-            last_sequence: row.last_sequence as u64,
+            last_sequence: read::last_sequence(db, id, at).await? as u64,
             today,
         })
     }
@@ -1088,14 +1090,15 @@ impl Ledger {
     pub async fn timeline(&self, person_id: &PersonId, r: &Read) -> Result<TimelineView, LedgerError> {
         let at = self.read_at(r).await?;
         let db = self.projections.db();
-        let row = read::person(db, person_id.as_str(), at)
-            .await?
-            .ok_or_else(|| Self::person_not_found(person_id, r))?;
+        if read::person(db, person_id.as_str(), at).await?.is_none() {
+            return Err(Self::person_not_found(person_id, r));
+        }
+        // The log prefix the projection rows describe: never ahead of the intervals.
         let mut stored = self
             .store
             .load_stream(Person::TYPE, person_id.as_str(), r.as_of)
             .await?;
-        stored.truncate(row.last_sequence as usize);
+        stored.retain(|e| e.position <= at);
         let person = fold::<Person>(&stored)?;
         let (statuses, _) = person.statuses();
         let events = stored

@@ -111,6 +111,18 @@ async fn person_events(t: &TestLedger) -> usize {
         .count()
 }
 
+/// Rows of a bitemporal table still in force (`known_to`, the third column, null).
+fn open_versions(dump: &[(&'static str, Vec<Vec<kokuho_ledger::projections::db::Val>>)], table: &str) -> usize {
+    dump.iter()
+        .find(|(t, _)| *t == table)
+        .map(|(_, r)| {
+            r.iter()
+                .filter(|row| row[2] == kokuho_ledger::projections::db::Val::Int(None))
+                .count()
+        })
+        .unwrap()
+}
+
 fn rows(dump: &[(&'static str, Vec<Vec<kokuho_ledger::projections::db::Val>>)], table: &str) -> usize {
     dump.iter().find(|(t, _)| *t == table).map(|(_, r)| r.len()).unwrap()
 }
@@ -144,8 +156,11 @@ on_both!(
         }
         let incremental = second.dump().await.unwrap();
         assert!(rows(&incremental, "proj_person") > rows(&partial, "proj_person"));
-        // One person version per person event: nothing skipped, nothing applied twice.
-        assert_eq!(rows(&incremental, "proj_person"), person_events(&t).await);
+        // Each person has exactly one version in force: nothing skipped, nothing applied twice
+        // (a second application would also break the primary key).
+        assert_eq!(open_versions(&incremental, "proj_person"), 8);
+        // Persons 4 and 8 changed household: two membership periods each in force.
+        assert_eq!(open_versions(&incremental, "proj_membership"), 10);
 
         // A rebuild (other batch boundaries) gives the very same tables.
         let summary = second.rebuild(|_| {}).await.unwrap();
@@ -194,11 +209,8 @@ on_both!(
             }
             process.catch_up().await.unwrap();
             let incremental = process.dump().await.unwrap();
-            assert_eq!(
-                rows(&incremental, "proj_person"),
-                person_events(&t).await,
-                "seed {seed}"
-            );
+            assert_eq!(open_versions(&incremental, "proj_person"), 8, "seed {seed}");
+            assert!(person_events(&t).await > 8);
             process.rebuild(|_| {}).await.unwrap();
             assert_eq!(process.dump().await.unwrap(), incremental, "seed {seed}");
             t.db.cleanup().await;

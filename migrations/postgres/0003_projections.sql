@@ -15,11 +15,12 @@ CREATE TABLE projection_checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- A new version only when an attribute changes (the stream's last sequence at a position is
+-- read from the log).
 CREATE TABLE proj_person (
     person_id                  text NOT NULL,
     known_from                 bigint NOT NULL,
     known_to                   bigint,
-    last_sequence              bigint NOT NULL,
     name                       text NOT NULL,
     name_kana                  text NOT NULL,
     real_name                  text,

@@ -15,11 +15,12 @@ CREATE TABLE projection_checkpoints (
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
 
+-- A new version only when an attribute changes (the stream's last sequence at a position is
+-- read from the log).
 CREATE TABLE proj_person (
     person_id                  TEXT NOT NULL,
     known_from                 INTEGER NOT NULL,
     known_to                   INTEGER,
-    last_sequence              INTEGER NOT NULL,
     name                       TEXT NOT NULL,
     name_kana                  TEXT NOT NULL,
     real_name                  TEXT,
