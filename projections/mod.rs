@@ -118,6 +118,8 @@ pub struct Projections {
     entries: Vec<Entry>,
     batch: i64,
     wake: Notify,
+    /// Set once the checkpoints were read from the database (before that, positions are 0).
+    loaded: tokio::sync::OnceCell<()>,
     pub faults: Faults,
 }
 
@@ -147,6 +149,7 @@ impl Projections {
                 .collect(),
             batch: BATCH,
             wake: Notify::new(),
+            loaded: tokio::sync::OnceCell::new(),
             faults: Faults::default(),
         }
     }
@@ -191,9 +194,23 @@ impl Projections {
     pub async fn load_checkpoints(&self) -> Result<(), StoreError> {
         for e in &self.entries {
             let p = self.stored_checkpoint(e.projection.name()).await?;
-            e.position.send_replace(p);
+            e.position.send_if_modified(|old| {
+                let moved = *old != p;
+                *old = p;
+                moved
+            });
         }
+        let _ = self.loaded.set(());
         Ok(())
+    }
+
+    /// The committed position every projection has reached, read from the database the first
+    /// time (so a process that has just started does not answer from position 0).
+    pub async fn committed(&self) -> Result<i64, StoreError> {
+        if !self.loaded.initialized() {
+            self.load_checkpoints().await?;
+        }
+        Ok(self.position())
     }
 
     /// Applies `events` (which follow position `from`) to one projection in one transaction.

@@ -874,7 +874,7 @@ impl Ledger {
         }
         // Never beyond what every projection has committed: rows valid at such a position do
         // not change any more, so the several queries of one read see one consistent state.
-        Ok(at.min(self.projections.position()))
+        Ok(at.min(self.projections.committed().await?))
     }
 
     fn person_not_found(person_id: &PersonId, r: &Read) -> LedgerError {

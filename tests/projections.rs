@@ -427,6 +427,11 @@ on_both!(reads_wait_for_their_own_writes_and_report_lag, |kind| async move {
         .unwrap();
     assert!(p.insured);
     assert_eq!(p.card.unwrap().branch.as_deref(), Some("01"));
+    // A process that has just started (no runner yet) answers from the committed checkpoints,
+    // not from position 0.
+    let fresh = ledger_on(t.db.share(), false).await;
+    let p = fresh.ledger.person(&pid, &Read::default()).await.unwrap();
+    assert_eq!((p.last_sequence, p.insured), (2, true));
     t.db.cleanup().await;
 });
 
