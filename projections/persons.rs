@@ -20,61 +20,50 @@ use crate::store::{Store, StoredEvent};
 
 pub const NAME: &str = "persons";
 
-/// The versioned tables and their data columns (each also has `person_id`, `known_from`,
-/// `known_to` first).
-pub const TABLES: [(&str, &[(&str, Ty)]); 4] = [
-    (
-        "proj_person",
-        &[
-            ("name", Ty::Text),
-            ("name_kana", Ty::Text),
-            ("real_name", Ty::Text),
-            ("real_name_kana", Ty::Text),
-            ("birth_date", Ty::Text),
-            ("sex", Ty::Text),
-            ("sex_on_back", Ty::Bool),
-            ("deceased_on", Ty::Text),
-            ("disclosure_restricted_from", Ty::Text),
-        ],
-    ),
-    (
-        "proj_run",
-        &[
-            ("ordinal", Ty::Int),
-            ("from_date", Ty::Text),
-            ("to_date", Ty::Text),
-            ("acquisition_reason", Ty::Text),
-            ("loss_reason", Ty::Text),
-            ("loss_code", Ty::Text),
-            ("qualified_on", Ty::Text),
-            ("disqualified_on", Ty::Text),
-            ("loss_by_age", Ty::Bool),
-        ],
-    ),
-    (
-        "proj_interval",
-        &[
-            ("ordinal", Ty::Int),
-            ("from_date", Ty::Text),
-            ("to_date", Ty::Text),
-            ("acquisition_reason", Ty::Text),
-            ("loss_reason", Ty::Text),
-            ("loss_code", Ty::Text),
-            ("qualified_on", Ty::Text),
-            ("disqualified_on", Ty::Text),
-            ("household_id", Ty::Text),
-        ],
-    ),
-    (
-        "proj_membership",
-        &[
-            ("ordinal", Ty::Int),
-            ("household_id", Ty::Text),
-            ("from_date", Ty::Text),
-            ("to_date", Ty::Text),
-        ],
-    ),
+/// The columns runs and intervals share (see [`Period`]); each table adds one after them.
+const PERIOD_COLS: [(&str, Ty); 8] = [
+    ("ordinal", Ty::Int),
+    ("from_date", Ty::Text),
+    ("to_date", Ty::Text),
+    ("acquisition_reason", Ty::Text),
+    ("loss_reason", Ty::Text),
+    ("loss_code", Ty::Text),
+    ("qualified_on", Ty::Text),
+    ("disqualified_on", Ty::Text),
 ];
+
+/// The versioned tables and their data columns (each also has `person_id`, `known_from`,
+/// `known_to` first), in the order of [`derive_rows`].
+pub fn tables() -> [(&'static str, Vec<(&'static str, Ty)>); 4] {
+    let period = |last: (&'static str, Ty)| PERIOD_COLS.iter().copied().chain([last]).collect();
+    [
+        (
+            "proj_person",
+            vec![
+                ("name", Ty::Text),
+                ("name_kana", Ty::Text),
+                ("real_name", Ty::Text),
+                ("real_name_kana", Ty::Text),
+                ("birth_date", Ty::Text),
+                ("sex", Ty::Text),
+                ("sex_on_back", Ty::Bool),
+                ("deceased_on", Ty::Text),
+                ("disclosure_restricted_from", Ty::Text),
+            ],
+        ),
+        ("proj_run", period(("loss_by_age", Ty::Bool))),
+        ("proj_interval", period(("household_id", Ty::Text))),
+        (
+            "proj_membership",
+            vec![
+                ("ordinal", Ty::Int),
+                ("household_id", Ty::Text),
+                ("from_date", Ty::Text),
+                ("to_date", Ty::Text),
+            ],
+        ),
+    ]
+}
 
 const KEY_COLS: [(&str, Ty); 3] = [("person_id", Ty::Text), ("known_from", Ty::Int), ("known_to", Ty::Int)];
 
@@ -196,9 +185,9 @@ impl Projection for Persons {
     }
 
     fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, Ty)>)> {
-        TABLES
-            .iter()
-            .map(|(t, cols)| (*t, KEY_COLS.iter().chain(cols.iter()).copied().collect()))
+        tables()
+            .into_iter()
+            .map(|(t, cols)| (t, KEY_COLS.iter().copied().chain(cols).collect()))
             .collect()
     }
 
@@ -272,11 +261,10 @@ impl Projection for Persons {
                 previous = current;
             }
         }
-        for (t, (table, cols)) in TABLES.iter().enumerate() {
+        for (t, (table, cols)) in self.tables().into_iter().enumerate() {
             // Close first: the new open versions must not be closed with them.
             tx.close_versions(table, "person_id", &closes[t]).await?;
-            let all: Vec<(&str, Ty)> = KEY_COLS.iter().chain(cols.iter()).copied().collect();
-            tx.insert(table, &all, std::mem::take(&mut inserts[t])).await?;
+            tx.insert(table, &cols, std::mem::take(&mut inserts[t])).await?;
         }
         Ok(())
     }
