@@ -11,6 +11,7 @@
 //! why the ledger does not use them.
 
 pub mod db;
+pub mod feed;
 pub mod households;
 pub mod persons;
 pub mod read;
@@ -48,6 +49,14 @@ pub trait Projection: Send + Sync {
     fn name(&self) -> &'static str;
     /// The tables it owns (emptied by a rebuild), with all their columns.
     fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, db::Ty)>)>;
+    /// Whether `rebuild` empties and rebuilds it (the feed's records are permanent: no).
+    fn rebuildable(&self) -> bool {
+        true
+    }
+    /// Whether reads wait for it (read-your-writes) and answer at its position.
+    fn serves_reads(&self) -> bool {
+        true
+    }
     /// Applies a batch of consecutive log events (of every stream type) inside `tx`.
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError>;
 }
@@ -118,6 +127,8 @@ pub struct Projections {
     entries: Vec<Entry>,
     batch: i64,
     wake: Notify,
+    /// Woken after every committed batch (feed long-polls wait on it).
+    committed: Notify,
     /// Set once the checkpoints were read from the database (before that, positions are 0).
     loaded: tokio::sync::OnceCell<()>,
     pub faults: Faults,
@@ -135,7 +146,13 @@ const POLL: Duration = Duration::from_millis(200);
 
 impl Projections {
     pub fn new(store: Store) -> Self {
-        let projections: Vec<Box<dyn Projection>> = vec![Box::new(persons::Persons), Box::new(households::Households)];
+        let projections: Vec<Box<dyn Projection>> = vec![
+            Box::new(persons::Persons),
+            Box::new(households::Households),
+            Box::new(feed::Feed {
+                insurer_number: crate::settings::Settings::default().insurer_number,
+            }),
+        ];
         let db = Db::new(&store);
         Self {
             store,
@@ -149,6 +166,7 @@ impl Projections {
                 .collect(),
             batch: BATCH,
             wake: Notify::new(),
+            committed: Notify::new(),
             loaded: tokio::sync::OnceCell::new(),
             faults: Faults::default(),
         }
@@ -162,6 +180,21 @@ impl Projections {
         self.entries.iter().map(|e| e.projection.name()).collect()
     }
 
+    /// The projections a rebuild empties and builds again (not the feed).
+    pub fn rebuildable_names(&self) -> Vec<&'static str> {
+        self.entries
+            .iter()
+            .filter(|e| e.projection.rebuildable())
+            .map(|e| e.projection.name())
+            .collect()
+    }
+
+    /// Resolves after the next committed projection batch (create it before looking, so a
+    /// commit in between is not missed).
+    pub fn next_commit(&self) -> tokio::sync::futures::Notified<'_> {
+        self.committed.notified()
+    }
+
     /// Tells the runner the log moved (called after each append in this process).
     pub fn notify(&self) {
         self.wake.notify_one();
@@ -170,6 +203,28 @@ impl Projections {
     /// The lowest checkpoint this process has seen committed.
     pub fn position(&self) -> i64 {
         self.entries.iter().map(|e| *e.position.borrow()).min().unwrap_or(0)
+    }
+
+    /// The lowest checkpoint of the projections that serve reads.
+    pub fn read_position(&self) -> i64 {
+        self.entries
+            .iter()
+            .filter(|e| e.projection.serves_reads())
+            .map(|e| *e.position.borrow())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The feed's records carry this insurer number (保険者番号, from the settings).
+    pub fn with_insurer_number(mut self, insurer_number: &str) -> Self {
+        self.entries.retain(|e| e.projection.name() != feed::NAME);
+        self.entries.push(Entry {
+            projection: Box::new(feed::Feed {
+                insurer_number: insurer_number.to_owned(),
+            }),
+            position: watch::Sender::new(0),
+        });
+        self
     }
 
     async fn stored_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
@@ -210,7 +265,7 @@ impl Projections {
         if !self.loaded.initialized() {
             self.load_checkpoints().await?;
         }
-        Ok(self.position())
+        Ok(self.read_position())
     }
 
     /// Applies `events` (which follow position `from`) to one projection in one transaction.
@@ -251,6 +306,7 @@ impl Projections {
         }
         tx.commit().await?;
         entry.position.send_replace(last);
+        self.committed.notify_waiters();
         metrics::global().projected(name, last, events.len() as u64);
         Ok(events.len())
     }
@@ -343,7 +399,7 @@ impl Projections {
     /// Waits until every projection has applied `position` (read-your-writes), up to `limit`.
     pub async fn wait_for(&self, position: i64, limit: Duration) -> Result<(), Lagging> {
         let deadline = tokio::time::Instant::now() + limit;
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| e.projection.serves_reads()) {
             let mut rx = e.position.subscribe();
             if tokio::time::timeout_at(deadline, rx.wait_for(|p| *p >= position))
                 .await
@@ -398,6 +454,7 @@ impl Projections {
         let tables: Vec<&str> = self
             .entries
             .iter()
+            .filter(|e| e.projection.rebuildable())
             .flat_map(|e| e.projection.tables())
             .map(|(t, _)| t)
             .collect();
@@ -408,7 +465,7 @@ impl Projections {
                 tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
             }
         }
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| e.projection.rebuildable()) {
             tx.execute(
                 "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
                  ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = CURRENT_TIMESTAMP",
@@ -420,7 +477,7 @@ impl Projections {
         // Nothing is served meanwhile: larger transactions than the runners'.
         self.catch_up_in(self.batch.max(REBUILD_BATCH), progress).await?;
         let mut rows = Vec::new();
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| e.projection.rebuildable()) {
             for (table, _) in e.projection.tables() {
                 let n = self
                     .db
@@ -435,6 +492,7 @@ impl Projections {
             projections: self
                 .entries
                 .iter()
+                .filter(|e| e.projection.rebuildable())
                 .map(|e| (e.projection.name(), *e.position.borrow()))
                 .collect(),
             rows,
@@ -447,7 +505,7 @@ impl Projections {
     /// compares.
     pub async fn dump(&self) -> Result<Vec<(&'static str, Vec<Vec<Val>>)>, StoreError> {
         let mut out = Vec::new();
-        for e in &self.entries {
+        for e in self.entries.iter().filter(|e| e.projection.rebuildable()) {
             for (table, cols) in e.projection.tables() {
                 let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
                 let tys: Vec<db::Ty> = cols.iter().map(|(_, t)| *t).collect();

@@ -323,3 +323,27 @@ pub async fn branch_of(db: &Db, household_id: &str, person_id: &str, at: i64) ->
         .first()
         .map(|r| text(&r[0])))
 }
+
+/// Feed records after `after`, at most `limit`, in position order (their stored JSON).
+pub async fn feed_records(db: &Db, after: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT record FROM feed_records WHERE position > $1 ORDER BY position LIMIT $2",
+            &[Val::Int(Some(after)), Val::Int(Some(limit))],
+            &[Ty::Text],
+        )
+        .await?
+        .iter()
+        .map(|r| text(&r[0]))
+        .collect())
+}
+
+/// The highest feed position issued (0: none).
+pub async fn feed_head(db: &Db) -> Result<i64, StoreError> {
+    Ok(db
+        .fetch("SELECT coalesce(max(position), 0) FROM feed_records", &[], &[Ty::Int])
+        .await?
+        .first()
+        .and_then(|r| r[0].as_int())
+        .unwrap_or(0))
+}

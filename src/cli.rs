@@ -109,14 +109,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rebuild { database_url } => {
             let store = Store::connect(&url(database_url)).await?;
-            let projections = crate::projections::Projections::new(store.clone());
+            let projections = crate::projections::Projections::new(store.clone())
+                .with_insurer_number(&Settings::from_env()?.insurer_number);
             let head = store.head().await?;
-            let pb = crate::import::bar((head.max(0) as u64) * projections.names().len() as u64, "rebuilding");
+            let rebuilt = projections.rebuildable_names();
+            let pb = crate::import::bar((head.max(0) as u64) * rebuilt.len() as u64, "rebuilding");
             let summary = projections.rebuild(|n| pb.inc(n)).await?;
             pb.finish_and_clear();
             println!(
                 "rebuilt {} from {} events in {:.1} s ({:.0} events/s per projection)",
-                projections.names().join(", "),
+                rebuilt.join(", "),
                 summary.events,
                 summary.seconds,
                 (summary.events as f64 * summary.projections.len() as f64) / summary.seconds.max(1e-9)

@@ -444,6 +444,14 @@ pub struct CardBranchesView {
     pub branches: Vec<BranchView>,
 }
 
+/// `GET /v1/feed`.
+#[derive(Debug, Serialize)]
+pub struct FeedPage {
+    pub records: Vec<Value>,
+    pub next_after: i64,
+    pub head: i64,
+}
+
 /// What one run of the 75th-birthday job did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AgeOutSummary {
@@ -465,7 +473,7 @@ struct Known {
 impl Ledger {
     pub fn new(store: Store, writer: Writer, clock: Arc<dyn Clock>, vault: Arc<Vault>, settings: Settings) -> Self {
         Self {
-            projections: Arc::new(Projections::new(store.clone())),
+            projections: Arc::new(Projections::new(store.clone()).with_insurer_number(&settings.insurer_number)),
             store,
             writer,
             clock,
@@ -1154,5 +1162,41 @@ impl Ledger {
             insured: interval.is_some(),
             interval,
         })
+    }
+
+    /// `GET /v1/feed`: records after `after`; with `wait`, blocks until there is one (or the
+    /// wait ends). Woken by this process's feed commits, and looks again every 200 ms for
+    /// commits of other processes.
+    pub async fn feed(&self, after: i64, limit: i64, wait: std::time::Duration) -> Result<FeedPage, LedgerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let db = self.projections.db();
+        loop {
+            let commit = self.projections.next_commit();
+            tokio::pin!(commit);
+            commit.as_mut().enable();
+            let records = read::feed_records(db, after, limit).await?;
+            let now = tokio::time::Instant::now();
+            if !records.is_empty() || now >= deadline {
+                let records = records
+                    .iter()
+                    .map(|r| serde_json::from_str::<Value>(r).map_err(corrupt))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next_after = records
+                    .last()
+                    .and_then(|r| r.get("position"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(after);
+                return Ok(FeedPage {
+                    records,
+                    next_after,
+                    head: read::feed_head(db).await?,
+                });
+            }
+            let pause = (deadline - now).min(std::time::Duration::from_millis(200));
+            tokio::select! {
+                _ = commit => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
     }
 }

@@ -587,8 +587,16 @@ async fn operations_endpoints() {
     let r = api.get("/healthz").await;
     assert_eq!((r.status, r.body["status"].as_str()), (StatusCode::OK, Some("ok")));
     api.register("1", "1980-06-15").await;
-    // Once a read has waited for the write, the projections report no lag.
+    // Once a read has waited for the write and the feed has seen it, no projection lags.
     assert_eq!(api.get("/v1/persons/1").await.status, StatusCode::OK);
+    assert_eq!(api.get_now("/v1/feed?after=0&wait=1").await.status, StatusCode::OK);
+    for _ in 0..100 {
+        let p = api.t.ledger.projections().status().await.unwrap();
+        if p.iter().all(|s| s.lag_events == 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let r = api.get("/readyz").await;
     assert_eq!((r.status, r.body["log_head"].as_i64()), (StatusCode::OK, Some(1)));
     assert_eq!(
@@ -602,7 +610,7 @@ async fn operations_endpoints() {
                 p["lag_events"].as_i64().unwrap()
             ))
             .collect::<Vec<_>>(),
-        vec![("persons", 1, 0), ("households", 1, 0)]
+        vec![("persons", 1, 0), ("households", 1, 0), ("feed", 1, 0)]
     );
     let r = api.get("/metrics").await;
     let text = r.body.as_str().unwrap();

@@ -134,15 +134,15 @@ on_both!(
         run_script(&t.ledger, &script()).await;
         let head = t.store.head().await.unwrap();
 
-        // Batches of 5, each applied to `persons` then `households`: the fourth commit
+        // Batches of 5, each applied to `persons`, `households`, then `feed`: the fifth commit
         // (households' second batch) fails after writing its rows and checkpoint, before the commit.
         let first = Projections::new(t.store.clone()).with_batch(5);
-        first.faults.fail_after_commits(3);
+        first.faults.fail_after_commits(4);
         assert!(matches!(first.catch_up().await, Err(ProjectionError::Injected)));
         let status = first.status().await.unwrap();
         assert_eq!(
             status.iter().map(|s| (s.name, s.position)).collect::<Vec<_>>(),
-            vec![("persons", 10), ("households", 5)],
+            vec![("persons", 10), ("households", 5), ("feed", 5)],
             "the failed batch left its projection at its last commit"
         );
         let partial = first.dump().await.unwrap();

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod history;
 pub mod household;
 pub mod ids;

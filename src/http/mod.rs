@@ -41,6 +41,7 @@ pub fn router(ledger: Arc<Ledger>) -> Router {
         )
         .route("/v1/households/{household_id}", get(persons::household))
         .route("/v1/cards/{symbol}/{number}/branches", get(persons::card_branches))
+        .route("/v1/feed", get(persons::feed))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

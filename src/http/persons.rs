@@ -197,3 +197,29 @@ pub async fn card_branches(
         s.ledger.card_branches(symbol.as_str(), number.as_str(), &r).await?,
     ))
 }
+
+/// `GET /v1/feed?after=&limit=&wait=` (feed.md).
+pub async fn feed(
+    State(s): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<crate::ledger::FeedPage>, ApiError> {
+    let q = query(q)?;
+    let int = |name: &str, default: i64, min: i64, max: i64, code: &'static str| -> Result<i64, ApiError> {
+        match q.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| ApiError::bad_request(code, format!("{name} must be an integer from {min} to {max}"))),
+        }
+    };
+    let after = int("after", 0, 0, i64::MAX, "invalid_after")?;
+    let limit = int("limit", 100, 1, 1000, "invalid_limit")?;
+    let wait = int("wait", 0, 0, 30, "invalid_wait")?;
+    let page = s
+        .ledger
+        .feed(after, limit, std::time::Duration::from_secs(wait as u64))
+        .await?;
+    Ok(Json(page))
+}
