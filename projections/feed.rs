@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use cqrs_es::Aggregate;
 use serde_json::{json, Value};
 
-use super::db::{Ty, Tx, Val};
+use super::db::{Tx, Ty, Val};
 use super::{Projection, ProjectionError};
 use crate::domain::feed::{group, Change, IndividualRecord, Member};
 use crate::domain::{Household, Person, PersonId};
@@ -49,7 +49,12 @@ pub struct Feed {
 
 impl Feed {
     /// Households whose group a cause may change.
-    async fn touched(&self, store: &Store, cause: &StoredEvent, upto: i64) -> Result<BTreeSet<String>, ProjectionError> {
+    async fn touched(
+        &self,
+        store: &Store,
+        cause: &StoredEvent,
+        upto: i64,
+    ) -> Result<BTreeSet<String>, ProjectionError> {
         let mut out = BTreeSet::new();
         if cause.aggregate_type == Household::TYPE {
             out.insert(cause.aggregate_id.clone());
@@ -109,7 +114,10 @@ impl Feed {
             return Ok(None);
         };
         let h = serde_json::to_value(h).map_err(corrupt)?;
-        Ok(Some((h, individuals.into_iter().map(|r| (r.person_id.clone(), r)).collect())))
+        Ok(Some((
+            h,
+            individuals.into_iter().map(|r| (r.person_id.clone(), r)).collect(),
+        )))
     }
 }
 
@@ -170,7 +178,12 @@ impl Projection for Feed {
                     )
                     .await?
                     .into_iter()
-                    .map(|r| (r[0].as_text().unwrap_or_default().to_owned(), r[1].as_text().unwrap_or_default().to_owned()))
+                    .map(|r| {
+                        (
+                            r[0].as_text().unwrap_or_default().to_owned(),
+                            r[1].as_text().unwrap_or_default().to_owned(),
+                        )
+                    })
                     .collect();
                 let household_json = household.to_string();
                 let mut now: Vec<(String, String)> = vec![(String::new(), household_json.clone())];
@@ -220,15 +233,22 @@ impl Projection for Feed {
                     next += 1;
                 }
                 // What the household's records say now, for the next comparison.
-                tx.execute("DELETE FROM feed_last WHERE household_id = $1", &[Val::text(&household_id)])
-                    .await?;
+                tx.execute(
+                    "DELETE FROM feed_last WHERE household_id = $1",
+                    &[Val::text(&household_id)],
+                )
+                .await?;
                 let state: Vec<Vec<Val>> = now
                     .into_iter()
                     .map(|(k, v)| vec![Val::text(&household_id), Val::text(k), Val::text(v)])
                     .collect();
                 tx.insert(
                     "feed_last",
-                    &[("household_id", Ty::Text), ("person_id", Ty::Text), ("record", Ty::Text)],
+                    &[
+                        ("household_id", Ty::Text),
+                        ("person_id", Ty::Text),
+                        ("record", Ty::Text),
+                    ],
                     state,
                 )
                 .await?;

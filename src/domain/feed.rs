@@ -70,7 +70,9 @@ pub enum Change {
 }
 
 impl Change {
-    /// The kind of change from `before` (None: no record yet) to `after`.
+    /// The kind of change from `before` (None: no record yet) to `after`: a period that opens
+    /// (first join, rejoin) is `acquired`, one that gets its end is `lost`, anything else —
+    /// a corrected date, a new name, another member's change — is `changed`.
     pub fn between(before: Option<&IndividualRecord>, after: &IndividualRecord) -> Change {
         let open = |r: &IndividualRecord| r.applied_from.is_some() && r.applied_to.is_none();
         match before {
@@ -82,13 +84,6 @@ impl Change {
                 }
             }
             None => Change::Changed,
-            Some(b) if b.applied_from != after.applied_from && after.applied_from.is_some() => {
-                if open(after) {
-                    Change::Acquired
-                } else {
-                    Change::Lost
-                }
-            }
             Some(b) if open(b) && !open(after) => Change::Lost,
             Some(b) if !open(b) && open(after) => Change::Acquired,
             Some(_) => Change::Changed,
