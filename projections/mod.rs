@@ -127,6 +127,7 @@ pub struct Projections {
     entries: Vec<Entry>,
     batch: i64,
     wake: Notify,
+    wake_others: Notify,
     /// Woken after every committed batch (feed long-polls wait on it).
     committed: Notify,
     /// Set once the checkpoints were read from the database (before that, positions are 0).
@@ -166,6 +167,7 @@ impl Projections {
                 .collect(),
             batch: BATCH,
             wake: Notify::new(),
+            wake_others: Notify::new(),
             committed: Notify::new(),
             loaded: tokio::sync::OnceCell::new(),
             faults: Faults::default(),
@@ -198,6 +200,7 @@ impl Projections {
     /// Tells the runner the log moved (called after each append in this process).
     pub fn notify(&self) {
         self.wake.notify_one();
+        self.wake_others.notify_one();
     }
 
     /// The lowest checkpoint this process has seen committed.
@@ -326,23 +329,21 @@ impl Projections {
         self.load_checkpoints().await?;
         let head = self.store.head().await?;
         while self.position() < head {
-            self.round(batch, &progress).await?;
+            self.round(batch, &progress, None).await?;
         }
         Ok(())
     }
 
     /// Reads the batch after the lowest checkpoint once and applies to every projection the
     /// part it has not applied yet; the number of events read (0: the log has nothing new).
-    async fn round(&self, batch: i64, progress: &impl Fn(u64)) -> Result<usize, ProjectionError> {
-        let from = self.position();
+    /// With `reads`, only the projections that serve reads (`Some(true)`) or the others.
+    async fn round(&self, batch: i64, progress: &impl Fn(u64), reads: Option<bool>) -> Result<usize, ProjectionError> {
+        let mine = |e: &&Entry| reads.is_none_or(|r| e.projection.serves_reads() == r);
+        let Some(from) = self.entries.iter().filter(mine).map(|e| *e.position.borrow()).min() else {
+            return Ok(0);
+        };
         let events = self.store.read_log(from, batch).await?;
-        self.apply_all(&events, progress).await?;
-        Ok(events.len())
-    }
-
-    /// Applies consecutive events to every projection that has not applied them yet.
-    async fn apply_all(&self, events: &[StoredEvent], progress: &impl Fn(u64)) -> Result<(), ProjectionError> {
-        for entry in &self.entries {
+        for entry in self.entries.iter().filter(mine) {
             let at = *entry.position.borrow();
             let start = events.partition_point(|e| e.position <= at);
             if start < events.len() {
@@ -350,50 +351,57 @@ impl Projections {
                 progress(n as u64);
             }
         }
-        Ok(())
+        Ok(events.len())
     }
 
-    /// Runs the projections until `stop` turns true (or its sender is dropped): one task, which
-    /// reads each batch of the log once for all of them.
+    /// Runs the projections until `stop` turns true (or its sender is dropped). One task runs
+    /// the read models (reading each batch of the log once for them), another the feed, so a
+    /// slower feed never holds back read-your-writes.
     pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        let mut stop = stop;
+        let reads = tokio::spawn(self.clone().run(stop.clone(), true));
+        let others = tokio::spawn(self.clone().run(stop, false));
         tokio::spawn(async move {
-            if let Err(e) = me.load_checkpoints().await {
-                tracing::error!(error = %e, "cannot read the projection checkpoints");
+            let _ = reads.await;
+            let _ = others.await;
+        })
+    }
+
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, reads: bool) {
+        if let Err(e) = self.load_checkpoints().await {
+            tracing::error!(error = %e, "cannot read the projection checkpoints");
+        }
+        let wake = if reads { &self.wake } else { &self.wake_others };
+        loop {
+            if *stop.borrow() {
+                break;
             }
-            loop {
-                if *stop.borrow() {
-                    break;
-                }
-                let pause = match me.round(me.batch, &|_| {}).await {
-                    Ok(0) => Some(POLL),
-                    // A part batch: let a few more appends gather before the next round, so
-                    // the projections' cost per event stays low under load.
-                    Ok(n) if (n as i64) < me.batch => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(GATHER) => {}
-                            changed = stop.changed() => if changed.is_err() { break },
-                        }
-                        None
-                    }
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::error!(error = %e, "projection batch failed; retrying");
-                        metrics::global().projection_errors.inc();
-                        Some(Duration::from_secs(1))
-                    }
-                };
-                if let Some(pause) = pause {
+            let pause = match self.round(self.batch, &|_| {}, Some(reads)).await {
+                Ok(0) => Some(POLL),
+                // A part batch: let a few more appends gather before the next round, so the
+                // projections' cost per event stays low under load.
+                Ok(n) if (n as i64) < self.batch => {
                     tokio::select! {
-                        _ = me.wake.notified() => {}
-                        _ = tokio::time::sleep(pause) => {}
-                        // A dropped sender means stop too.
+                        _ = tokio::time::sleep(GATHER) => {}
                         changed = stop.changed() => if changed.is_err() { break },
                     }
+                    None
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "projection batch failed; retrying");
+                    metrics::global().projection_errors.inc();
+                    Some(Duration::from_secs(1))
+                }
+            };
+            if let Some(pause) = pause {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                    // A dropped sender means stop too.
+                    changed = stop.changed() => if changed.is_err() { break },
                 }
             }
-        })
+        }
     }
 
     /// Waits until every projection has applied `position` (read-your-writes), up to `limit`.
