@@ -581,6 +581,48 @@ async fn readyz_reports_a_lagging_projection() {
     api.t.db.cleanup().await;
 }
 
+on_both!(feed_endpoint_checks_its_parameters, |kind| async move {
+    let api = Api::new(kind).await;
+    api.register("1", "1980-06-15").await;
+    api.event(
+        "1",
+        json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad", "household_id": "9"}),
+    )
+    .await;
+    let r = api.get_now("/v1/feed?after=0&limit=1&wait=5").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["records"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        (r.body["next_after"].as_i64(), r.body["records"][0]["kind"].as_str()),
+        (Some(1), Some("household"))
+    );
+    let r = api.get_now("/v1/feed?after=1&limit=10&wait=5").await;
+    assert_eq!(
+        (r.body["next_after"].as_i64(), r.body["head"].as_i64()),
+        (Some(2), Some(2))
+    );
+    // Nothing after the head: an empty page after the wait, the cursor unchanged.
+    let r = api.get_now("/v1/feed?after=2&wait=1").await;
+    assert_eq!(
+        (
+            r.body["records"].as_array().unwrap().len(),
+            r.body["next_after"].as_i64()
+        ),
+        (0, Some(2))
+    );
+    for (q, code_) in [
+        ("after=-1", "invalid_after"),
+        ("after=x", "invalid_after"),
+        ("limit=0", "invalid_limit"),
+        ("limit=1001", "invalid_limit"),
+        ("wait=31", "invalid_wait"),
+    ] {
+        let r = api.get_now(&format!("/v1/feed?{q}")).await;
+        assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, code_), "{q}");
+    }
+    api.t.db.cleanup().await;
+});
+
 #[tokio::test]
 async fn operations_endpoints() {
     let api = Api::new(Kind::Sqlite).await;
@@ -635,6 +677,7 @@ async fn operations_endpoints() {
         "/v1/households/{household_id}/events",
         "/v1/households/{household_id}",
         "/v1/cards/{symbol}/{number}/branches",
+        "/v1/feed",
         "/healthz",
         "/readyz",
         "/metrics",
