@@ -339,3 +339,99 @@ on_both!(long_poll_and_resume_from_a_cursor, |kind| async move {
     );
     t.db.cleanup().await;
 });
+
+on_both!(
+    deemed_head_disappears_same_prefecture_move_and_rebuild_keeps_the_feed,
+    |kind| async move {
+        let t = ledger(kind).await;
+        let l = &t.ledger;
+        for (id, birth) in [("11", "1970-01-01"), ("12", "1972-01-01")] {
+            person(l, id, registered("擬制 世帯", birth)).await;
+            person(
+                l,
+                id,
+                json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad", "household_id": "20"}),
+            )
+            .await;
+        }
+        household(
+            l,
+            "20",
+            json!({"type": "household_head_changed", "effective_date": "2024-04-01", "person_id": "11"}),
+        )
+        .await;
+        let employed = person(
+            l,
+            "11",
+            json!({"type": "employee_insurance_joined", "effective_date": "2025-04-01"}),
+        )
+        .await;
+        // The head leaves employee insurance: insured again, no longer the deemed head.
+        let back = person(
+            l,
+            "11",
+            json!({"type": "employee_insurance_left", "effective_date": "2025-10-01"}),
+        )
+        .await;
+        // A move to another municipality of the prefecture: the ward's application ends, the
+        // qualification does not (applied_to set, disqualified_on and loss_code empty).
+        let moved = person(
+            l,
+            "12",
+            json!({"type": "moved_out", "effective_date": "2026-01-10", "to": "same_prefecture"}),
+        )
+        .await;
+        let records = feed(l).await;
+        let household_at = |cause: i64| {
+            records
+                .iter()
+                .find(|r| r["cause_position"] == cause && r["kind"] == "household")
+                .unwrap()
+        };
+        assert_eq!(household_at(employed)["deemed_head_person_id"], "11");
+        assert_eq!(
+            group(&records, back),
+            g(&[
+                ("household", "20", ""),
+                ("individual", "11", "acquired"),
+                ("individual", "12", "changed")
+            ])
+        );
+        assert_eq!(
+            (
+                household_at(back)["deemed_head"].as_bool(),
+                household_at(back)["insured_count"].as_i64()
+            ),
+            (Some(false), Some(2))
+        );
+        let rejoined = records
+            .iter()
+            .find(|r| r["cause_position"] == back && r["person_id"] == "11")
+            .unwrap();
+        assert_eq!(
+            (
+                rejoined["is_deemed_head"].as_bool(),
+                rejoined["applied_from"].as_str(),
+                rejoined["applied_to"].as_str()
+            ),
+            (Some(false), Some("2025-10-01"), None)
+        );
+        let left = records
+            .iter()
+            .find(|r| r["cause_position"] == moved && r["person_id"] == "12")
+            .unwrap();
+        assert_eq!(
+            (
+                left["change"].as_str(),
+                left["applied_to"].as_str(),
+                left["disqualified_on"].as_str(),
+                left["loss_code"].as_str()
+            ),
+            (Some("lost"), Some("2026-01-09"), None, None)
+        );
+        // A rebuild of the read models leaves every issued record as it was.
+        l.projections().rebuild(|_| {}).await.unwrap();
+        assert_eq!(feed(l).await, records);
+        t.db.cleanup().await;
+    }
+);
