@@ -1177,10 +1177,13 @@ impl Ledger {
             let records = read::feed_records(db, after, limit).await?;
             let now = tokio::time::Instant::now();
             if !records.is_empty() || now >= deadline {
-                let records = records
+                let mut records = records
                     .iter()
                     .map(|r| serde_json::from_str::<Value>(r).map_err(corrupt))
                     .collect::<Result<Vec<_>, _>>()?;
+                if self.settings.feed_my_number {
+                    self.add_my_numbers(&mut records).await?;
+                }
                 let next_after = records
                     .last()
                     .and_then(|r| r.get("position"))
@@ -1198,5 +1201,30 @@ impl Ledger {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    /// Adds `my_number` to individual records whose person has one in the vault (the
+    /// registration in force as of the record's cause names its commitment).
+    async fn add_my_numbers(&self, records: &mut [Value]) -> Result<(), LedgerError> {
+        for r in records.iter_mut().filter(|r| r["kind"] == "individual") {
+            let (Some(person_id), Some(cause)) = (r["person_id"].as_str(), r["cause_position"].as_i64()) else {
+                continue;
+            };
+            let mut stream = self.store.load_stream(Person::TYPE, person_id, None).await?;
+            stream.retain(|e| e.position <= cause);
+            let commitment = fold::<Person>(&stream)?
+                .registration()
+                .and_then(|reg| reg.my_number_commitment);
+            let Some(commitment) = commitment else { continue };
+            let Some(entry) = self.store.vault_entry(&commitment).await? else {
+                continue;
+            };
+            let number = self
+                .vault
+                .open(&entry)
+                .map_err(|e| LedgerError::Internal(format!("vault: {e}")))?;
+            r["my_number"] = Value::String(number.expose().to_owned());
+        }
+        Ok(())
     }
 }

@@ -17,6 +17,10 @@ pub struct Settings {
     pub max_batch: usize,
     /// Digits of a card number issued from the sequence (zero-padded).
     pub card_number_width: usize,
+    /// Whether `GET /v1/feed` adds `my_number` to individual records (feed.md: only for a
+    /// consumer allowed to see it; until access control exists, all feed consumers). Off by
+    /// default.
+    pub feed_my_number: bool,
 }
 
 impl Default for Settings {
@@ -28,13 +32,15 @@ impl Default for Settings {
             vault_key_file: None,
             max_batch: 256,
             card_number_width: 8,
+            feed_my_number: false,
         }
     }
 }
 
 impl Settings {
     /// Reads `KOKUHO_INSURER_NUMBER`, `KOKUHO_CARD_SYMBOL`, `KOKUHO_LOG_ORIGIN`,
-    /// `KOKUHO_VAULT_KEY_FILE`, `KOKUHO_MAX_BATCH`, `KOKUHO_CARD_NUMBER_WIDTH`.
+    /// `KOKUHO_VAULT_KEY_FILE`, `KOKUHO_MAX_BATCH`, `KOKUHO_CARD_NUMBER_WIDTH`,
+    /// `KOKUHO_FEED_MY_NUMBER`.
     pub fn from_env() -> anyhow::Result<Self> {
         let mut s = Self::default();
         if let Ok(v) = std::env::var("KOKUHO_INSURER_NUMBER") {
@@ -68,6 +74,13 @@ impl Settings {
                 .ok()
                 .filter(|n| (1..=16).contains(n))
                 .ok_or_else(|| anyhow::anyhow!("KOKUHO_CARD_NUMBER_WIDTH must be 1 to 16"))?;
+        }
+        if let Ok(v) = std::env::var("KOKUHO_FEED_MY_NUMBER") {
+            s.feed_my_number = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => anyhow::bail!("KOKUHO_FEED_MY_NUMBER must be true or false"),
+            };
         }
         Ok(s)
     }

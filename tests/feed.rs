@@ -435,3 +435,37 @@ on_both!(
         t.db.cleanup().await;
     }
 );
+
+on_both!(my_number_only_when_the_server_allows_it, |kind| async move {
+    let t = ledger(kind).await;
+    let l = &t.ledger;
+    let mut reg = registered("番号 三郎", "1980-01-01");
+    reg["my_number"] = json!("123456789018");
+    person(l, "31", reg).await;
+    person(
+        l,
+        "31",
+        json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad", "household_id": "30"}),
+    )
+    .await;
+    let records = feed(l).await;
+    assert!(records.iter().all(|r| r.get("my_number").is_none()), "off by default");
+    // The stored records never hold it; a server with the setting on adds it when it answers.
+    let stored = serde_json::to_string(&records).unwrap();
+    assert!(!stored.contains("123456789018"));
+    let settings = kokuho_ledger::settings::Settings {
+        insurer_number: "131999".into(),
+        feed_my_number: true,
+        ..Default::default()
+    };
+    let allowed = common::ledger_on_with(t.db.share(), false, settings).await;
+    let page = allowed.ledger.feed(0, 100, Duration::ZERO).await.unwrap();
+    let individual = page.records.iter().find(|r| r["kind"] == "individual").unwrap();
+    assert_eq!(individual["my_number"], "123456789018");
+    assert!(page
+        .records
+        .iter()
+        .filter(|r| r["kind"] == "household")
+        .all(|r| r.get("my_number").is_none()));
+    t.db.cleanup().await;
+});

@@ -137,13 +137,18 @@ pub async fn ledger_with(kind: Kind, run_projections: bool) -> TestLedger {
 
 /// Another ledger (another "process") on an existing database.
 pub async fn ledger_on(db: TestDb, run_projections: bool) -> TestLedger {
-    let store = db.store().await;
-    let clock = Arc::new(FixedClock::new(test_now()));
-    let (writer, _task) = Writer::spawn(store.clone(), 64);
     let settings = Settings {
         insurer_number: "131999".into(),
         ..Settings::default()
     };
+    ledger_on_with(db, run_projections, settings).await
+}
+
+/// As [`ledger_on`], with other settings.
+pub async fn ledger_on_with(db: TestDb, run_projections: bool, settings: Settings) -> TestLedger {
+    let store = db.store().await;
+    let clock = Arc::new(FixedClock::new(test_now()));
+    let (writer, _task) = Writer::spawn(store.clone(), 64);
     let ledger = Arc::new(Ledger::new(
         store.clone(),
         writer,
