@@ -54,6 +54,11 @@ pub enum Command {
         #[arg(long, env = "DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// The change feed.
+    Feed {
+        #[command(subcommand)]
+        command: FeedCommand,
+    },
     /// Bulk-load events from a JSON Lines file (validated whole before anything is written).
     Import {
         /// One event body per line, plus `person_id` or `household_id`.
@@ -66,6 +71,29 @@ pub enum Command {
         /// Actor recorded in the events' metadata.
         #[arg(long, default_value = "import")]
         actor: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FeedCommand {
+    /// Write the records after a position as the two CSV files FILE.household.csv and
+    /// FILE.individual.csv; prints the last position written (the next run's --after).
+    Export {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "utf-8")]
+        encoding: crate::feed_export::Encoding,
+        /// Write 〓 for a character the encoding cannot represent (listed on stderr) instead
+        /// of failing.
+        #[arg(long)]
+        replace_unmappable: bool,
+        /// Only csv (feed.md).
+        #[arg(long, default_value = "csv", value_parser = ["csv"])]
+        format: String,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
     },
 }
 
@@ -130,6 +158,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  checkpoint {name}: {position}");
             }
             store.close().await;
+            Ok(())
+        }
+        Command::Feed {
+            command:
+                FeedCommand::Export {
+                    after,
+                    out,
+                    encoding,
+                    replace_unmappable,
+                    format: _,
+                    database_url,
+                },
+        } => {
+            anyhow::ensure!(after >= 0, "--after must be a feed position (≥ 0)");
+            let store = Store::connect(&url(database_url)).await?;
+            let result = crate::feed_export::export(&store, after, &out, encoding, replace_unmappable).await;
+            store.close().await;
+            let exported = result?;
+            for r in &exported.replaced {
+                eprintln!(
+                    "replaced U+{:04X} with 〓 in record {}, field {}",
+                    r.character as u32, r.position, r.field
+                );
+            }
+            eprintln!(
+                "wrote {} records to {} and {}",
+                exported.records,
+                exported.household_file.display(),
+                exported.individual_file.display()
+            );
+            println!("{}", exported.last_position);
             Ok(())
         }
         Command::Import {

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod domain;
+pub mod feed_export;
 pub mod http;
 pub mod import;
 pub mod ledger;

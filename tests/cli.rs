@@ -319,6 +319,7 @@ fn usage_errors_exit_2_and_help_works() {
         &["migrate", "--help"],
         &["import", "--help"],
         &["rebuild", "--help"],
+        &["feed", "export", "--help"],
     ] {
         let out = Command::new(BIN).args(sub).output().unwrap();
         assert!(out.status.success(), "{sub:?}");
@@ -384,4 +385,141 @@ async fn age_out_command_records_and_is_idempotent() {
         ["card_number_assigned", "branch_number_issued"]
     );
     store.close().await;
+}
+
+fn export(db: &TestDb, out: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "feed",
+            "export",
+            "--database-url",
+            &db.url,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    assert!(
+        text.ends_with("\r\n") && !text.replace("\r\n", "").contains('\n'),
+        "CRLF line ends"
+    );
+    text.split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+async fn feed_export_on(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Half-width kana in the input are stored (and exported) full width; 𠮷 is outside
+    // Windows-31J.
+    let lines = vec![
+        json!({"person_id": "81", "type": "registered", "effective_date": "2020-01-01", "name": "𠮷田 太郎",
+            "name_kana": "ﾖｼﾀﾞ ﾀﾛｳ", "birth_date": "1980-02-03", "sex": "1"}),
+        json!({"person_id": "81", "type": "moved_in", "effective_date": "2024-04-01", "from": "abroad", "household_id": "80"}),
+        json!({"person_id": "82", "type": "registered", "effective_date": "2020-01-01", "name": "山田 花子",
+            "name_kana": "ヤマダ　ハナコ", "birth_date": "1982-05-06", "sex": "2"}),
+        json!({"person_id": "82", "type": "moved_in", "effective_date": "2024-05-01", "from": "abroad", "household_id": "80"}),
+    ];
+    assert!(import(&db, dir.path(), &lines).status.success());
+    let store = db.store().await;
+    kokuho_ledger::projections::Projections::new(store.clone())
+        .with_insurer_number("131999")
+        .catch_up()
+        .await
+        .unwrap();
+
+    let out = dir.path().join("feed-utf8");
+    let run = export(&db, &out, &["--encoding", "utf-8"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // Two groups: 1 + 1 records, then 1 + 2.
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "5");
+    let households = csv_rows(&std::fs::read_to_string(dir.path().join("feed-utf8.household.csv")).unwrap());
+    let individuals = csv_rows(&std::fs::read_to_string(dir.path().join("feed-utf8.individual.csv")).unwrap());
+    assert_eq!(
+        households[0],
+        kokuho_ledger::feed_export::HOUSEHOLD_COLUMNS.map(str::to_owned)
+    );
+    assert_eq!(
+        individuals[0],
+        kokuho_ledger::feed_export::INDIVIDUAL_COLUMNS.map(str::to_owned)
+    );
+    assert_eq!(households.len(), 3);
+    assert_eq!(individuals.len(), 4);
+    let col = |name: &str| {
+        kokuho_ledger::feed_export::INDIVIDUAL_COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .unwrap()
+    };
+    let first = &individuals[1];
+    assert_eq!(
+        (
+            first[col("name")].as_str(),
+            first[col("name_kana")].as_str(),
+            first[col("birth_date")].as_str(),
+            first[col("applied_from")].as_str(),
+            first[col("applied_to")].as_str(),
+            first[col("sex_on_back")].as_str(), // registered without it: printed (default)
+            first[col("change")].as_str(),
+            first[col("branch")].as_str(),
+        ),
+        (
+            "𠮷田 太郎",
+            "ヨシダ　タロウ",
+            "19800203",
+            "20240401",
+            "",
+            "1",
+            "acquired",
+            "01"
+        )
+    );
+
+    // Windows-31J: 𠮷 fails the export, naming the record and the field; nothing is left.
+    let out = dir.path().join("feed-sjis");
+    let run = export(&db, &out, &["--encoding", "shift_jis"]);
+    assert_eq!(run.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("record 2, field name") && err.contains("U+20BB7"), "{err}");
+    assert!(!dir.path().join("feed-sjis.individual.csv").exists());
+    // With replacements allowed it becomes 〓, listed on stderr.
+    let run = export(&db, &out, &["--encoding", "shift_jis", "--replace-unmappable"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(err.matches("replaced U+20BB7 with 〓").count(), 2, "{err}");
+    let bytes = std::fs::read(dir.path().join("feed-sjis.individual.csv")).unwrap();
+    let (text, _, malformed) = encoding_rs::SHIFT_JIS.decode(&bytes);
+    assert!(!malformed);
+    let sjis = csv_rows(&text);
+    assert_eq!(sjis[1][col("name")], "〓田 太郎");
+    assert_eq!(sjis[1][col("name_kana")], "ヨシダ　タロウ");
+    assert_eq!(sjis[3][col("name")], "山田 花子");
+    assert_eq!(
+        sjis[1..].iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+        ["2", "4", "5"]
+    );
+
+    // The next run starts after the last position: headers only, same position printed.
+    let run = export(&db, &dir.path().join("feed-next"), &["--after", "5"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "5");
+    let rows = csv_rows(&std::fs::read_to_string(dir.path().join("feed-next.individual.csv")).unwrap());
+    assert_eq!(rows.len(), 1);
+    store.close().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feed_export_postgres() {
+    feed_export_on(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feed_export_sqlite() {
+    feed_export_on(Kind::Sqlite).await;
 }
