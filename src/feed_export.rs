@@ -140,6 +140,12 @@ impl Out {
             match self.encoding {
                 Encoding::Utf8 => bytes.extend_from_slice(text.as_bytes()),
                 Encoding::ShiftJis => {
+                    // The whole field at once; character by character only to name what failed.
+                    let (encoded, _, unmappable) = encoding_rs::SHIFT_JIS.encode(text);
+                    if !unmappable {
+                        bytes.extend_from_slice(&encoded);
+                        continue;
+                    }
                     for c in text.chars() {
                         let mut buf = [0u8; 4];
                         let s = c.encode_utf8(&mut buf);
