@@ -145,32 +145,9 @@ impl Projection for Feed {
             .await?;
         let mut next = head.first().and_then(|r| r[0].as_int()).unwrap_or(0) + 1;
         let mut rows = Vec::new();
-        let mut i = 0;
-        while i < batch.len() {
-            let cause = &batch[i];
-            i += 1;
-            if is_consequence(cause) {
-                continue;
-            }
-            // The cause's consequences follow it in the log (same append), perhaps past the batch.
-            let mut upto = cause.position;
-            while i < batch.len() && is_consequence(&batch[i]) {
-                upto = batch[i].position;
-                i += 1;
-            }
-            if i == batch.len() {
-                for e in store.read_log(upto, 16).await? {
-                    if !is_consequence(&e) {
-                        break;
-                    }
-                    upto = e.position;
-                }
-            }
+        for (cause, upto) in units(store, batch).await? {
             for household_id in self.touched(store, cause, upto).await? {
-                let Some((household, individuals)) = self.group_at(store, &household_id, upto).await? else {
-                    continue;
-                };
-                let last: HashMap<String, String> = tx
+                let last: Last = tx
                     .fetch(
                         "SELECT person_id, record FROM feed_last WHERE household_id = $1",
                         &[Val::text(&household_id)],
@@ -185,52 +162,18 @@ impl Projection for Feed {
                         )
                     })
                     .collect();
-                let household_json = household.to_string();
-                let mut now: Vec<(String, String)> = vec![(String::new(), household_json.clone())];
-                for (pid, r) in &individuals {
-                    now.push((pid.clone(), serde_json::to_string(r).map_err(corrupt)?));
-                }
-                let unchanged = now.len() == last.len() && now.iter().all(|(k, v)| last.get(k) == Some(v));
-                if unchanged {
+                let Some((records, now)) = self.emit(store, cause, upto, &household_id, &last, &mut next).await? else {
                     continue;
-                }
-                let recorded_at = format_instant(&cause.recorded_at);
-                let mut record = household;
-                record["position"] = json!(next);
-                record["cause_position"] = json!(cause.position);
-                record["kind"] = json!("household");
-                record["recorded_at"] = json!(recorded_at);
-                rows.push(vec![
-                    Val::Int(Some(next)),
-                    Val::Int(Some(cause.position)),
-                    Val::text("household"),
-                    Val::text(&household_id),
-                    Val::Text(None),
-                    Val::text(record.to_string()),
-                ]);
-                next += 1;
-                for (pid, r) in &individuals {
-                    let before: Option<IndividualRecord> = last
-                        .get(pid)
-                        .map(|s| serde_json::from_str(s))
-                        .transpose()
-                        .map_err(corrupt)?;
-                    let change = Change::between(before.as_ref(), r);
-                    let mut record = serde_json::to_value(r).map_err(corrupt)?;
-                    record["position"] = json!(next);
-                    record["cause_position"] = json!(cause.position);
-                    record["kind"] = json!("individual");
-                    record["change"] = json!(change);
-                    record["recorded_at"] = json!(recorded_at);
+                };
+                for (record, person_id) in records {
                     rows.push(vec![
-                        Val::Int(Some(next)),
+                        Val::Int(record["position"].as_i64()),
                         Val::Int(Some(cause.position)),
-                        Val::text("individual"),
+                        Val::text(record["kind"].as_str().unwrap_or_default()),
                         Val::text(&household_id),
-                        Val::text(pid),
+                        Val::Text(person_id),
                         Val::text(record.to_string()),
                     ]);
-                    next += 1;
                 }
                 // What the household's records say now, for the next comparison.
                 tx.execute(
@@ -257,4 +200,149 @@ impl Projection for Feed {
         tx.insert("feed_records", &RECORD_COLS, rows).await?;
         Ok(())
     }
+}
+
+/// What a household's records last said: person id ('' for the household record) → JSON.
+type Last = HashMap<String, String>;
+
+/// The causes of a batch, each with the last position of its consequences (which follow it in
+/// the log, in the same append, perhaps past the batch).
+async fn units<'a>(store: &Store, batch: &'a [StoredEvent]) -> Result<Vec<(&'a StoredEvent, i64)>, ProjectionError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < batch.len() {
+        let cause = &batch[i];
+        i += 1;
+        if is_consequence(cause) {
+            continue;
+        }
+        let mut upto = cause.position;
+        while i < batch.len() && is_consequence(&batch[i]) {
+            upto = batch[i].position;
+            i += 1;
+        }
+        if i == batch.len() {
+            for e in store.read_log(upto, 16).await? {
+                if !is_consequence(&e) {
+                    break;
+                }
+                upto = e.position;
+            }
+        }
+        out.push((cause, upto));
+    }
+    Ok(out)
+}
+
+impl Feed {
+    /// The group a cause makes for one household, numbered from `next`, with the household's
+    /// new state; None when it has no card or nothing changed against `last`.
+    #[allow(clippy::type_complexity)]
+    async fn emit(
+        &self,
+        store: &Store,
+        cause: &StoredEvent,
+        upto: i64,
+        household_id: &str,
+        last: &Last,
+        next: &mut i64,
+    ) -> Result<Option<(Vec<(Value, Option<String>)>, Vec<(String, String)>)>, ProjectionError> {
+        let Some((household, individuals)) = self.group_at(store, household_id, upto).await? else {
+            return Ok(None);
+        };
+        let mut now: Vec<(String, String)> = vec![(String::new(), household.to_string())];
+        for (pid, r) in &individuals {
+            now.push((pid.clone(), serde_json::to_string(r).map_err(corrupt)?));
+        }
+        if now.len() == last.len() && now.iter().all(|(k, v)| last.get(k) == Some(v)) {
+            return Ok(None);
+        }
+        let recorded_at = format_instant(&cause.recorded_at);
+        let mut records = Vec::with_capacity(individuals.len() + 1);
+        let mut record = household;
+        record["position"] = json!(*next);
+        record["cause_position"] = json!(cause.position);
+        record["kind"] = json!("household");
+        record["recorded_at"] = json!(recorded_at);
+        records.push((record, None));
+        *next += 1;
+        for (pid, r) in &individuals {
+            let before: Option<IndividualRecord> = last
+                .get(pid)
+                .map(|s| serde_json::from_str(s))
+                .transpose()
+                .map_err(corrupt)?;
+            let mut record = serde_json::to_value(r).map_err(corrupt)?;
+            record["position"] = json!(*next);
+            record["cause_position"] = json!(cause.position);
+            record["kind"] = json!("individual");
+            record["change"] = json!(Change::between(before.as_ref(), r));
+            record["recorded_at"] = json!(recorded_at);
+            records.push((record, Some(pid.clone())));
+            *next += 1;
+        }
+        Ok(Some((records, now)))
+    }
+
+    /// Recomputes the feed from position 1 of the log up to the feed's checkpoint, in memory,
+    /// and compares it record by record with the stored feed (which is never rewritten).
+    pub async fn verify(&self, store: &Store, upto: i64) -> Result<Verification, ProjectionError> {
+        let db = super::db::Db::new(store);
+        let mut state: HashMap<String, Last> = HashMap::new();
+        let mut next = 1;
+        let mut after = 0;
+        let mut differences = Vec::new();
+        let mut checked = 0u64;
+        while after < upto {
+            let mut batch = store.read_log(after, 10_000).await?;
+            batch.retain(|e| e.position <= upto);
+            let Some(last_event) = batch.last().map(|e| e.position) else {
+                break;
+            };
+            for (cause, unit_end) in units(store, &batch).await? {
+                for household_id in self.touched(store, cause, unit_end).await? {
+                    let last = state.entry(household_id.clone()).or_default();
+                    let Some((records, now)) = self
+                        .emit(store, cause, unit_end, &household_id, last, &mut next)
+                        .await?
+                    else {
+                        continue;
+                    };
+                    *last = now.into_iter().collect();
+                    for (expected, _) in records {
+                        let position = expected["position"].as_i64().unwrap_or(0);
+                        let stored = super::read::feed_records(&db, position - 1, 1).await?;
+                        let stored: Option<Value> = stored
+                            .first()
+                            .map(|s| serde_json::from_str(s))
+                            .transpose()
+                            .map_err(corrupt)?;
+                        checked += 1;
+                        if stored.as_ref() != Some(&expected) && differences.len() < 20 {
+                            differences.push(format!(
+                                "position {position}: stored {} but the log gives {expected}",
+                                stored.map_or("nothing".to_owned(), |v| v.to_string())
+                            ));
+                        }
+                    }
+                }
+            }
+            after = last_event;
+        }
+        let stored_head = super::read::feed_head(&db).await?;
+        if stored_head != next - 1 && differences.len() < 20 {
+            differences.push(format!(
+                "the stored feed ends at position {stored_head}, the recomputation at {}",
+                next - 1
+            ));
+        }
+        Ok(Verification { checked, differences })
+    }
+}
+
+/// The outcome of [`Feed::verify`]: identical when `differences` is empty.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    pub checked: u64,
+    pub differences: Vec<String>,
 }

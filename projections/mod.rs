@@ -114,6 +114,8 @@ pub struct Status {
 /// What a rebuild did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RebuildSummary {
+    /// The stored feed compared with a recomputation from the log (it is never rewritten).
+    pub feed: feed::Verification,
     pub events: i64,
     pub seconds: f64,
     pub projections: Vec<(&'static str, i64)>,
@@ -126,6 +128,7 @@ pub struct Projections {
     db: Db,
     entries: Vec<Entry>,
     batch: i64,
+    insurer_number: String,
     wake: Notify,
     wake_others: Notify,
     /// Woken after every committed batch (feed long-polls wait on it).
@@ -166,6 +169,7 @@ impl Projections {
                 })
                 .collect(),
             batch: BATCH,
+            insurer_number: crate::settings::Settings::default().insurer_number,
             wake: Notify::new(),
             wake_others: Notify::new(),
             committed: Notify::new(),
@@ -220,6 +224,7 @@ impl Projections {
 
     /// The feed's records carry this insurer number (保険者番号, from the settings).
     pub fn with_insurer_number(mut self, insurer_number: &str) -> Self {
+        self.insurer_number = insurer_number.to_owned();
         self.entries.retain(|e| e.projection.name() != feed::NAME);
         self.entries.push(Entry {
             projection: Box::new(feed::Feed {
@@ -494,7 +499,14 @@ impl Projections {
                 rows.push((table, n.first().and_then(|r| r[0].as_int()).unwrap_or(0)));
             }
         }
+        let feed_position = self.stored_checkpoint(feed::NAME).await?;
+        let verification = feed::Feed {
+            insurer_number: self.insurer_number.clone(),
+        }
+        .verify(&self.store, feed_position)
+        .await?;
         Ok(RebuildSummary {
+            feed: verification,
             events: self.store.head().await?,
             seconds: started.elapsed().as_secs_f64(),
             projections: self

@@ -158,7 +158,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  checkpoint {name}: {position}");
             }
             store.close().await;
-            Ok(())
+            if summary.feed.differences.is_empty() {
+                println!(
+                    "feed: {} records verified against the log, identical",
+                    summary.feed.checked
+                );
+                Ok(())
+            } else {
+                for d in &summary.feed.differences {
+                    eprintln!("feed difference: {d}");
+                }
+                anyhow::bail!("the stored feed differs from a recomputation from the log (never rewritten)")
+            }
         }
         Command::Feed {
             command:

@@ -429,9 +429,31 @@ on_both!(
             ),
             (Some("lost"), Some("2026-01-09"), None, None)
         );
-        // A rebuild of the read models leaves every issued record as it was.
-        l.projections().rebuild(|_| {}).await.unwrap();
+        // A rebuild of the read models leaves every issued record as it was, and verifies them
+        // against a recomputation from the log.
+        let summary = l.projections().rebuild(|_| {}).await.unwrap();
         assert_eq!(feed(l).await, records);
+        assert_eq!(
+            (summary.feed.checked, summary.feed.differences.len()),
+            (records.len() as u64, 0)
+        );
+        // A record changed behind the ledger's back (its trigger disabled by a superuser) is
+        // reported, not rewritten.
+        let tamper = "UPDATE feed_records SET record = replace(record, '\"2026-01-09\"', '\"2026-01-19\"') WHERE person_id = '12'";
+        if let Some(pool) = t.store.pg_pool() {
+            sqlx::query("ALTER TABLE feed_records DISABLE TRIGGER USER")
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query(tamper).execute(pool).await.unwrap();
+        } else {
+            let pool = t.store.sqlite_pool().unwrap();
+            sqlx::query("DROP TRIGGER feed_no_update").execute(pool).await.unwrap();
+            sqlx::query(tamper).execute(pool).await.unwrap();
+        }
+        let summary = l.projections().rebuild(|_| {}).await.unwrap();
+        assert_eq!(summary.feed.differences.len(), 1, "{:?}", summary.feed.differences);
+        assert!(summary.feed.differences[0].starts_with(&format!("position {}:", left["position"])));
         t.db.cleanup().await;
     }
 );
