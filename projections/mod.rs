@@ -182,10 +182,6 @@ impl Projections {
         &self.db
     }
 
-    pub fn names(&self) -> Vec<&'static str> {
-        self.entries.iter().map(|e| e.projection.name()).collect()
-    }
-
     /// The projections a rebuild empties and builds again (not the feed).
     pub fn rebuildable_names(&self) -> Vec<&'static str> {
         self.entries
@@ -235,13 +231,9 @@ impl Projections {
         self
     }
 
+    /// A projection's committed checkpoint (0 before its row exists); reads only, so status
+    /// and metrics scrapes never take a write lock.
     async fn stored_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
-        self.db
-            .execute(
-                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
-                &[Val::text(name)],
-            )
-            .await?;
         let rows = self
             .db
             .fetch(
@@ -256,6 +248,13 @@ impl Projections {
     /// Reads every checkpoint from the database (at start and after another process moved one).
     pub async fn load_checkpoints(&self) -> Result<(), StoreError> {
         for e in &self.entries {
+            // The row must exist before a batch locks and moves it.
+            self.db
+                .execute(
+                    "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
+                    &[Val::text(e.projection.name())],
+                )
+                .await?;
             let p = self.stored_checkpoint(e.projection.name()).await?;
             e.position.send_if_modified(|old| {
                 let moved = *old != p;
