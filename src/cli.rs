@@ -83,6 +83,9 @@ pub enum FeedCommand {
         after: i64,
         #[arg(long)]
         out: PathBuf,
+        /// At most this many records (the next run goes on from the printed position).
+        #[arg(long)]
+        limit: Option<usize>,
         #[arg(long, value_enum, default_value = "utf-8")]
         encoding: crate::feed_export::Encoding,
         /// Write 〓 for a character the encoding cannot represent (listed on stderr) instead
@@ -176,6 +179,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 FeedCommand::Export {
                     after,
                     out,
+                    limit,
                     encoding,
                     replace_unmappable,
                     format: _,
@@ -184,7 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             anyhow::ensure!(after >= 0, "--after must be a feed position (≥ 0)");
             let store = Store::connect(&url(database_url)).await?;
-            let result = crate::feed_export::export(&store, after, &out, encoding, replace_unmappable).await;
+            let result = crate::feed_export::export(&store, after, limit, &out, encoding, replace_unmappable).await;
             store.close().await;
             let exported = result?;
             for r in &exported.replaced {

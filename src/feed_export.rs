@@ -5,10 +5,14 @@
 //! export (naming the record and the field) unless replacements are allowed: then it becomes
 //! `〓` and each replacement is reported.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use serde::de::Visitor;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::projections::db::Db;
@@ -94,102 +98,237 @@ fn sibling(out: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// One CSV field: dates as YYYYMMDD, booleans 1/0, null empty; quoted when it must be.
-fn field(v: &Value, column: &str) -> String {
-    let text = match v {
-        Value::Null => String::new(),
-        Value::Bool(b) => if *b { "1" } else { "0" }.to_owned(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => {
-            let is_date =
-                s.len() == 10 && s.as_bytes()[4] == b'-' && s.as_bytes()[7] == b'-' && column != "recorded_at";
-            if is_date {
-                s.replace('-', "")
-            } else {
-                s.clone()
+/// One value of a stored record, borrowed from its JSON text where it can be: the export reads
+/// a million records without building a `serde_json::Value` tree for each.
+enum Cell<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Text(Cow<'a, str>),
+    /// Nothing of feed.md's record is nested; anything else is written as its JSON.
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Cell<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Cell<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a feed record field")
+            }
+            fn visit_unit<E>(self) -> Result<Cell<'de>, E> {
+                Ok(Cell::Null)
+            }
+            fn visit_none<E>(self) -> Result<Cell<'de>, E> {
+                Ok(Cell::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Cell<'de>, E> {
+                Ok(Cell::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Cell<'de>, E> {
+                Ok(Cell::Int(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Cell<'de>, E> {
+                i64::try_from(n).map(Cell::Int).map_err(E::custom)
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<Cell<'de>, E> {
+                Ok(Cell::Other(n.to_string()))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cell<'de>, E> {
+                Ok(Cell::Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Cell<'de>, E> {
+                Ok(Cell::Text(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Cell<'de>, E> {
+                Ok(Cell::Text(Cow::Owned(s)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Cell<'de>, A::Error> {
+                let v = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(Cell::Other(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Cell<'de>, A::Error> {
+                let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Cell::Other(v.to_string()))
             }
         }
-        other => other.to_string(),
-    };
-    if text.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
+        d.deserialize_any(V)
     }
 }
+
+/// Appends one CSV field: dates as YYYYMMDD, booleans 1/0, null empty; quoted when it must be.
+fn push_field(line: &mut String, cell: Option<&Cell<'_>>, column: &str) {
+    match cell {
+        None | Some(Cell::Null) => {}
+        Some(Cell::Bool(b)) => line.push(if *b { '1' } else { '0' }),
+        Some(Cell::Int(n)) => {
+            use std::fmt::Write as _;
+            let _ = write!(line, "{n}");
+        }
+        Some(Cell::Text(s)) => {
+            let b = s.as_bytes();
+            let is_date = b.len() == 10 && b[4] == b'-' && b[7] == b'-' && column != "recorded_at";
+            if is_date {
+                line.push_str(&s[..4]);
+                line.push_str(&s[5..7]);
+                line.push_str(&s[8..]);
+            } else {
+                push_quoted(line, s);
+            }
+        }
+        Some(Cell::Other(s)) => push_quoted(line, s),
+    }
+}
+
+/// RFC 4180: a field holding a comma, quote or line break is quoted, quotes doubled.
+fn push_quoted(line: &mut String, s: &str) {
+    if s.contains([',', '"', '\r', '\n']) {
+        line.push('"');
+        line.push_str(&s.replace('"', "\"\""));
+        line.push('"');
+    } else {
+        line.push_str(s);
+    }
+}
+
+/// Windows-31J bytes of 〓 (GETA MARK), the conventional stand-in for an unmappable character.
+const GETA: &[u8] = &[0x81, 0xAC];
 
 struct Out {
     file: std::io::BufWriter<std::fs::File>,
     encoding: Encoding,
     replace: bool,
+    /// Reused per line: the UTF-8 text, where each field starts in it, the encoded bytes.
+    line: String,
+    starts: Vec<usize>,
+    bytes: Vec<u8>,
 }
 
 impl Out {
-    /// Writes one CSV line (CRLF) in the chosen encoding.
+    fn open(path: &Path, encoding: Encoding, replace: bool) -> anyhow::Result<Self> {
+        Ok(Self {
+            file: std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+            ),
+            encoding,
+            replace,
+            line: String::with_capacity(1024),
+            starts: Vec::with_capacity(32),
+            bytes: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Writes one CSV line (CRLF), built by `fill` field by field, in the chosen encoding.
     fn line(
         &mut self,
         position: i64,
-        fields: &[(&'static str, String)],
+        columns: &[&'static str],
+        mut fill: impl FnMut(&mut String, usize, &'static str),
         replaced: &mut Vec<Unmappable>,
     ) -> anyhow::Result<()> {
-        let mut bytes = Vec::new();
-        for (i, (name, text)) in fields.iter().enumerate() {
+        self.line.clear();
+        self.starts.clear();
+        for (i, column) in columns.iter().enumerate() {
             if i > 0 {
-                bytes.push(b',');
+                self.line.push(',');
             }
-            match self.encoding {
-                Encoding::Utf8 => bytes.extend_from_slice(text.as_bytes()),
-                Encoding::ShiftJis => {
-                    // The whole field at once; character by character only to name what failed.
-                    let (encoded, _, unmappable) = encoding_rs::SHIFT_JIS.encode(text);
-                    if !unmappable {
-                        bytes.extend_from_slice(&encoded);
-                        continue;
+            self.starts.push(self.line.len());
+            fill(&mut self.line, i, column);
+        }
+        self.line.push_str("\r\n");
+        match self.encoding {
+            Encoding::Utf8 => self.file.write_all(self.line.as_bytes())?,
+            Encoding::ShiftJis => {
+                self.encode_shift_jis(position, columns, replaced)?;
+                self.file.write_all(&self.bytes)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole line in one pass of the encoder; an unmappable character is named by the
+    /// field it sits in.
+    fn encode_shift_jis(
+        &mut self,
+        position: i64,
+        columns: &[&'static str],
+        replaced: &mut Vec<Unmappable>,
+    ) -> anyhow::Result<()> {
+        use encoding_rs::EncoderResult;
+        let mut encoder = encoding_rs::SHIFT_JIS.new_encoder();
+        self.bytes.clear();
+        // Windows-31J never needs more than two bytes for a character of up to three in UTF-8.
+        self.bytes.resize(self.line.len() + 16, 0);
+        let (mut read, mut written) = (0, 0);
+        loop {
+            let (result, r, w) =
+                encoder.encode_from_utf8_without_replacement(&self.line[read..], &mut self.bytes[written..], true);
+            read += r;
+            written += w;
+            match result {
+                EncoderResult::InputEmpty => break,
+                EncoderResult::OutputFull => {
+                    let len = self.bytes.len();
+                    self.bytes.resize(len * 2, 0);
+                }
+                EncoderResult::Unmappable(c) => {
+                    let at = read - c.len_utf8();
+                    let field = columns[self.starts.partition_point(|s| *s <= at) - 1];
+                    if !self.replace {
+                        anyhow::bail!(
+                            "record {position}, field {field}: U+{:04X} cannot be written in Windows-31J \
+                             (use --replace-unmappable to write 〓 instead)",
+                            c as u32
+                        );
                     }
-                    for c in text.chars() {
-                        let mut buf = [0u8; 4];
-                        let s = c.encode_utf8(&mut buf);
-                        let (encoded, _, unmappable) = encoding_rs::SHIFT_JIS.encode(s);
-                        if unmappable {
-                            let u = Unmappable {
-                                position,
-                                field: name,
-                                character: c,
-                            };
-                            if !self.replace {
-                                anyhow::bail!(
-                                    "record {position}, field {name}: U+{:04X} cannot be written in Windows-31J \
-                                     (use --replace-unmappable to write 〓 instead)",
-                                    c as u32
-                                );
-                            }
-                            replaced.push(u);
-                            bytes.extend_from_slice(&encoding_rs::SHIFT_JIS.encode("〓").0);
-                        } else {
-                            bytes.extend_from_slice(&encoded);
-                        }
+                    replaced.push(Unmappable {
+                        position,
+                        field,
+                        character: c,
+                    });
+                    if self.bytes.len() < written + GETA.len() {
+                        self.bytes.resize(written + GETA.len() + 16, 0);
                     }
+                    self.bytes[written..written + GETA.len()].copy_from_slice(GETA);
+                    written += GETA.len();
                 }
             }
         }
-        bytes.extend_from_slice(b"\r\n");
-        self.file.write_all(&bytes)?;
+        self.bytes.truncate(written);
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
         Ok(())
     }
 }
 
-/// Exports the records after `after`. On failure both files are removed: nothing half-written
-/// is left for a transfer to pick up.
+/// Exports the records after `after` (at most `limit` of them). On failure both files are
+/// removed: nothing half-written is left for a transfer to pick up.
 pub async fn export(
     store: &Store,
     after: i64,
+    limit: Option<usize>,
     out: &Path,
     encoding: Encoding,
     replace: bool,
 ) -> anyhow::Result<Exported> {
     let household_file = sibling(out, ".household.csv");
     let individual_file = sibling(out, ".individual.csv");
-    let result = write_files(store, after, &household_file, &individual_file, encoding, replace).await;
+    let result = write_files(
+        store,
+        after,
+        limit.unwrap_or(usize::MAX),
+        &household_file,
+        &individual_file,
+        encoding,
+        replace,
+    )
+    .await;
     if result.is_err() {
         let _ = std::fs::remove_file(&household_file);
         let _ = std::fs::remove_file(&individual_file);
@@ -204,55 +343,78 @@ pub async fn export(
     })
 }
 
+const PAGE: usize = 10_000;
+
 async fn write_files(
     store: &Store,
     after: i64,
+    limit: usize,
     household_file: &Path,
     individual_file: &Path,
     encoding: Encoding,
     replace: bool,
 ) -> anyhow::Result<(usize, i64, Vec<Unmappable>)> {
-    let open = |p: &Path| -> anyhow::Result<Out> {
-        Ok(Out {
-            file: std::io::BufWriter::new(
-                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-            ),
-            encoding,
-            replace,
-        })
-    };
-    let mut households = open(household_file)?;
-    let mut individuals = open(individual_file)?;
+    let mut households = Out::open(household_file, encoding, replace)?;
+    let mut individuals = Out::open(individual_file, encoding, replace)?;
     let mut replaced = Vec::new();
-    let header = |cols: &[&'static str]| cols.iter().map(|c| (*c, (*c).to_owned())).collect::<Vec<_>>();
-    households.line(0, &header(&HOUSEHOLD_COLUMNS), &mut replaced)?;
-    individuals.line(0, &header(&INDIVIDUAL_COLUMNS), &mut replaced)?;
+    households.line(0, &HOUSEHOLD_COLUMNS, |l, _, c| l.push_str(c), &mut replaced)?;
+    individuals.line(0, &INDIVIDUAL_COLUMNS, |l, _, c| l.push_str(c), &mut replaced)?;
     let db = Db::new(store);
     let (mut last, mut count) = (after, 0usize);
-    loop {
-        let page = read::feed_records(&db, last, 10_000).await?;
+    // The next page is read while this one is written.
+    let mut next = Some(tokio::spawn(read_page(db.clone(), last, PAGE.min(limit))));
+    while let Some(reading) = next.take() {
+        let page = reading.await??;
         if page.is_empty() {
             break;
         }
-        for text in &page {
-            let record: Value = serde_json::from_str(text).context("a stored feed record is not JSON")?;
-            let position = record["position"]
-                .as_i64()
-                .context("a stored feed record has no position")?;
-            let (out, columns): (&mut Out, &[&'static str]) = if record["kind"] == "household" {
+        let page_last = page_last_position(&page)?;
+        let remaining = limit - count - page.len().min(limit - count);
+        if page.len() == PAGE && remaining > 0 {
+            next = Some(tokio::spawn(read_page(db.clone(), page_last, PAGE.min(remaining))));
+        }
+        for text in page.iter().take(limit - count) {
+            let record: HashMap<&str, Cell<'_>> =
+                serde_json::from_str(text).context("a stored feed record is not JSON")?;
+            let position = match record.get("position") {
+                Some(Cell::Int(p)) => *p,
+                _ => anyhow::bail!("a stored feed record has no position"),
+            };
+            let household = matches!(record.get("kind"), Some(Cell::Text(k)) if k == "household");
+            let (out, columns): (&mut Out, &[&'static str]) = if household {
                 (&mut households, &HOUSEHOLD_COLUMNS)
             } else {
                 (&mut individuals, &INDIVIDUAL_COLUMNS)
             };
-            let fields: Vec<(&'static str, String)> = columns.iter().map(|c| (*c, field(&record[*c], c))).collect();
-            out.line(position, &fields, &mut replaced)?;
+            out.line(
+                position,
+                columns,
+                |l, _, c| push_field(l, record.get(c), c),
+                &mut replaced,
+            )?;
             last = position;
             count += 1;
         }
+        if count >= limit {
+            break;
+        }
     }
-    households.file.flush()?;
-    individuals.file.flush()?;
-    households.file.get_ref().sync_all()?;
-    individuals.file.get_ref().sync_all()?;
+    households.finish()?;
+    individuals.finish()?;
     Ok((count, last, replaced))
+}
+
+async fn read_page(db: Db, after: i64, limit: usize) -> Result<Vec<String>, crate::store::StoreError> {
+    read::feed_records(&db, after, limit as i64).await
+}
+
+fn page_last_position(page: &[String]) -> anyhow::Result<i64> {
+    #[derive(Deserialize)]
+    struct Position {
+        position: i64,
+    }
+    let last = page.last().context("an empty page")?;
+    Ok(serde_json::from_str::<Position>(last)
+        .context("a stored feed record has no position")?
+        .position)
 }

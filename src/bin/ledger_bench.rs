@@ -8,6 +8,8 @@
 //!   ledger-bench projections [--persons 100000] [--clients 200]   (rebuild vs bare scan; timeline
 //!                                                                   reads over TCP on that ledger)
 //!   ledger-bench lag      [--clients 8] [--seconds 10]          (append → projection applied)
+//!   ledger-bench feed     [--persons 100000]   (feed generation during an import; GET /v1/feed
+//!                                               paging; CSV export Shift_JIS vs UTF-8)
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -84,6 +86,15 @@ enum What {
         clients: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Imports N persons (10 events each) while the change feed runs; then reads the whole feed
+    /// over TCP with limit=1000 and exports it as CSV in Shift_JIS and in UTF-8.
+    Feed {
+        #[arg(long, default_value_t = 100_000)]
+        persons: usize,
+        /// Records per export run (the first N of the feed).
+        #[arg(long, default_value_t = 1_000_000)]
+        export_records: usize,
     },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
@@ -613,6 +624,127 @@ async fn lag(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn feed_position(p: &kokuho_ledger::projections::Projections) -> anyhow::Result<i64> {
+    Ok(p.status()
+        .await?
+        .into_iter()
+        .find(|s| s.name == "feed")
+        .map_or(0, |s| s.position))
+}
+
+async fn feed(url: &str, persons: usize, export_records: usize) -> anyhow::Result<()> {
+    use kokuho_ledger::feed_export::{export, Encoding};
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bench.jsonl");
+    write_import_file(&file, persons)?;
+    let store = Store::connect(url).await?;
+    // The feed consumer runs (as in `serve`) while the import writes the log.
+    let p = Arc::new(kokuho_ledger::projections::Projections::new(store.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = p.spawn(stopped);
+    let settings = Settings {
+        vault_key_file: Some(dir.path().join("bench.key")),
+        ..Settings::default()
+    };
+    let started = Instant::now();
+    let summary = kokuho_ledger::import::run(&file, url, settings, 10_000, "bench").await?;
+    let import_secs = started.elapsed().as_secs_f64();
+    let head = store.head().await?;
+    let at_import_end = feed_position(&p).await?;
+    println!("import: {summary}");
+    loop {
+        if feed_position(&p).await? >= head {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    stop.send(true)?;
+    runner.await?;
+    let db = kokuho_ledger::projections::db::Db::new(&store);
+    let records = kokuho_ledger::projections::read::feed_head(&db).await?;
+    println!(
+        "feed during the import of {head} events ({import_secs:.1} s): the feed consumer applied {at_import_end} events ({:.0} events/s); caught up {:.1} s after the import ended; overall {:.0} events/s and {:.0} feed records/s ({records} records)",
+        at_import_end as f64 / import_secs,
+        total_secs - import_secs,
+        head as f64 / total_secs,
+        records as f64 / total_secs,
+    );
+
+    // Reading the whole feed over TCP, limit=1000, one consumer (baseline: the same pages by SQL).
+    let started = Instant::now();
+    let mut after = 0;
+    loop {
+        let page = kokuho_ledger::projections::read::feed_records(&db, after, 1000).await?;
+        if page.len() < 1000 {
+            break;
+        }
+        after += 1000;
+    }
+    let sql_rate = records as f64 / started.elapsed().as_secs_f64();
+    let (ledger, _) = ledger(url, dir.path()).await?;
+    let router = kokuho_ledger::http::router(ledger.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut conn = Conn::open(&addr).await?;
+    let started = Instant::now();
+    let (mut after, mut bytes, mut pages) = (0i64, 0usize, 0usize);
+    while after < records {
+        let (status, len) = conn.get(&format!("/v1/feed?after={after}&limit=1000")).await?;
+        anyhow::ensure!(status == 200, "status {status}");
+        after = (after + 1000).min(records);
+        bytes += len;
+        pages += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "GET /v1/feed?limit=1000 over TCP, whole feed: {pages} pages, {:.0} records/s, {:.0} MB/s; \
+         the same pages by bare SQL: {sql_rate:.0} records/s; ratio {:.2}",
+        records as f64 / secs,
+        bytes as f64 / secs / 1e6,
+        records as f64 / secs / sql_rate
+    );
+
+    // Export: the same records to Shift_JIS and to UTF-8 (the same bytes with no transcoding).
+    let limit = export_records.min(records as usize);
+    let mut rates = Vec::new();
+    for (label, encoding) in [
+        ("UTF-8 (no encoding)", Encoding::Utf8),
+        ("Shift_JIS", Encoding::ShiftJis),
+        ("UTF-8 (no encoding)", Encoding::Utf8),
+        ("Shift_JIS", Encoding::ShiftJis),
+    ] {
+        let out = dir.path().join(format!("export-{label}"));
+        let started = Instant::now();
+        let e = export(&store, 0, Some(limit), &out, encoding, false).await?;
+        let secs = started.elapsed().as_secs_f64();
+        let size = std::fs::metadata(&e.household_file)?.len() + std::fs::metadata(&e.individual_file)?.len();
+        println!(
+            "export {label}: {} records in {secs:.2} s, {:.0} records/s, {:.1} MB",
+            e.records,
+            e.records as f64 / secs,
+            size as f64 / 1e6
+        );
+        rates.push((encoding, e.records as f64 / secs));
+        std::fs::remove_file(&e.household_file)?;
+        std::fs::remove_file(&e.individual_file)?;
+    }
+    let best = |enc| {
+        rates
+            .iter()
+            .filter(|(e, _)| *e == enc)
+            .map(|(_, r)| *r)
+            .fold(0.0, f64::max)
+    };
+    println!(
+        "export ratio Shift_JIS / UTF-8 (best of two each): {:.2}",
+        best(Encoding::ShiftJis) / best(Encoding::Utf8)
+    );
+    store.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -636,6 +768,10 @@ async fn main() -> anyhow::Result<()> {
             rate,
         } => projections(&db.url, persons, clients, seconds, rate).await,
         What::Lag { clients, seconds } => lag(&db.url, clients, seconds).await,
+        What::Feed {
+            persons,
+            export_records,
+        } => feed(&db.url, persons, export_records).await,
     };
     if !args.keep {
         db.drop_db().await?;

@@ -72,7 +72,8 @@ pub enum Change {
 impl Change {
     /// The kind of change from `before` (None: no record yet) to `after`: a period that opens
     /// (first join, rejoin) is `acquired`, one that gets its end is `lost`, anything else —
-    /// a corrected date, a new name, another member's change — is `changed`.
+    /// a corrected date, a new name, another member's change, the end of the same period
+    /// withdrawn (a rescinded loss) — is `changed`.
     pub fn between(before: Option<&IndividualRecord>, after: &IndividualRecord) -> Change {
         let open = |r: &IndividualRecord| r.applied_from.is_some() && r.applied_to.is_none();
         match before {
@@ -85,8 +86,31 @@ impl Change {
             }
             None => Change::Changed,
             Some(b) if open(b) && !open(after) => Change::Lost,
-            Some(b) if !open(b) && open(after) => Change::Acquired,
+            Some(b) if !open(b) && open(after) && b.applied_from != after.applied_from => Change::Acquired,
             Some(_) => Change::Changed,
+        }
+    }
+}
+
+impl IndividualRecord {
+    /// Place in a group: branch order, members without a branch last, by person id.
+    pub fn group_order(&self) -> (bool, Option<&str>, &str) {
+        (self.branch.is_none(), self.branch.as_deref(), &self.person_id)
+    }
+
+    /// The last record of a person who no longer belongs to the group (a rescinded or
+    /// corrected move-in, a deemed head who stopped being one without ever being insured):
+    /// announced once with no period and no head role, then dropped from the group.
+    pub fn withdrawn(&self) -> IndividualRecord {
+        IndividualRecord {
+            is_nhi_head: false,
+            is_deemed_head: false,
+            qualified_on: None,
+            disqualified_on: None,
+            loss_code: None,
+            applied_from: None,
+            applied_to: None,
+            ..self.clone()
         }
     }
 }
@@ -218,8 +242,6 @@ pub fn group(
             document_collected_on: m.derived.last_document_collected,
         });
     }
-    individuals.sort_by(|a, b| {
-        (a.branch.is_none(), &a.branch, &a.person_id).cmp(&(b.branch.is_none(), &b.branch, &b.person_id))
-    });
+    individuals.sort_by(|a, b| a.group_order().cmp(&b.group_order()));
     Some((household_record, individuals))
 }

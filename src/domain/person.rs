@@ -42,6 +42,30 @@ pub enum EventStatus {
     Rescinded,
 }
 
+/// The name in force is the registered one as changed by `name_changed` facts, the latest
+/// effective date last (same day: the later recorded). A change without a real name keeps the
+/// registered real name: it renames the alias printed on the card, not the person.
+fn apply_name_changes(r: &mut Registration, facts: &[(u64, PersonEvent)]) {
+    let mut changes: Vec<(NaiveDate, u64, &super::event::NameChange)> = facts
+        .iter()
+        .filter_map(|(seq, e)| match &e.fact {
+            PersonFact::NameChanged(c) => Some((e.effective_date, *seq, c)),
+            _ => None,
+        })
+        .collect();
+    changes.sort_by_key(|(d, seq, _)| (*d, *seq));
+    for (_, _, c) in changes {
+        r.name = c.name.clone();
+        r.name_kana = c.name_kana.clone();
+        if c.real_name.is_some() {
+            r.real_name = c.real_name.clone();
+        }
+        if c.real_name_kana.is_some() {
+            r.real_name_kana = c.real_name_kana.clone();
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Person {
     /// Event `i` has sequence `i + 1`.
@@ -108,7 +132,10 @@ impl Person {
                 _ => facts.push((i as u64 + 1, current.clone())),
             }
         }
-        registration.map(|(r, on)| (r, on, facts))
+        registration.map(|(mut r, on)| {
+            apply_name_changes(&mut r, &facts);
+            (r, on, facts)
+        })
     }
 
     pub fn registration(&self) -> Option<Registration> {

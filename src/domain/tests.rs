@@ -1100,3 +1100,43 @@ proptest! {
         }
     }
 }
+
+fn renamed(date: &str, name: &str, kana: &str, real: Option<&str>) -> PersonEvent {
+    ev(
+        date,
+        PersonFact::NameChanged(NameChange {
+            name: Name::parse(name).unwrap(),
+            name_kana: Kana::parse(kana).unwrap(),
+            real_name: real.map(|r| Name::parse(r).unwrap()),
+            real_name_kana: None,
+        }),
+    )
+}
+
+#[test]
+fn name_changes_apply_in_effective_date_order() {
+    let person = Person::from_events(vec![
+        registered("1980-01-01"),
+        renamed("2024-05-01", "佐藤 太郎", "サトウ　タロウ", Some("山田 太郎")),
+        // Recorded later but effective earlier: the 2024-05-01 change stays in force.
+        renamed("2023-01-01", "田中 太郎", "タナカ　タロウ", None),
+    ]);
+    let reg = person.registration().unwrap();
+    assert_eq!(reg.name.as_str(), "佐藤 太郎");
+    assert_eq!(reg.name_kana.as_str(), "サトウ　タロウ");
+    assert_eq!(reg.real_name.as_ref().map(|n| n.as_str()), Some("山田 太郎"));
+
+    // A rescinded change falls away; the registered name comes back.
+    let mut events = person.events().to_vec();
+    events.truncate(2);
+    events.push(ev(
+        "2024-06-01",
+        PersonFact::Rescinded {
+            target_sequence: 2,
+            reason: "wrong person".into(),
+        },
+    ));
+    let reg = Person::from_events(events).registration().unwrap();
+    assert_eq!(reg.name.as_str(), "山田 太郎");
+    assert_eq!(reg.real_name, None);
+}

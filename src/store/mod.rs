@@ -401,12 +401,16 @@ impl Store {
         })
     }
 
-    /// Persons whose facts (ever) name this household.
-    pub async fn household_person_ids(&self, household_id: &str) -> Result<Vec<String>, StoreError> {
-        match &self.backend {
-            Backend::Postgres(p) => postgres::household_person_ids(p, household_id).await,
-            Backend::Sqlite { read, .. } => sqlite::household_person_ids(read, household_id).await,
+    /// (household, person) for every person whose facts (ever) name one of these households.
+    pub async fn household_person_ids(&self, household_ids: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in household_ids.chunks(5000) {
+            out.extend(match &self.backend {
+                Backend::Postgres(p) => postgres::household_person_ids(p, chunk).await?,
+                Backend::Sqlite { read, .. } => sqlite::household_person_ids(read, chunk).await?,
+            });
         }
+        Ok(out)
     }
 
     /// Persons born on or before a day (by any recorded or corrected birth date) who have no

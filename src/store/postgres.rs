@@ -441,12 +441,17 @@ pub(super) async fn read_log(pool: &PgPool, after: i64, limit: i64) -> Result<Ve
         .collect()
 }
 
-pub(super) async fn household_person_ids(pool: &PgPool, household_id: &str) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'person' \
-         AND COALESCE(payload ->> 'household_id', payload -> 'replacement' ->> 'household_id') = $1",
+pub(super) async fn household_person_ids(
+    pool: &PgPool,
+    household_ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT DISTINCT COALESCE(payload ->> 'household_id', payload -> 'replacement' ->> 'household_id') AS h, \
+                aggregate_id FROM events WHERE aggregate_type = 'person' \
+         AND COALESCE(payload ->> 'household_id', payload -> 'replacement' ->> 'household_id') = ANY($1) \
+         ORDER BY 1, 2",
     )
-    .bind(household_id)
+    .bind(household_ids)
     .fetch_all(pool)
     .await?)
 }

@@ -195,12 +195,18 @@ pub(super) async fn read_log(pool: &SqlitePool, after: i64, limit: i64) -> Resul
         .collect()
 }
 
-pub(super) async fn household_person_ids(pool: &SqlitePool, household_id: &str) -> Result<Vec<String>, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'person' \
-         AND coalesce(json_extract(payload, '$.household_id'), json_extract(payload, '$.replacement.household_id')) = ?1",
+pub(super) async fn household_person_ids(
+    pool: &SqlitePool,
+    household_ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let ids = serde_json::to_string(household_ids).map_err(corrupt)?;
+    Ok(sqlx::query_as(
+        "SELECT DISTINCT coalesce(json_extract(payload, '$.household_id'), json_extract(payload, '$.replacement.household_id')) AS h, \
+                aggregate_id FROM events WHERE aggregate_type = 'person' \
+         AND coalesce(json_extract(payload, '$.household_id'), json_extract(payload, '$.replacement.household_id')) \
+             IN (SELECT value FROM json_each(?1)) ORDER BY 1, 2",
     )
-    .bind(household_id)
+    .bind(ids)
     .fetch_all(pool)
     .await?)
 }
