@@ -15,6 +15,7 @@ pub enum Val {
     Text(Option<String>),
     Int(Option<i64>),
     Bool(bool),
+    Bytes(Option<Vec<u8>>),
 }
 
 impl Val {
@@ -39,6 +40,12 @@ impl Val {
     pub fn as_bool(&self) -> bool {
         matches!(self, Val::Bool(true))
     }
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Val::Bytes(b) => b.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Column types, for reads and for PostgreSQL's typed arrays.
@@ -47,6 +54,7 @@ pub enum Ty {
     Text,
     Int,
     Bool,
+    Bytes,
 }
 
 impl Ty {
@@ -55,6 +63,7 @@ impl Ty {
             Ty::Text => "text[]",
             Ty::Int => "bigint[]",
             Ty::Bool => "boolean[]",
+            Ty::Bytes => "bytea[]",
         }
     }
 }
@@ -166,12 +175,14 @@ impl Tx {
                 let mut texts: Vec<Vec<Option<String>>> = vec![Vec::new(); cols.len()];
                 let mut ints: Vec<Vec<Option<i64>>> = vec![Vec::new(); cols.len()];
                 let mut bools: Vec<Vec<bool>> = vec![Vec::new(); cols.len()];
+                let mut bytes: Vec<Vec<Option<Vec<u8>>>> = vec![Vec::new(); cols.len()];
                 for row in rows {
                     for (i, v) in row.into_iter().enumerate() {
                         match v {
                             Val::Text(t) => texts[i].push(t),
                             Val::Int(n) => ints[i].push(n),
                             Val::Bool(b) => bools[i].push(b),
+                            Val::Bytes(b) => bytes[i].push(b),
                         }
                     }
                 }
@@ -181,6 +192,7 @@ impl Tx {
                         Ty::Text => q.bind(std::mem::take(&mut texts[i])),
                         Ty::Int => q.bind(std::mem::take(&mut ints[i])),
                         Ty::Bool => q.bind(std::mem::take(&mut bools[i])),
+                        Ty::Bytes => q.bind(std::mem::take(&mut bytes[i])),
                     };
                 }
                 q.execute(&mut **tx).await?;
@@ -243,6 +255,7 @@ fn bind_pg<'q>(mut q: PgQuery<'q>, args: &'q [Val]) -> PgQuery<'q> {
             Val::Text(t) => q.bind(t.as_deref()),
             Val::Int(i) => q.bind(*i),
             Val::Bool(b) => q.bind(*b),
+            Val::Bytes(b) => q.bind(b.as_deref()),
         };
     }
     q
@@ -254,6 +267,7 @@ fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, args: &'q [Val]) -> SqliteQuery<'q> {
             Val::Text(t) => q.bind(t.as_deref()),
             Val::Int(i) => q.bind(*i),
             Val::Bool(b) => q.bind(*b),
+            Val::Bytes(b) => q.bind(b.as_deref()),
         };
     }
     q
@@ -267,6 +281,7 @@ fn read_pg(row: &PgRow, tys: &[Ty]) -> Result<Vec<Val>, StoreError> {
                 Ty::Text => Val::Text(row.try_get(i)?),
                 Ty::Int => Val::Int(row.try_get(i)?),
                 Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i)?.unwrap_or(false)),
+                Ty::Bytes => Val::Bytes(row.try_get(i)?),
             })
         })
         .collect()
@@ -280,6 +295,7 @@ fn read_sqlite(row: &SqliteRow, tys: &[Ty]) -> Result<Vec<Val>, StoreError> {
                 Ty::Text => Val::Text(row.try_get(i)?),
                 Ty::Int => Val::Int(row.try_get(i)?),
                 Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i)?.unwrap_or(false)),
+                Ty::Bytes => Val::Bytes(row.try_get(i)?),
             })
         })
         .collect()

@@ -12,13 +12,14 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cqrs_es::Aggregate;
+use serde::Deserialize as _;
 use serde_json::{json, Value};
 
 use super::db::{Tx, Ty, Val};
 use super::{Projection, ProjectionError};
-use crate::domain::feed::{group, Change, IndividualRecord, Member};
+use crate::domain::feed::{group, Change, HouseholdRecord, IndividualRecord, Member};
+use crate::domain::history::Derived;
 use crate::domain::{Household, Person, PersonId};
-use crate::ledger::fold;
 use crate::store::{format_instant, Store, StoredEvent};
 
 pub const NAME: &str = "feed";
@@ -76,11 +77,94 @@ fn prefix(events: Option<&Vec<StoredEvent>>, upto: i64) -> &[StoredEvent] {
     &events[..events.partition_point(|e| e.position <= upto)]
 }
 
-/// A household's group: the household record as JSON and (person id, record) in group order.
-type Group = (Value, Vec<(String, IndividualRecord)>);
+/// Streams folded as far as a batch's causes have needed them. Causes come in log order, so
+/// each stream is folded once per pass, event by event, not again from its start per cause.
+/// A person folded over their first `.0` events, with the derivation of that history.
+type FoldedPerson = (usize, Person, Result<Derived, String>);
 
-/// What a batch emits: records (JSON, household, person) and the households whose state moved.
-type Emitted = (Vec<(Value, String, Option<String>)>, BTreeSet<String>);
+#[derive(Default)]
+struct Folds {
+    persons: HashMap<String, FoldedPerson>,
+    households: HashMap<String, (usize, Household)>,
+}
+
+/// Brings a folded stream to `events` (a prefix of the stream); whether it moved.
+fn advance<A: Aggregate>(
+    applied: &mut usize,
+    aggregate: &mut A,
+    events: &[StoredEvent],
+) -> Result<bool, ProjectionError> {
+    if events.len() < *applied {
+        // Asked for an earlier state: fold again from the start.
+        (*applied, *aggregate) = (0, A::default());
+    }
+    if events.len() == *applied {
+        return Ok(false);
+    }
+    for e in &events[*applied..] {
+        aggregate.apply(A::Event::deserialize(&e.payload).map_err(corrupt)?);
+    }
+    *applied = events.len();
+    Ok(true)
+}
+
+impl Folds {
+    /// A person as the log stands at `upto`, with their derived history; None before their
+    /// first event.
+    fn person(&mut self, slice: &Slice, id: &str, upto: i64) -> Result<Option<&FoldedPerson>, ProjectionError> {
+        let events = prefix(slice.persons.get(id), upto);
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let entry = self
+            .persons
+            .entry(id.to_owned())
+            .or_insert_with(|| (0, Person::default(), Err(String::new())));
+        let (applied, person, derived) = entry;
+        if advance(applied, person, events)? {
+            *derived = person.derive().map_err(|e| e.to_string());
+        }
+        Ok(Some(entry))
+    }
+
+    fn household(&mut self, slice: &Slice, id: &str, upto: i64) -> Result<&Household, ProjectionError> {
+        let events = prefix(slice.households.get(id), upto);
+        let (applied, household) = self.households.entry(id.to_owned()).or_default();
+        advance(applied, household, events)?;
+        Ok(household)
+    }
+}
+
+/// A household's group: the household record and (person id, record) in group order.
+type Group = (HouseholdRecord, Vec<(String, IndividualRecord)>);
+
+/// One issued feed record, as stored.
+struct Issued {
+    position: i64,
+    cause_position: i64,
+    kind: &'static str,
+    household_id: String,
+    person_id: Option<String>,
+    /// The record's JSON: its fields, then position, cause_position, kind, (change,)
+    /// recorded_at.
+    text: String,
+}
+
+/// What a batch emits: the records and the households whose state moved.
+type Emitted = (Vec<Issued>, BTreeSet<String>);
+
+/// A record's JSON with the feed's own fields appended (serialized once, never re-parsed).
+fn with_fields(mut json: String, fields: &[(&str, Value)]) -> String {
+    json.pop(); // the closing brace
+    for (k, v) in fields {
+        json.push_str(",\"");
+        json.push_str(k);
+        json.push_str("\":");
+        json.push_str(&v.to_string());
+    }
+    json.push('}');
+    json
+}
 
 impl Feed {
     /// The batch's causes, their touched households and the log slice to evaluate them on.
@@ -104,8 +188,9 @@ impl Feed {
         );
         let mut planned = Vec::with_capacity(units.len());
         let mut all = BTreeSet::new();
+        let mut folds = Folds::default();
         for (cause, upto) in units {
-            let households = touched(&slice, cause, upto)?;
+            let households = touched(&slice, &mut folds, cause, upto)?;
             all.extend(households.iter().cloned());
             planned.push(Unit {
                 cause,
@@ -137,25 +222,28 @@ impl Feed {
     fn group_at(
         &self,
         slice: &Slice,
+        folds: &mut Folds,
         household_id: &str,
         upto: i64,
     ) -> Result<Option<Group>, ProjectionError> {
-        let household = fold::<Household>(prefix(slice.households.get(household_id), upto)).map_err(corrupt)?;
+        let household = folds.household(slice, household_id, upto)?.clone();
         if household.card().is_none() {
             return Ok(None);
         }
-        let mut folded = Vec::new();
-        for id in slice.members.get(household_id).into_iter().flatten() {
-            let events = prefix(slice.persons.get(id), upto);
-            if events.is_empty() {
-                continue;
+        let ids = slice.members.get(household_id).map_or(&[][..], Vec::as_slice);
+        for id in ids {
+            if let Some((_, _, Err(e))) = folds.person(slice, id, upto)? {
+                return Err(corrupt(format!("person {id}: stored history does not derive: {e}")));
             }
-            let person = fold::<Person>(events).map_err(corrupt)?;
-            let derived = person
-                .derive()
-                .map_err(|e| corrupt(format!("person {id}: stored history does not derive: {e}")))?;
-            let pid = PersonId::parse(id).map_err(|e| corrupt(e.message))?;
-            folded.push((pid, person, derived));
+        }
+        let mut folded = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some((_, person, Ok(derived))) = folds.persons.get(id.as_str()) {
+                if !prefix(slice.persons.get(id), upto).is_empty() {
+                    let pid = PersonId::parse(id).map_err(|e| corrupt(e.message))?;
+                    folded.push((pid, person, derived));
+                }
+            }
         }
         let members: Vec<Member<'_>> = folded
             .iter()
@@ -168,7 +256,6 @@ impl Feed {
         let Some((h, individuals)) = group(&self.insurer_number, household_id, &household, &members) else {
             return Ok(None);
         };
-        let h = serde_json::to_value(h).map_err(corrupt)?;
         Ok(Some((
             h,
             individuals.into_iter().map(|r| (r.person_id.clone(), r)).collect(),
@@ -186,15 +273,16 @@ impl Feed {
     ) -> Result<Emitted, ProjectionError> {
         let mut records = Vec::new();
         let mut moved = BTreeSet::new();
+        let mut folds = Folds::default();
         for unit in units {
             for household_id in &unit.households {
                 let last = state.entry(household_id.clone()).or_default();
-                let Some((group, now)) = self.emit(slice, unit, household_id, last, next)? else {
+                let Some((group, now)) = self.emit(slice, &mut folds, unit, household_id, last, next)? else {
                     continue;
                 };
-                *last = now.into_iter().collect();
+                *last = now;
                 moved.insert(household_id.clone());
-                records.extend(group.into_iter().map(|(r, p)| (r, household_id.clone(), p)));
+                records.extend(group);
             }
         }
         Ok((records, moved))
@@ -202,39 +290,36 @@ impl Feed {
 }
 
 /// Households whose group a cause may change.
-fn touched(slice: &Slice, cause: &StoredEvent, upto: i64) -> Result<BTreeSet<String>, ProjectionError> {
+fn touched(
+    slice: &Slice,
+    folds: &mut Folds,
+    cause: &StoredEvent,
+    upto: i64,
+) -> Result<BTreeSet<String>, ProjectionError> {
     let mut out = BTreeSet::new();
     if cause.aggregate_type == Household::TYPE {
         out.insert(cause.aggregate_id.clone());
         return Ok(out);
     }
     // The person's households before and after the cause (a correction may take one away).
-    let stream = slice.persons.get(&cause.aggregate_id);
     for bound in [cause.position - 1, upto] {
-        let events = prefix(stream, bound);
-        if events.is_empty() {
-            continue;
-        }
-        let person = fold::<Person>(events).map_err(corrupt)?;
-        if let Ok(derived) = person.derive() {
+        if let Some((_, _, Ok(derived))) = folds.person(slice, &cause.aggregate_id, bound)? {
             out.extend(derived.households.iter().map(|(_, h)| h.to_string()));
         }
     }
     Ok(out)
 }
 
-/// A list of ids as one JSON parameter (PostgreSQL `json_array_elements_text`, SQLite
-/// `json_each`): one statement whatever the number.
-fn id_list(tx: &Tx, ids: &BTreeSet<String>) -> (String, Val) {
-    let list = if tx.is_postgres() {
-        "SELECT json_array_elements_text($1::json)"
+/// `household_id` is one of `ids`, with the ids as one JSON parameter: one statement whatever
+/// their number. On PostgreSQL the list becomes an array first, so the primary key is used (a
+/// set-returning function in `IN (…)` plans as a scan of the whole table).
+fn household_in(tx: &Tx, ids: &BTreeSet<String>) -> (&'static str, Val) {
+    let predicate = if tx.is_postgres() {
+        "household_id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))"
     } else {
-        "SELECT value FROM json_each($1)"
+        "household_id IN (SELECT value FROM json_each($1))"
     };
-    (
-        list.to_owned(),
-        Val::text(serde_json::to_string(ids).unwrap_or_default()),
-    )
+    (predicate, Val::text(serde_json::to_string(ids).unwrap_or_default()))
 }
 
 #[async_trait::async_trait]
@@ -251,8 +336,8 @@ impl Projection for Feed {
         false
     }
 
-    fn serves_reads(&self) -> bool {
-        false
+    fn lane(&self) -> super::Lane {
+        super::Lane::Feed
     }
 
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
@@ -266,11 +351,11 @@ impl Projection for Feed {
             return Ok(());
         }
         // What the touched households' records last said, read once for the batch.
-        let (list, ids) = id_list(tx, &touched);
+        let (predicate, ids) = household_in(tx, &touched);
         let mut state: HashMap<String, Last> = HashMap::new();
         for r in tx
             .fetch(
-                &format!("SELECT household_id, person_id, record FROM feed_last WHERE household_id IN ({list})"),
+                &format!("SELECT household_id, person_id, record FROM feed_last WHERE {predicate}"),
                 &[ids],
                 &[Ty::Text, Ty::Text, Ty::Text],
             )
@@ -282,14 +367,14 @@ impl Projection for Feed {
         let (records, moved) = self.generate(&units, &slice, &mut state, &mut next)?;
         let rows: Vec<Vec<Val>> = records
             .into_iter()
-            .map(|(record, household_id, person_id)| {
+            .map(|r| {
                 vec![
-                    Val::Int(record["position"].as_i64()),
-                    Val::Int(record["cause_position"].as_i64()),
-                    Val::text(record["kind"].as_str().unwrap_or_default()),
-                    Val::Text(Some(household_id)),
-                    Val::Text(person_id),
-                    Val::text(record.to_string()),
+                    Val::Int(Some(r.position)),
+                    Val::Int(Some(r.cause_position)),
+                    Val::text(r.kind),
+                    Val::Text(Some(r.household_id)),
+                    Val::Text(r.person_id),
+                    Val::Text(Some(r.text)),
                 ]
             })
             .collect();
@@ -298,8 +383,8 @@ impl Projection for Feed {
             return Ok(());
         }
         // What the households' records say now, for the next comparison.
-        let (list, ids) = id_list(tx, &moved);
-        tx.execute(&format!("DELETE FROM feed_last WHERE household_id IN ({list})"), &[ids])
+        let (predicate, ids) = household_in(tx, &moved);
+        tx.execute(&format!("DELETE FROM feed_last WHERE {predicate}"), &[ids])
             .await?;
         let last: Vec<Vec<Val>> = moved
             .iter()
@@ -360,64 +445,80 @@ async fn units<'a>(store: &Store, batch: &'a [StoredEvent]) -> Result<Vec<(&'a S
 impl Feed {
     /// The group a cause makes for one household, numbered from `next`, with the household's
     /// new state; None when it has no card or nothing changed against `last`.
-    #[allow(clippy::type_complexity)]
     fn emit(
         &self,
         slice: &Slice,
+        folds: &mut Folds,
         unit: &Unit<'_>,
         household_id: &str,
         last: &Last,
         next: &mut i64,
-    ) -> Result<Option<(Vec<(Value, Option<String>)>, Vec<(String, String)>)>, ProjectionError> {
+    ) -> Result<Option<(Vec<Issued>, Last)>, ProjectionError> {
         let cause = unit.cause;
-        let Some((household, individuals)) = self.group_at(slice, household_id, unit.upto)? else {
+        let Some((household, individuals)) = self.group_at(slice, folds, household_id, unit.upto)? else {
             return Ok(None);
         };
-        let mut now: Vec<(String, String)> = vec![(String::new(), household.to_string())];
+        let mut now: Vec<(String, String)> = Vec::with_capacity(individuals.len() + 1);
+        now.push((String::new(), serde_json::to_string(&household).map_err(corrupt)?));
         for (pid, r) in &individuals {
             now.push((pid.clone(), serde_json::to_string(r).map_err(corrupt)?));
         }
         if now.len() == last.len() && now.iter().all(|(k, v)| last.get(k) == Some(v)) {
             return Ok(None);
         }
-        let recorded_at = format_instant(&cause.recorded_at);
-        let mut records = Vec::with_capacity(individuals.len() + 2);
-        let mut record = household;
-        record["position"] = json!(*next);
-        record["cause_position"] = json!(cause.position);
-        record["kind"] = json!("household");
-        record["recorded_at"] = json!(recorded_at);
-        records.push((record, None));
-        *next += 1;
         let before = |pid: &str| -> Result<Option<IndividualRecord>, ProjectionError> {
             last.get(pid)
                 .map(|s| serde_json::from_str(s))
                 .transpose()
                 .map_err(corrupt)
         };
+        let recorded_at = json!(format_instant(&cause.recorded_at));
+        let mut records = Vec::with_capacity(individuals.len() + 2);
+        let mut issue = |kind: &'static str, person_id: Option<String>, json: String, change: Option<Change>| {
+            let mut fields = vec![
+                ("position", json!(*next)),
+                ("cause_position", json!(cause.position)),
+                ("kind", json!(kind)),
+            ];
+            if let Some(c) = change {
+                fields.push(("change", json!(c)));
+            }
+            fields.push(("recorded_at", recorded_at.clone()));
+            records.push(Issued {
+                position: *next,
+                cause_position: cause.position,
+                kind,
+                household_id: household_id.to_owned(),
+                person_id,
+                text: with_fields(json, &fields),
+            });
+            *next += 1;
+        };
+        issue("household", None, now[0].1.clone(), None);
         // Members the household's records showed who are no longer in the group get one last
         // record without a period (they are not kept in `now`, so it is said once).
-        let mut all: Vec<(String, IndividualRecord)> = individuals;
+        let mut all: Vec<(String, IndividualRecord, Option<String>)> = individuals
+            .into_iter()
+            .zip(now.iter().skip(1))
+            .map(|((pid, r), (_, json))| (pid, r, Some(json.clone())))
+            .collect();
         for pid in last.keys().filter(|k| !k.is_empty()) {
-            if !all.iter().any(|(p, _)| p == pid) {
+            if !all.iter().any(|(p, _, _)| p == pid) {
                 if let Some(b) = before(pid)? {
-                    all.push((pid.clone(), b.withdrawn()));
+                    all.push((pid.clone(), b.withdrawn(), None));
                 }
             }
         }
-        all.sort_by(|(_, a), (_, b)| a.group_order().cmp(&b.group_order()));
-        for (pid, r) in &all {
-            let before = before(pid)?;
-            let mut record = serde_json::to_value(r).map_err(corrupt)?;
-            record["position"] = json!(*next);
-            record["cause_position"] = json!(cause.position);
-            record["kind"] = json!("individual");
-            record["change"] = json!(Change::between(before.as_ref(), r));
-            record["recorded_at"] = json!(recorded_at);
-            records.push((record, Some(pid.clone())));
-            *next += 1;
+        all.sort_by(|(_, a, _), (_, b, _)| a.group_order().cmp(&b.group_order()));
+        for (pid, r, json) in all {
+            let change = Change::between(before(&pid)?.as_ref(), &r);
+            let json = match json {
+                Some(j) => j,
+                None => serde_json::to_string(&r).map_err(corrupt)?,
+            };
+            issue("individual", Some(pid), json, Some(change));
         }
-        Ok(Some((records, now)))
+        Ok(Some((records, now.into_iter().collect())))
     }
 
     /// Recomputes the feed from position 1 of the log up to the feed's checkpoint, in memory,
@@ -439,18 +540,16 @@ impl Feed {
             let first = next;
             let (records, _) = self.generate(&units, &slice, &mut state, &mut next)?;
             let stored = super::read::feed_records(&db, first - 1, next - first).await?;
-            for (i, (expected, _, _)) in records.into_iter().enumerate() {
-                let position = first + i as i64;
-                let stored: Option<Value> = stored
-                    .get(i)
-                    .map(|s| serde_json::from_str(s))
-                    .transpose()
-                    .map_err(corrupt)?;
+            for (i, expected) in records.into_iter().enumerate() {
+                let stored = stored.get(i);
                 checked += 1;
-                if stored.as_ref() != Some(&expected) && differences.len() < 20 {
+                // Byte for byte: an issued record is never rewritten.
+                if stored != Some(&expected.text) && differences.len() < 20 {
                     differences.push(format!(
-                        "position {position}: stored {} but the log gives {expected}",
-                        stored.map_or("nothing".to_owned(), |v| v.to_string())
+                        "position {}: stored {} but the log gives {}",
+                        expected.position,
+                        stored.map_or("nothing", String::as_str),
+                        expected.text
                     ));
                 }
             }

@@ -53,13 +53,30 @@ pub trait Projection: Send + Sync {
     fn rebuildable(&self) -> bool {
         true
     }
-    /// Whether reads wait for it (read-your-writes) and answer at its position.
-    fn serves_reads(&self) -> bool {
-        true
+    /// The runner task it runs in (reads wait for the [`Lane::Reads`] projections only).
+    fn lane(&self) -> Lane {
+        Lane::Reads
     }
     /// Applies a batch of consecutive log events (of every stream type) inside `tx`.
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError>;
+    /// Called after every round of its lane, busy or idle, with its committed position: work
+    /// that depends on time rather than on new events (the audit trail's tail checkpoint).
+    async fn tick(&self, _store: &Store, _db: &Db, _position: i64) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
+
+/// The runner tasks: each reads the log for its own projections, so a slower one (the feed)
+/// never holds back another (read-your-writes, the audit chain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The read models that requests wait for.
+    Reads,
+    Feed,
+    Audit,
+}
+
+const LANES: [Lane; 3] = [Lane::Reads, Lane::Feed, Lane::Audit];
 
 /// Test hook: one batch fails after its rows and checkpoint are written and before the commit,
 /// as a process killed at that instant would.
@@ -129,8 +146,8 @@ pub struct Projections {
     entries: Vec<Entry>,
     batch: i64,
     insurer_number: String,
-    wake: Notify,
-    wake_others: Notify,
+    /// One per lane, woken by this process's appends.
+    wakes: [Notify; 3],
     /// Woken after every committed batch (feed long-polls wait on it).
     committed: Notify,
     /// Set once the checkpoints were read from the database (before that, positions are 0).
@@ -170,8 +187,7 @@ impl Projections {
                 .collect(),
             batch: BATCH,
             insurer_number: crate::settings::Settings::default().insurer_number,
-            wake: Notify::new(),
-            wake_others: Notify::new(),
+            wakes: std::array::from_fn(|_| Notify::new()),
             committed: Notify::new(),
             loaded: tokio::sync::OnceCell::new(),
             faults: Faults::default(),
@@ -199,8 +215,9 @@ impl Projections {
 
     /// Tells the runner the log moved (called after each append in this process).
     pub fn notify(&self) {
-        self.wake.notify_one();
-        self.wake_others.notify_one();
+        for wake in &self.wakes {
+            wake.notify_one();
+        }
     }
 
     /// The lowest checkpoint this process has seen committed.
@@ -212,10 +229,22 @@ impl Projections {
     pub fn read_position(&self) -> i64 {
         self.entries
             .iter()
-            .filter(|e| e.projection.serves_reads())
+            .filter(|e| e.projection.lane() == Lane::Reads)
             .map(|e| *e.position.borrow())
             .min()
             .unwrap_or(0)
+    }
+
+    /// Adds the audit chainer (its own lane): every event gets its hashes, and checkpoints
+    /// are signed with the deployment's key.
+    pub fn with_audit(mut self, chainer: crate::audit::chainer::Chainer) -> Self {
+        self.entries
+            .retain(|e| e.projection.name() != crate::audit::chainer::NAME);
+        self.entries.push(Entry {
+            projection: Box::new(chainer),
+            position: watch::Sender::new(0),
+        });
+        self
     }
 
     /// The feed's records carry this insurer number (保険者番号, from the settings).
@@ -340,9 +369,9 @@ impl Projections {
 
     /// Reads the batch after the lowest checkpoint once and applies to every projection the
     /// part it has not applied yet; the number of events read (0: the log has nothing new).
-    /// With `reads`, only the projections that serve reads (`Some(true)`) or the others.
-    async fn round(&self, batch: i64, progress: &impl Fn(u64), reads: Option<bool>) -> Result<usize, ProjectionError> {
-        let mine = |e: &&Entry| reads.is_none_or(|r| e.projection.serves_reads() == r);
+    /// With `lane`, only that lane's projections.
+    async fn round(&self, batch: i64, progress: &impl Fn(u64), lane: Option<Lane>) -> Result<usize, ProjectionError> {
+        let mine = |e: &&Entry| lane.is_none_or(|l| e.projection.lane() == l);
         let Some(from) = self.entries.iter().filter(mine).map(|e| *e.position.borrow()).min() else {
             return Ok(0);
         };
@@ -358,28 +387,36 @@ impl Projections {
         Ok(events.len())
     }
 
-    /// Runs the projections until `stop` turns true (or its sender is dropped). One task runs
-    /// the read models (reading each batch of the log once for them), another the feed, so a
-    /// slower feed never holds back read-your-writes.
+    /// Runs the projections until `stop` turns true (or its sender is dropped): one task per
+    /// lane, each reading the log for its own projections.
     pub fn spawn(self: &Arc<Self>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-        let reads = tokio::spawn(self.clone().run(stop.clone(), true));
-        let others = tokio::spawn(self.clone().run(stop, false));
+        let lanes: Vec<_> = LANES
+            .into_iter()
+            .filter(|l| self.entries.iter().any(|e| e.projection.lane() == *l))
+            .map(|l| tokio::spawn(self.clone().run(stop.clone(), l)))
+            .collect();
         tokio::spawn(async move {
-            let _ = reads.await;
-            let _ = others.await;
+            for lane in lanes {
+                let _ = lane.await;
+            }
         })
     }
 
-    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, reads: bool) {
+    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, lane: Lane) {
         if let Err(e) = self.load_checkpoints().await {
             tracing::error!(error = %e, "cannot read the projection checkpoints");
         }
-        let wake = if reads { &self.wake } else { &self.wake_others };
+        let wake = &self.wakes[lane as usize];
         loop {
             if *stop.borrow() {
                 break;
             }
-            let pause = match self.round(self.batch, &|_| {}, Some(reads)).await {
+            let round = self.round(self.batch, &|_| {}, Some(lane)).await;
+            if let Err(e) = self.tick(lane).await {
+                tracing::error!(error = %e, ?lane, "projection tick failed");
+                metrics::global().projection_errors.inc();
+            }
+            let pause = match round {
                 Ok(0) => Some(POLL),
                 // A part batch: let a few more appends gather before the next round, so the
                 // projections' cost per event stays low under load.
@@ -392,7 +429,7 @@ impl Projections {
                 }
                 Ok(_) => None,
                 Err(e) => {
-                    tracing::error!(error = %e, "projection batch failed; retrying");
+                    tracing::error!(error = %e, ?lane, "projection batch failed; retrying");
                     metrics::global().projection_errors.inc();
                     Some(Duration::from_secs(1))
                 }
@@ -408,10 +445,26 @@ impl Projections {
         }
     }
 
+    async fn tick(&self, lane: Lane) -> Result<(), ProjectionError> {
+        for e in self.entries.iter().filter(|e| e.projection.lane() == lane) {
+            let position = *e.position.borrow();
+            e.projection.tick(&self.store, &self.db, position).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs every projection's time-driven work once (after a catch-up, in tools and tests).
+    pub async fn tick_all(&self) -> Result<(), ProjectionError> {
+        for lane in LANES {
+            self.tick(lane).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until every projection has applied `position` (read-your-writes), up to `limit`.
     pub async fn wait_for(&self, position: i64, limit: Duration) -> Result<(), Lagging> {
         let deadline = tokio::time::Instant::now() + limit;
-        for e in self.entries.iter().filter(|e| e.projection.serves_reads()) {
+        for e in self.entries.iter().filter(|e| e.projection.lane() == Lane::Reads) {
             let mut rx = e.position.subscribe();
             if tokio::time::timeout_at(deadline, rx.wait_for(|p| *p >= position))
                 .await

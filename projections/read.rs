@@ -333,8 +333,11 @@ pub async fn feed_records(db: &Db, after: i64, limit: i64) -> Result<Vec<String>
             &[Ty::Text],
         )
         .await?
-        .iter()
-        .map(|r| text(&r[0]))
+        .into_iter()
+        .map(|mut r| match r.swap_remove(0) {
+            Val::Text(t) => t.unwrap_or_default(),
+            _ => String::new(),
+        })
         .collect())
 }
 

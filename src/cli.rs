@@ -59,6 +59,11 @@ pub enum Command {
         #[command(subcommand)]
         command: FeedCommand,
     },
+    /// The audit trail: signing key, verification, export for auditors (audit.md).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Bulk-load events from a JSON Lines file (validated whole before anything is written).
     Import {
         /// One event body per line, plus `person_id` or `household_id`.
@@ -100,6 +105,37 @@ pub enum FeedCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Create a new Ed25519 checkpoint key (PKCS#8 PEM, mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recompute every leaf hash, the chain and the Merkle roots from the stored events and
+    /// check them against the stored hashes and the signed checkpoints. Exit 0 when intact,
+    /// 1 naming the first failing position.
+    Verify {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// The trusted public key (base64); default: the deployment's configured key.
+        #[arg(long)]
+        public_key: Option<String>,
+        /// A checkpoint the auditor already trusts (JSON, as GET /v1/audit/checkpoint answers):
+        /// verify only what came after it, and the consistency proof to it.
+        #[arg(long)]
+        from_checkpoint: Option<PathBuf>,
+    },
+    /// Write the audit export (JSON Lines: header, entries, checkpoints).
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+    },
+}
+
 fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
     crate::domain::input::parse_date("--through", s).map_err(|e| e.message)
 }
@@ -129,7 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::AgeOut { through, database_url } => {
-            let opened = app::open(&url(database_url), Settings::from_env()?, Arc::new(SystemClock)).await?;
+            let opened = app::open(&url(database_url), Settings::from_env()?, Arc::new(SystemClock), None).await?;
             let through = through.unwrap_or_else(|| opened.ledger.clock().today());
             let summary = opened.ledger.age_out(through).await?;
             println!(
@@ -206,6 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", exported.last_position);
             Ok(())
         }
+        Command::Audit { command } => audit(command).await,
         Command::Import {
             file,
             database_url,
@@ -220,9 +257,105 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+async fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    use crate::audit::{keys, verify};
+    match command {
+        AuditCommand::Keygen { out } => {
+            let signer = keys::Signer::create(&out)?;
+            eprintln!(
+                "wrote {} (keep it secret; set KOKUHO_AUDIT_KEY_FILE to its path)",
+                out.display()
+            );
+            println!("{}", signer.public_key());
+            Ok(())
+        }
+        AuditCommand::Verify {
+            database_url,
+            public_key,
+            from_checkpoint,
+        } => {
+            let url = url(database_url);
+            let key = match public_key {
+                Some(k) => k,
+                None => app::configured_audit_key(&url, &Settings::from_env()?)?
+                    .map(|s| s.public_key())
+                    .context("no trusted public key: pass --public-key, or configure the deployment's audit key")?,
+            };
+            let trusted = keys::parse_public_key(&key)?;
+            let start = match from_checkpoint {
+                None => verify::Start::Genesis,
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    verify::Start::Trusted(
+                        serde_json::from_str(&text)
+                            .with_context(|| format!("{}: not a signed checkpoint", path.display()))?,
+                    )
+                }
+            };
+            let store = Store::connect_without_migrating(&url).await?;
+            let total = store.head().await?.max(0) as u64;
+            let pb = crate::import::bar(total, "verifying");
+            let report = verify::verify(&store, &trusted, start, |n| pb.inc(n)).await;
+            pb.finish_and_clear();
+            store.close().await;
+            let report = report?;
+            if let Some(f) = &report.failure {
+                anyhow::bail!("audit verification FAILED at position {}: {}", f.position, f.what);
+            }
+            println!(
+                "audit trail intact: {} entries recomputed, {} signed checkpoints verified (latest covers {}), {} stream events in sequence; trusted key {key}",
+                report.entries,
+                report.checkpoints,
+                report.latest_checkpoint.map_or("nothing".to_owned(), |s| format!("1..{s}")),
+                report.stream_events
+            );
+            if report.uncovered > 0 {
+                println!(
+                    "  {} chained entries after the latest checkpoint (signed within seconds while serve runs)",
+                    report.uncovered
+                );
+            }
+            if report.unchained > 0 {
+                println!(
+                    "  {} events not chained yet (serve chains them as it runs)",
+                    report.unchained
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::Export { out, database_url } => {
+            let url = url(database_url);
+            let store = Store::connect_without_migrating(&url).await?;
+            let db = crate::projections::db::Db::new(&store);
+            let (origin, public_key) = match crate::audit::store::latest_checkpoint(&db).await? {
+                Some(c) => (c.signed.checkpoint.origin, c.public_key),
+                None => {
+                    let settings = Settings::from_env()?;
+                    let key = app::configured_audit_key(&url, &settings)?
+                        .map(|s| s.public_key())
+                        .context("no checkpoint is stored and no audit key is configured")?;
+                    (settings.log_origin, key)
+                }
+            };
+            let result = crate::audit::export::export(&store, &out, &origin, &public_key).await;
+            store.close().await;
+            let exported = result?;
+            println!(
+                "wrote {}: {} entries, {} checkpoints",
+                out.display(),
+                exported.entries,
+                exported.checkpoints
+            );
+            Ok(())
+        }
+    }
+}
+
 async fn serve(listen: &str, url: &str) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let opened = app::open(url, settings, Arc::new(SystemClock)).await?;
+    // Refuse to start without the checkpoint key rather than run with an unsigned trail.
+    let signer = app::audit_signer(url, &settings)?;
+    let opened = app::open(url, settings, Arc::new(SystemClock), Some(signer)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;

@@ -6,7 +6,6 @@
 //! `〓` and each replacement is reported.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -155,6 +154,107 @@ impl<'de> Deserialize<'de> for Cell<'de> {
         }
         d.deserialize_any(V)
     }
+}
+
+/// Every field a feed record may have (household and individual columns, each once).
+const FIELDS: [&str; 32] = [
+    "position",
+    "cause_position",
+    "kind",
+    "change",
+    "insurer_number",
+    "symbol",
+    "number",
+    "household_id",
+    "nhi_head_person_id",
+    "nhi_head_name",
+    "deemed_head",
+    "deemed_head_person_id",
+    "insured_count",
+    "branch",
+    "person_id",
+    "name",
+    "name_kana",
+    "real_name",
+    "real_name_kana",
+    "birth_date",
+    "sex",
+    "sex_on_back",
+    "is_nhi_head",
+    "is_deemed_head",
+    "qualified_on",
+    "disqualified_on",
+    "loss_code",
+    "applied_from",
+    "applied_to",
+    "disclosure_restricted",
+    "document_collected_on",
+    "recorded_at",
+];
+
+const POSITION: usize = 0;
+const KIND: usize = 2;
+
+fn slot_of(name: &str) -> Option<usize> {
+    FIELDS.iter().position(|f| *f == name)
+}
+
+/// A stored record's fields by slot of [`FIELDS`]: one pass over its JSON, no map built
+/// (fields outside feed.md's columns, such as a `my_number`, are skipped).
+struct Slots<'a>([Option<Cell<'a>>; FIELDS.len()]);
+
+/// Reads [`Slots`], guessing each key's slot from the key before it in earlier records:
+/// stored records list their fields in one order per kind, so the guess is almost always right.
+struct SlotsSeed<'h>(&'h mut [usize; 64]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for SlotsSeed<'_> {
+    type Value = Slots<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Slots<'de>, D::Error> {
+        struct V<'h>(&'h mut [usize; 64]);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = Slots<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a feed record")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Slots<'de>, A::Error> {
+                let mut slots = Slots(std::array::from_fn(|_| None));
+                // The slot of the previous key (START before the first).
+                let mut previous = START;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    let guess = self.0[previous];
+                    let slot = if FIELDS.get(guess) == Some(&key.as_ref()) {
+                        Some(guess)
+                    } else {
+                        let found = slot_of(&key);
+                        if let Some(f) = found {
+                            self.0[previous] = f;
+                        }
+                        found
+                    };
+                    previous = slot.unwrap_or(START);
+                    match slot {
+                        Some(i) => slots.0[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(slots)
+            }
+        }
+        d.deserialize_map(V(self.0))
+    }
+}
+
+/// The successor hint of "no key yet".
+const START: usize = 63;
+
+fn parse_record<'a>(text: &'a str, hints: &mut [usize; 64]) -> serde_json::Result<Slots<'a>> {
+    use serde::de::DeserializeSeed as _;
+    let mut d = serde_json::Deserializer::from_str(text);
+    let slots = SlotsSeed(hints).deserialize(&mut d)?;
+    d.end()?;
+    Ok(slots)
 }
 
 /// Appends one CSV field: dates as YYYYMMDD, booleans 1/0, null empty; quoted when it must be.
@@ -359,6 +459,14 @@ async fn write_files(
     let mut replaced = Vec::new();
     households.line(0, &HOUSEHOLD_COLUMNS, |l, _, c| l.push_str(c), &mut replaced)?;
     individuals.line(0, &INDIVIDUAL_COLUMNS, |l, _, c| l.push_str(c), &mut replaced)?;
+    let slots = |columns: &[&str]| -> Vec<usize> {
+        columns
+            .iter()
+            .map(|c| slot_of(c).expect("every column is a field"))
+            .collect()
+    };
+    let (household_slots, individual_slots) = (slots(&HOUSEHOLD_COLUMNS), slots(&INDIVIDUAL_COLUMNS));
+    let mut hints = [usize::MAX; 64];
     let db = Db::new(store);
     let (mut last, mut count) = (after, 0usize);
     // The next page is read while this one is written.
@@ -374,22 +482,21 @@ async fn write_files(
             next = Some(tokio::spawn(read_page(db.clone(), page_last, PAGE.min(remaining))));
         }
         for text in page.iter().take(limit - count) {
-            let record: HashMap<&str, Cell<'_>> =
-                serde_json::from_str(text).context("a stored feed record is not JSON")?;
-            let position = match record.get("position") {
+            let record = parse_record(text, &mut hints).context("a stored feed record is not JSON")?;
+            let position = match &record.0[POSITION] {
                 Some(Cell::Int(p)) => *p,
                 _ => anyhow::bail!("a stored feed record has no position"),
             };
-            let household = matches!(record.get("kind"), Some(Cell::Text(k)) if k == "household");
-            let (out, columns): (&mut Out, &[&'static str]) = if household {
-                (&mut households, &HOUSEHOLD_COLUMNS)
+            let household = matches!(&record.0[KIND], Some(Cell::Text(k)) if k == "household");
+            let (out, columns, slots): (&mut Out, &[&'static str], &[usize]) = if household {
+                (&mut households, &HOUSEHOLD_COLUMNS, &household_slots)
             } else {
-                (&mut individuals, &INDIVIDUAL_COLUMNS)
+                (&mut individuals, &INDIVIDUAL_COLUMNS, &individual_slots)
             };
             out.line(
                 position,
                 columns,
-                |l, _, c| push_field(l, record.get(c), c),
+                |l, i, c| push_field(l, record.0[slots[i]].as_ref(), c),
                 &mut replaced,
             )?;
             last = position;

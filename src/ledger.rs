@@ -484,6 +484,23 @@ impl Ledger {
         }
     }
 
+    /// The same ledger with the audit chainer among its projections, signing checkpoints with
+    /// `signer` under the deployment's log origin.
+    pub fn with_audit(mut self, signer: Arc<crate::audit::keys::Signer>) -> Self {
+        let chainer = crate::audit::chainer::Chainer::new(&self.settings.log_origin, signer);
+        self.projections = Arc::new(
+            Projections::new(self.store.clone())
+                .with_insurer_number(&self.settings.insurer_number)
+                .with_audit(chainer),
+        );
+        self
+    }
+
+    /// Reads of the audit trail.
+    pub fn audit(&self) -> crate::audit::Audit {
+        crate::audit::Audit::new(&self.store)
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -2,6 +2,7 @@
 //! Health Insurance (国民健康保険).
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod domain;

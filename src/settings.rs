@@ -17,6 +17,12 @@ pub struct Settings {
     pub max_batch: usize,
     /// Digits of a card number issued from the sequence (zero-padded).
     pub card_number_width: usize,
+    /// The audit checkpoint key (PKCS#8 PEM file): required with PostgreSQL; the embedded
+    /// default creates one beside its database file.
+    pub audit_key_file: Option<PathBuf>,
+    /// The same key given inline (`KOKUHO_AUDIT_KEY`, PEM), for secret stores that pass
+    /// environment variables rather than files.
+    pub audit_key: Option<Secret>,
     /// Whether `GET /v1/feed` adds `my_number` to individual records (feed.md: only for a
     /// consumer allowed to see it; until access control exists, all feed consumers). Off by
     /// default.
@@ -33,6 +39,8 @@ impl Default for Settings {
             max_batch: 256,
             card_number_width: 8,
             feed_my_number: false,
+            audit_key_file: None,
+            audit_key: None,
         }
     }
 }
@@ -40,7 +48,7 @@ impl Default for Settings {
 impl Settings {
     /// Reads `KOKUHO_INSURER_NUMBER`, `KOKUHO_CARD_SYMBOL`, `KOKUHO_LOG_ORIGIN`,
     /// `KOKUHO_VAULT_KEY_FILE`, `KOKUHO_MAX_BATCH`, `KOKUHO_CARD_NUMBER_WIDTH`,
-    /// `KOKUHO_FEED_MY_NUMBER`.
+    /// `KOKUHO_FEED_MY_NUMBER`, `KOKUHO_AUDIT_KEY_FILE`, `KOKUHO_AUDIT_KEY`.
     pub fn from_env() -> anyhow::Result<Self> {
         let mut s = Self::default();
         if let Ok(v) = std::env::var("KOKUHO_INSURER_NUMBER") {
@@ -75,6 +83,13 @@ impl Settings {
                 .filter(|n| (1..=16).contains(n))
                 .ok_or_else(|| anyhow::anyhow!("KOKUHO_CARD_NUMBER_WIDTH must be 1 to 16"))?;
         }
+        if let Ok(v) = std::env::var("KOKUHO_AUDIT_KEY_FILE") {
+            s.audit_key_file = Some(PathBuf::from(v));
+        }
+        if let Ok(v) = std::env::var("KOKUHO_AUDIT_KEY") {
+            anyhow::ensure!(!v.trim().is_empty(), "KOKUHO_AUDIT_KEY must not be empty");
+            s.audit_key = Some(Secret(v));
+        }
         if let Ok(v) = std::env::var("KOKUHO_FEED_MY_NUMBER") {
             s.feed_my_number = match v.as_str() {
                 "true" | "1" => true,
@@ -83,5 +98,15 @@ impl Settings {
             };
         }
         Ok(s)
+    }
+}
+
+/// A secret setting: never printed (its Debug form is redacted).
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
     }
 }

@@ -18,8 +18,26 @@ struct Server {
     addr: String,
 }
 
+/// The checkpoint key a PostgreSQL deployment must configure, made by `audit keygen` once.
+fn audit_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("audit.key");
+    if !path.exists() {
+        let out = Command::new(BIN)
+            .args(["audit", "keygen", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    path
+}
+
 fn start(db: &TestDb, dir: &std::path::Path) -> Server {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    if db.is_postgres() {
+        command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
+    }
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
         .env("KOKUHO_VAULT_KEY_FILE", dir.join("vault.key"))
         .env("RUST_LOG", "info")
@@ -113,9 +131,18 @@ async fn crash_survival(kind: Kind) {
         events.iter().map(|e| e.position).collect::<Vec<_>>(),
         (1..=events.len() as i64).collect::<Vec<_>>()
     );
+    // The audit chainer was killed mid-stream too: after the restart every event is chained
+    // once, and the whole trail verifies.
+    covered_checkpoint(&server.addr, events.len() as i64);
     // The projections were killed mid-stream too: once caught up every person has one version
     // in force, and the tables equal a fresh rebuild.
     stop(server);
+    let verified = audit_cmd(&db, dir.path(), &["verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
     let projections = kokuho_ledger::projections::Projections::new(store.clone());
     projections.catch_up().await.unwrap();
     let incremental = projections.dump().await.unwrap();
@@ -527,4 +554,180 @@ async fn feed_export_postgres() {
 #[tokio::test(flavor = "multi_thread")]
 async fn feed_export_sqlite() {
     feed_export_on(Kind::Sqlite).await;
+}
+
+/// `kokuho-ledger audit …` with the server's environment (a PostgreSQL deployment's key).
+fn audit_cmd(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    if db.is_postgres() {
+        command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
+    }
+    command
+        .arg("audit")
+        .args(args)
+        .args(["--database-url", &db.url])
+        .output()
+        .unwrap()
+}
+
+/// Waits until the server's latest checkpoint covers `head`; returns it.
+fn covered_checkpoint(addr: &str, head: i64) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = http(addr, "GET", "/v1/audit/checkpoint", "");
+        if status == 200 && body["checkpoint"]["size"].as_i64() == Some(head) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no checkpoint of size {head} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+async fn audit_commands_on(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&db, dir.path());
+    for id in ["601", "602", "603"] {
+        assert_eq!(register(&server.addr, id).0, 201);
+    }
+    let (status, moved) = http(
+        &server.addr,
+        "POST",
+        "/v1/persons/601/events",
+        &json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad", "household_id": "60"})
+            .to_string(),
+    );
+    assert_eq!(status, 201, "{moved}");
+    // A join's position is its last event: the branch number it caused.
+    let head = moved["position"].as_i64().unwrap();
+    let checkpoint = covered_checkpoint(&server.addr, head);
+    let public_key = checkpoint["public_key"].as_str().unwrap().to_owned();
+    stop(server);
+    if !db.is_postgres() {
+        // The embedded default made its key beside the database file (0600) and reuses it.
+        let key = format!("{}.audit.key", kokuho_ledger::store::sqlite_path(&db.url).unwrap());
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+        let server = start(&db, dir.path());
+        assert_eq!(register(&server.addr, "604").0, 201);
+        let again = covered_checkpoint(&server.addr, head + 1);
+        assert_eq!(again["public_key"], public_key.as_str());
+        stop(server);
+    }
+
+    let verify = audit_cmd(&db, dir.path(), &["verify"]);
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(said.contains("audit trail intact"), "{said}");
+
+    // From a checkpoint the auditor kept (as GET /v1/audit/checkpoint gave it).
+    let trusted = dir.path().join("trusted.json");
+    std::fs::write(&trusted, checkpoint.to_string()).unwrap();
+    let from = audit_cmd(
+        &db,
+        dir.path(),
+        &["verify", "--from-checkpoint", trusted.to_str().unwrap()],
+    );
+    assert!(from.status.success(), "{}", String::from_utf8_lossy(&from.stderr));
+
+    // The export, checked by the independent verifier.
+    let out = dir.path().join("audit.jsonl");
+    let export = audit_cmd(&db, dir.path(), &["export", "--out", out.to_str().unwrap()]);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify_audit.py");
+    let checked = Command::new("python3")
+        .args([script, out.to_str().unwrap(), "--public-key", &public_key])
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stdout));
+
+    // Another key is not trusted: exit 1 naming the first checkpoint.
+    let other = kokuho_ledger::audit::keys::Signer::generate().public_key();
+    let wrong = audit_cmd(&db, dir.path(), &["verify", "--public-key", &other]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("FAILED at position"));
+
+    // A changed event: exit 1 naming its position.
+    let store = db.store().await;
+    let change = "UPDATE events SET metadata = replace(metadata, 'anonymous', 'anonymouz') WHERE position = 2";
+    if let Some(pool) = store.pg_pool() {
+        sqlx::query("ALTER TABLE events DISABLE TRIGGER USER")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            &change
+                .replace("replace(metadata,", "replace(metadata::text,")
+                .replace("'anonymouz')", "'anonymouz')::json"),
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+    } else {
+        let pool = store.sqlite_pool().unwrap();
+        sqlx::query("DROP TRIGGER events_no_update")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query(change).execute(pool).await.unwrap();
+    }
+    store.close().await;
+    let failed = audit_cmd(&db, dir.path(), &["verify"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&failed.stderr);
+    assert!(said.contains("FAILED at position 2:"), "{said}");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_commands_postgres() {
+    audit_commands_on(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_commands_sqlite() {
+    audit_commands_on(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_keygen_never_overwrites_and_postgres_serve_needs_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    let first = Command::new(BIN)
+        .args(["audit", "keygen", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(first.status.success());
+    let public_key = String::from_utf8(first.stdout).unwrap();
+    assert_eq!(public_key.trim().len(), 44, "base64 of 32 bytes: {public_key}");
+    assert!(std::fs::read_to_string(&path)
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    let again = Command::new(BIN)
+        .args(["audit", "keygen", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let db = TestDb::new(Kind::Postgres).await;
+    let refused = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
+        .env("KOKUHO_VAULT_KEY_FILE", dir.path().join("vault.key"))
+        .env_remove("KOKUHO_AUDIT_KEY_FILE")
+        .env_remove("KOKUHO_AUDIT_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("KOKUHO_AUDIT_KEY_FILE"));
+    db.cleanup().await;
 }

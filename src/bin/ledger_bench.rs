@@ -706,6 +706,37 @@ async fn feed(url: &str, persons: usize, export_records: usize) -> anyhow::Resul
         records as f64 / secs / sql_rate
     );
 
+    // Long-poll wake-up: a consumer waits at the head with wait=30; a command whose group
+    // changes the feed is appended; time from its acknowledgement to the consumer's answer
+    // (an upper bound of the time from the record's commit).
+    let mut waits = Vec::new();
+    for i in 0..40usize {
+        let head = kokuho_ledger::projections::read::feed_head(&db).await?;
+        let addr = addr.clone();
+        let (ready, is_ready) = tokio::sync::oneshot::channel();
+        let consumer = tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let _ = ready.send(());
+            let (status, _) = conn.get(&format!("/v1/feed?after={head}&limit=10&wait=30")).await?;
+            anyhow::ensure!(status == 200, "status {status}");
+            Ok::<_, anyhow::Error>(Instant::now())
+        });
+        is_ready.await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let pid = PersonId::parse(&format!("{}", 100_000_000_000u64 + i as u64))?;
+        let body = json!({"type": "name_changed", "effective_date": "2020-02-02", "name": format!("山田 {i}"), "name_kana": "ヤマダ　ハナコ"});
+        ledger
+            .record_person_event(&pid, &body, &RequestContext::default())
+            .await?;
+        let acknowledged = Instant::now();
+        let answered = consumer.await??;
+        waits.push(answered.saturating_duration_since(acknowledged));
+    }
+    let (p50, p99, max) = percentiles(waits);
+    println!(
+        "long-poll wait=30, append acknowledged → consumer answered: p50 {p50:?}, p99 {p99:?}, max {max:?} (40 runs)"
+    );
+
     // Export: the same records to Shift_JIS and to UTF-8 (the same bytes with no transcoding).
     let limit = export_records.min(records as usize);
     let mut rates = Vec::new();

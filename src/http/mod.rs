@@ -1,6 +1,7 @@
 //! The HTTP API of api.md (axum). One error type maps every failure to its status and the
 //! error body `{"error": {"code", "message"}}`.
 
+mod audit;
 mod error;
 mod ops;
 mod persons;
@@ -42,6 +43,10 @@ pub fn router(ledger: Arc<Ledger>) -> Router {
         .route("/v1/households/{household_id}", get(persons::household))
         .route("/v1/cards/{symbol}/{number}/branches", get(persons::card_branches))
         .route("/v1/feed", get(persons::feed))
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/audit/entries/{position}", get(audit::entry))
+        .route("/v1/audit/proof/inclusion", get(audit::inclusion))
+        .route("/v1/audit/proof/consistency", get(audit::consistency))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -34,12 +34,14 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), ApiE
     Ok((bytes, value))
 }
 
-fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+pub(super) fn path<T>(p: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
     p.map(|Path(v)| v)
         .map_err(|_| ApiError::bad_request("invalid_path", "the path could not be decoded"))
 }
 
-fn query(q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn query(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
     q.map(|Query(q)| q)
         .map_err(|_| ApiError::bad_request("invalid_query", "the query string could not be decoded"))
 }
@@ -204,22 +206,32 @@ pub async fn feed(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<crate::ledger::FeedPage>, ApiError> {
     let q = query(q)?;
-    let int = |name: &str, default: i64, min: i64, max: i64, code: &'static str| -> Result<i64, ApiError> {
-        match q.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .parse::<i64>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| ApiError::bad_request(code, format!("{name} must be an integer from {min} to {max}"))),
-        }
-    };
-    let after = int("after", 0, 0, i64::MAX, "invalid_after")?;
-    let limit = int("limit", 100, 1, 1000, "invalid_limit")?;
-    let wait = int("wait", 0, 0, 30, "invalid_wait")?;
+    let after = int_param(&q, "after", Some(0), 0, i64::MAX, "invalid_after")?;
+    let limit = int_param(&q, "limit", Some(100), 1, 1000, "invalid_limit")?;
+    let wait = int_param(&q, "wait", Some(0), 0, 30, "invalid_wait")?;
     let page = s
         .ledger
         .feed(after, limit, std::time::Duration::from_secs(wait as u64))
         .await?;
     Ok(Json(page))
+}
+
+/// An integer query parameter in `min..=max`; without `default`, required.
+pub(super) fn int_param(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: Option<i64>,
+    min: i64,
+    max: i64,
+    code: &'static str,
+) -> Result<i64, ApiError> {
+    let range = || ApiError::bad_request(code, format!("{name} must be an integer from {min} to {max}"));
+    match q.get(name) {
+        None => default.ok_or_else(|| ApiError::bad_request(code, format!("{name} is required"))),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(range),
+    }
 }

@@ -146,16 +146,43 @@ pub async fn ledger_on(db: TestDb, run_projections: bool) -> TestLedger {
 
 /// As [`ledger_on`], with other settings.
 pub async fn ledger_on_with(db: TestDb, run_projections: bool, settings: Settings) -> TestLedger {
+    ledger_full(db, run_projections, settings, None).await
+}
+
+/// A ledger whose projections include the audit chainer, signing with `signer`.
+pub async fn audited_ledger_on(
+    db: TestDb,
+    run_projections: bool,
+    signer: Arc<kokuho_ledger::audit::keys::Signer>,
+) -> TestLedger {
+    let settings = Settings {
+        insurer_number: "131999".into(),
+        log_origin: "test.kokuho-ledger".into(),
+        ..Settings::default()
+    };
+    ledger_full(db, run_projections, settings, Some(signer)).await
+}
+
+async fn ledger_full(
+    db: TestDb,
+    run_projections: bool,
+    settings: Settings,
+    signer: Option<Arc<kokuho_ledger::audit::keys::Signer>>,
+) -> TestLedger {
     let store = db.store().await;
     let clock = Arc::new(FixedClock::new(test_now()));
     let (writer, _task) = Writer::spawn(store.clone(), 64);
-    let ledger = Arc::new(Ledger::new(
+    let mut ledger = Ledger::new(
         store.clone(),
         writer,
         clock.clone(),
         Arc::new(Vault::from_key([42; 32])),
         settings,
-    ));
+    );
+    if let Some(signer) = signer {
+        ledger = ledger.with_audit(signer);
+    }
+    let ledger = Arc::new(ledger);
     let (stop_projections, stopped) = tokio::sync::watch::channel(false);
     if run_projections {
         ledger.projections().spawn(stopped);

@@ -1,0 +1,500 @@
+//! `kokuho-ledger audit verify`: recomputes every leaf hash, the chain and the Merkle roots at
+//! every stored checkpoint from the stored events, compares them with the stored hashes and
+//! the signed checkpoints, checks every signature under the trusted key and every stream's
+//! sequence continuity. It streams the log in pages (memory does not grow with the log) and
+//! names the first position that fails.
+
+use std::future::Future;
+
+use ed25519_dalek::VerifyingKey;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::checkpoint::SignedCheckpoint;
+use super::merkle::{self, decomposition, Frontier, Hash, CHAIN_START};
+use super::store::{self, Row, StoredCheckpoint};
+use super::{entry, Audit};
+use crate::projections::db::{Db, Ty, Val};
+use crate::store::{Store, StoreError, StoredEvent};
+
+const PAGE: i64 = 10_000;
+
+/// The first thing that failed, at a log position (for a checkpoint: its size).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub position: i64,
+    pub what: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Entries recomputed (after the trusted checkpoint, with `--from-checkpoint`).
+    pub entries: u64,
+    pub checkpoints: u64,
+    /// Events after the chained part of the log (not yet chained; nothing to compare).
+    pub unchained: u64,
+    /// Events checked for stream continuity.
+    pub stream_events: u64,
+    /// The latest checkpoint verified, and how many chained entries it leaves uncovered.
+    pub latest_checkpoint: Option<u64>,
+    pub uncovered: u64,
+    pub failure: Option<Failure>,
+}
+
+/// Where verification starts: from nothing, or from a checkpoint the auditor already trusts.
+pub enum Start {
+    Genesis,
+    Trusted(SignedCheckpoint),
+}
+
+fn fail(position: i64, what: impl Into<String>) -> Option<Failure> {
+    Some(Failure {
+        position,
+        what: what.into(),
+    })
+}
+
+/// Pages of a keyset-paginated read, fetched ahead by one page (bounded memory).
+fn pages<T, F, Fut>(fetch: F, key: fn(&T) -> i64, after: i64) -> mpsc::Receiver<Result<Vec<T>, StoreError>>
+where
+    T: Send + 'static,
+    F: Fn(i64) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<T>, StoreError>> + Send,
+{
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut after = after;
+        loop {
+            let page = fetch(after).await;
+            let last = match &page {
+                Ok(p) => p.last().map(key),
+                Err(_) => None,
+            };
+            let done = page.as_ref().map_or(true, |p| (p.len() as i64) < PAGE);
+            if tx.send(page).await.is_err() || done {
+                break;
+            }
+            match last {
+                Some(l) => after = l,
+                None => break,
+            }
+        }
+    });
+    rx
+}
+
+/// Items of `pages` one at a time.
+struct Items<T> {
+    rx: mpsc::Receiver<Result<Vec<T>, StoreError>>,
+    page: std::vec::IntoIter<T>,
+    done: bool,
+}
+
+impl<T> Items<T> {
+    fn new(rx: mpsc::Receiver<Result<Vec<T>, StoreError>>) -> Self {
+        Self {
+            rx,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+    async fn next(&mut self) -> Result<Option<T>, StoreError> {
+        loop {
+            if let Some(x) = self.page.next() {
+                return Ok(Some(x));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.rx.recv().await {
+                Some(page) => {
+                    let page = page?;
+                    if page.is_empty() {
+                        self.done = true;
+                    }
+                    self.page = page.into_iter();
+                }
+                None => self.done = true,
+            }
+        }
+    }
+}
+
+/// A lookahead of one item.
+struct Peek<T> {
+    items: Items<T>,
+    head: Option<T>,
+}
+
+impl<T> Peek<T> {
+    async fn new(mut items: Items<T>) -> Result<Self, StoreError> {
+        let head = items.next().await?;
+        Ok(Self { items, head })
+    }
+    async fn take(&mut self) -> Result<Option<T>, StoreError> {
+        let head = self.head.take();
+        self.head = self.items.next().await?;
+        Ok(head)
+    }
+}
+
+/// Verifies the stored log, chain and checkpoints against `key`; `progress` counts events.
+pub async fn verify(
+    store: &Store,
+    key: &VerifyingKey,
+    start: Start,
+    progress: impl Fn(u64),
+) -> Result<Report, StoreError> {
+    let db = Db::new(store);
+    let mut report = Report::default();
+    let (from, mut frontier, mut chain, trusted) = match start {
+        Start::Genesis => (0i64, Frontier::new(), CHAIN_START, None),
+        Start::Trusted(c) => {
+            let size = c.checkpoint.size as i64;
+            if !c.verifies(key) {
+                report.failure = fail(
+                    size,
+                    "the trusted checkpoint's signature does not verify under the trusted key",
+                );
+                return Ok(report);
+            }
+            match resume(&db, &c).await? {
+                Ok((frontier, chain)) => (size, frontier, chain, Some(c)),
+                Err(what) => {
+                    report.failure = fail(size, what);
+                    return Ok(report);
+                }
+            }
+        }
+    };
+    let streams = tokio::spawn(stream_continuity(db.clone(), from));
+    report.failure = walk(store, &db, key, from, &mut frontier, &mut chain, &mut report, &progress).await?;
+    if report.failure.is_none() {
+        if let Some(c) = &trusted {
+            report.failure = consistency_to_latest(store, &db, c).await?;
+        }
+    }
+    let (stream_events, stream_failure) = streams.await.map_err(|e| StoreError::Corrupt(e.to_string()))??;
+    report.stream_events = stream_events;
+    // The first failing position of either pass.
+    if let Some(s) = stream_failure {
+        if report.failure.as_ref().is_none_or(|f| s.position < f.position) {
+            report.failure = Some(s);
+        }
+    }
+    Ok(report)
+}
+
+/// The chain and frontier at a trusted checkpoint, from the stored hashes, checked against it.
+async fn resume(db: &Db, c: &SignedCheckpoint) -> Result<Result<(Frontier, Hash), String>, StoreError> {
+    let size = c.checkpoint.size;
+    let parts = decomposition(size);
+    let mut wanted = parts.clone();
+    wanted.push((0, size - 1));
+    let rows = store::read_rows(db, &wanted).await?;
+    let nodes: Option<Vec<Hash>> = parts.iter().map(|(l, i)| store::subtree(&rows, *l, *i)).collect();
+    let (Some(nodes), Some(row)) = (nodes, rows.get(&(size as i64))) else {
+        return Ok(Err(format!(
+            "the stored audit trail does not reach the trusted checkpoint's size {size}"
+        )));
+    };
+    let frontier = Frontier::from_nodes(size, nodes).expect("one node per set bit");
+    if hex::encode(frontier.root()) != c.checkpoint.root || hex::encode(row.chain) != c.checkpoint.chain_head {
+        return Ok(Err(format!(
+            "the stored hashes at size {size} do not match the trusted checkpoint (the log up to it was rewritten)"
+        )));
+    }
+    Ok(Ok((frontier, row.chain)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn walk(
+    store: &Store,
+    db: &Db,
+    key: &VerifyingKey,
+    from: i64,
+    frontier: &mut Frontier,
+    chain: &mut Hash,
+    report: &mut Report,
+    progress: &impl Fn(u64),
+) -> Result<Option<Failure>, StoreError> {
+    let events = {
+        let store = store.clone();
+        pages(
+            move |after| {
+                let store = store.clone();
+                async move { store.read_log(after, PAGE).await }
+            },
+            |e: &StoredEvent| e.position,
+            from,
+        )
+    };
+    let rows = {
+        let db = db.clone();
+        pages(
+            move |after| {
+                let db = db.clone();
+                async move { store::rows_after(&db, after, PAGE).await }
+            },
+            |r: &(i64, Row)| r.0,
+            from,
+        )
+    };
+    let checkpoints = {
+        let db = db.clone();
+        pages(
+            move |after| {
+                let db = db.clone();
+                async move { store::checkpoints_after(&db, after, PAGE).await }
+            },
+            |c: &StoredCheckpoint| c.signed.checkpoint.size as i64,
+            from,
+        )
+    };
+    let mut events = Items::new(events);
+    let mut rows = Peek::new(Items::new(rows)).await?;
+    let mut checkpoints = Peek::new(Items::new(checkpoints)).await?;
+    let (mut buf, mut done) = (Vec::with_capacity(1024), Vec::new());
+    let mut expected = from + 1;
+    let mut counted = 0u64;
+    let mut unchained_from: Option<i64> = None;
+    while let Some(e) = events.next().await? {
+        if e.position != expected {
+            return Ok(if e.position > expected {
+                fail(
+                    expected,
+                    format!("no event at position {expected}: the log has a gap (an event was deleted)"),
+                )
+            } else {
+                fail(e.position, format!("position {} appears twice in the log", e.position))
+            });
+        }
+        expected += 1;
+        counted += 1;
+        if counted % 4096 == 0 {
+            progress(4096);
+        }
+        let (leaf, next) = match entry::hashes(&e, chain, &mut buf) {
+            Ok(h) => h,
+            Err(err) => return Ok(fail(e.position, format!("the event cannot be canonicalized: {err}"))),
+        };
+        done.clear();
+        frontier.push(leaf, &mut done);
+        *chain = next;
+        let row = match rows.head.as_ref() {
+            Some((p, _)) if *p == e.position => rows.take().await?.map(|(_, r)| r),
+            Some((p, _)) if *p < e.position => {
+                return Ok(fail(*p, format!("audit entry {p} has no event in the log")));
+            }
+            _ => None,
+        };
+        match row {
+            Some(r) => {
+                if let Some(u) = unchained_from {
+                    return Ok(fail(
+                        u,
+                        format!("no audit entry at position {u}, yet later positions are chained"),
+                    ));
+                }
+                if r.leaf != leaf {
+                    return Ok(fail(
+                        e.position,
+                        "the leaf hash differs from the chained one: the stored event was changed after it was \
+                         chained (payload, metadata, type, stream, order or recorded_at)",
+                    ));
+                }
+                if r.chain != *chain {
+                    return Ok(fail(e.position, "the chain hash differs from the stored chain"));
+                }
+                if r.subtrees != done.concat() {
+                    return Ok(fail(
+                        e.position,
+                        "the stored Merkle subtree hashes differ from the recomputed ones",
+                    ));
+                }
+                report.entries += 1;
+            }
+            None => {
+                unchained_from.get_or_insert(e.position);
+                report.unchained += 1;
+            }
+        }
+        while let Some(c) = checkpoints.head.as_ref() {
+            if c.signed.checkpoint.size as i64 != e.position {
+                break;
+            }
+            let c = checkpoints.take().await?.expect("peeked");
+            if let Some(f) = check_checkpoint(&c.signed, key, frontier, chain, unchained_from) {
+                return Ok(Some(f));
+            }
+            report.checkpoints += 1;
+            report.latest_checkpoint = Some(c.signed.checkpoint.size);
+        }
+        if let Some(c) = checkpoints.head.as_ref() {
+            if (c.signed.checkpoint.size as i64) < e.position {
+                let size = c.signed.checkpoint.size as i64;
+                return Ok(fail(size, format!("checkpoint of size {size} is out of order")));
+            }
+        }
+    }
+    progress(counted % 4096);
+    if let Some((p, _)) = rows.head.as_ref() {
+        return Ok(fail(
+            *p,
+            format!(
+                "audit entry {p} has no event in the log (the log ends at {})",
+                expected - 1
+            ),
+        ));
+    }
+    if let Some(c) = checkpoints.head.as_ref() {
+        let size = c.signed.checkpoint.size as i64;
+        return Ok(fail(
+            size,
+            format!(
+                "checkpoint of size {size} lies beyond the end of the log ({})",
+                expected - 1
+            ),
+        ));
+    }
+    let chained = (expected - 1) - report.unchained as i64;
+    report.uncovered = (chained - report.latest_checkpoint.map_or(from, |s| s as i64)).max(0) as u64;
+    Ok(None)
+}
+
+fn check_checkpoint(
+    c: &SignedCheckpoint,
+    key: &VerifyingKey,
+    frontier: &Frontier,
+    chain: &Hash,
+    unchained_from: Option<i64>,
+) -> Option<Failure> {
+    let size = c.checkpoint.size as i64;
+    if let Some(u) = unchained_from {
+        return fail(
+            u,
+            format!("checkpoint of size {size} covers position {u}, which has no audit entry"),
+        );
+    }
+    if !c.verifies(key) {
+        return fail(
+            size,
+            format!("the signature of the checkpoint of size {size} does not verify under the trusted key"),
+        );
+    }
+    let root = hex::encode(frontier.root());
+    if root != c.checkpoint.root || hex::encode(chain) != c.checkpoint.chain_head {
+        return fail(
+            size,
+            format!(
+                "the signed checkpoint of size {size} does not match the log: root({size}) recomputes to {root}, the \
+                 checkpoint says {} (an entry up to {size} was rewritten together with its chain)",
+                c.checkpoint.root
+            ),
+        );
+    }
+    None
+}
+
+/// The consistency proof from the trusted checkpoint to the latest stored one, from the stored
+/// subtrees, checked against both signed roots.
+async fn consistency_to_latest(
+    store: &Store,
+    db: &Db,
+    trusted: &SignedCheckpoint,
+) -> Result<Option<Failure>, StoreError> {
+    let Some(latest) = store::latest_checkpoint(db).await? else {
+        return Ok(None);
+    };
+    let (m, n) = (trusted.checkpoint.size, latest.signed.checkpoint.size);
+    if n < m {
+        return Ok(fail(
+            m as i64,
+            format!("the latest stored checkpoint ({n}) is older than the trusted one ({m})"),
+        ));
+    }
+    let proof = match Audit::new(store).consistency(m as i64, n as i64).await {
+        Ok(p) => p,
+        Err(super::AuditError::Store(e)) => return Err(e),
+        Err(e) => return Ok(fail(n as i64, format!("no consistency proof from {m} to {n}: {e}"))),
+    };
+    let parse = |s: &str| -> Option<Hash> { hex::decode(s).ok()?.try_into().ok() };
+    let path: Option<Vec<Hash>> = proof.path.iter().map(|s| parse(s)).collect();
+    let ok = match (
+        path,
+        parse(&trusted.checkpoint.root),
+        parse(&latest.signed.checkpoint.root),
+    ) {
+        (Some(path), Some(a), Some(b)) => merkle::verify_consistency(m, n, &a, &b, &path),
+        _ => false,
+    };
+    Ok((!ok).then(|| Failure {
+        position: n as i64,
+        what: format!(
+            "the consistency proof from the trusted checkpoint {m} to the latest checkpoint {n} does not verify"
+        ),
+    }))
+}
+
+/// Every stream's sequences are 1..k without gaps, in increasing log positions; read in
+/// stream order (the primary key), so memory stays constant. Failures at or before `from`
+/// (vouched for by a trusted checkpoint) are not reported.
+async fn stream_continuity(db: Db, from: i64) -> Result<(u64, Option<Failure>), StoreError> {
+    let mut after: (String, String, i64) = (String::new(), String::new(), 0);
+    let mut previous: Option<(String, String, i64, i64)> = None;
+    let mut count = 0u64;
+    let mut first: Option<Failure> = None;
+    loop {
+        let page = db
+            .fetch(
+                "SELECT aggregate_type, aggregate_id, sequence, position FROM events \
+                 WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
+                 ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
+                &[
+                    Val::text(&after.0),
+                    Val::text(&after.1),
+                    Val::Int(Some(after.2)),
+                    Val::Int(Some(PAGE)),
+                ],
+                &[Ty::Text, Ty::Text, Ty::Int, Ty::Int],
+            )
+            .await?;
+        for r in &page {
+            let (t, id) = (r[0].as_text().unwrap_or_default(), r[1].as_text().unwrap_or_default());
+            let (seq, pos) = (r[2].as_int().unwrap_or(0), r[3].as_int().unwrap_or(0));
+            count += 1;
+            let problem = match &previous {
+                Some((pt, pid, pseq, ppos)) if pt == t && pid == id => {
+                    if seq != pseq + 1 {
+                        Some(format!("stream {t}/{id}: sequence {seq} follows {pseq} (a gap)"))
+                    } else if pos <= *ppos {
+                        Some(format!(
+                            "stream {t}/{id}: sequence {seq} is at position {pos}, before sequence {pseq} at {ppos}"
+                        ))
+                    } else {
+                        None
+                    }
+                }
+                _ if seq != 1 => Some(format!("stream {t}/{id} starts at sequence {seq}, not 1")),
+                _ => None,
+            };
+            if let Some(what) = problem {
+                if pos > from && first.as_ref().is_none_or(|f| pos < f.position) {
+                    first = Some(Failure { position: pos, what });
+                }
+            }
+            previous = Some((t.to_owned(), id.to_owned(), seq, pos));
+        }
+        match page.last() {
+            Some(r) if page.len() as i64 == PAGE => {
+                after = (
+                    r[0].as_text().unwrap_or_default().to_owned(),
+                    r[1].as_text().unwrap_or_default().to_owned(),
+                    r[2].as_int().unwrap_or(0),
+                );
+            }
+            _ => break,
+        }
+    }
+    Ok((count, first))
+}
