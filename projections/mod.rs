@@ -194,6 +194,13 @@ impl Projections {
         }
     }
 
+    /// No projections at all (tools add the one they run, e.g. the audit chainer).
+    pub fn empty(store: Store) -> Self {
+        let mut p = Self::new(store);
+        p.entries.clear();
+        p
+    }
+
     pub fn db(&self) -> &Db {
         &self.db
     }

@@ -118,3 +118,47 @@ pub async fn open(
     let ledger = Arc::new(ledger);
     Ok(Opened { ledger, writer_task })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Secret;
+
+    #[test]
+    fn the_audit_key_comes_inline_by_path_or_beside_the_sqlite_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::generate();
+        let inline = Settings {
+            audit_key: Some(Secret(signer.to_pem())),
+            ..Settings::default()
+        };
+        let pg = "postgres://x@localhost/db";
+        assert_eq!(
+            configured_audit_key(pg, &inline).unwrap().unwrap().public_key(),
+            signer.public_key()
+        );
+        let path = dir.path().join("k.pem");
+        let on_disk = Signer::create(&path).unwrap();
+        let by_path = Settings {
+            audit_key_file: Some(path),
+            ..Settings::default()
+        };
+        assert_eq!(audit_signer(pg, &by_path).unwrap().public_key(), on_disk.public_key());
+        // PostgreSQL without a key: refused, never created.
+        assert!(configured_audit_key(pg, &Settings::default()).unwrap().is_none());
+        let refused = audit_signer(pg, &Settings::default()).unwrap_err().to_string();
+        assert!(refused.contains("KOKUHO_AUDIT_KEY_FILE"), "{refused}");
+        // The embedded default creates its key beside the database file once, then reuses it.
+        let sqlite = format!("sqlite://{}", dir.path().join("l.db").display());
+        let first = audit_signer(&sqlite, &Settings::default()).unwrap();
+        assert!(dir.path().join("l.db.audit.key").exists());
+        assert_eq!(
+            audit_signer(&sqlite, &Settings::default()).unwrap().public_key(),
+            first.public_key()
+        );
+        assert!(
+            format!("{inline:?}").contains("Secret(…)"),
+            "the inline key is never printed"
+        );
+    }
+}

@@ -452,6 +452,33 @@ pub struct FeedPage {
     pub head: i64,
 }
 
+/// A feed page with its records as stored JSON text.
+#[derive(Debug)]
+pub struct FeedText {
+    pub records: Vec<String>,
+    pub next_after: i64,
+    pub head: i64,
+}
+
+impl FeedText {
+    /// `{"records": [...], "next_after", "head"}`, the records spliced in as stored.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(self.records.iter().map(|r| r.len() + 1).sum::<usize>() + 64);
+        out.push_str("{\"records\":[");
+        for (i, r) in self.records.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(r);
+        }
+        out.push_str(&format!(
+            "],\"next_after\":{},\"head\":{}}}",
+            self.next_after, self.head
+        ));
+        out
+    }
+}
+
 /// What one run of the 75th-birthday job did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AgeOutSummary {
@@ -1185,6 +1212,31 @@ impl Ledger {
     /// wait ends). Woken by this process's feed commits, and looks again every 200 ms for
     /// commits of other processes.
     pub async fn feed(&self, after: i64, limit: i64, wait: std::time::Duration) -> Result<FeedPage, LedgerError> {
+        let page = self.feed_text(after, limit, wait).await?;
+        let mut records = page
+            .records
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(r).map_err(corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.settings.feed_my_number {
+            self.add_my_numbers(&mut records).await?;
+        }
+        Ok(FeedPage {
+            records,
+            next_after: page.next_after,
+            head: page.head,
+        })
+    }
+
+    /// Whether feed pages must be completed per record (`my_number`) rather than served as
+    /// stored.
+    pub fn feed_needs_values(&self) -> bool {
+        self.settings.feed_my_number
+    }
+
+    /// The feed page with each record as its stored JSON text, byte for byte (long-polling as
+    /// [`feed`](Self::feed) does): what `GET /v1/feed` sends when nothing is added per record.
+    pub async fn feed_text(&self, after: i64, limit: i64, wait: std::time::Duration) -> Result<FeedText, LedgerError> {
         let deadline = tokio::time::Instant::now() + wait;
         let db = self.projections.db();
         loop {
@@ -1194,19 +1246,15 @@ impl Ledger {
             let records = read::feed_records(db, after, limit).await?;
             let now = tokio::time::Instant::now();
             if !records.is_empty() || now >= deadline {
-                let mut records = records
-                    .iter()
-                    .map(|r| serde_json::from_str::<Value>(r).map_err(corrupt))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if self.settings.feed_my_number {
-                    self.add_my_numbers(&mut records).await?;
+                #[derive(Deserialize)]
+                struct Position {
+                    position: i64,
                 }
-                let next_after = records
-                    .last()
-                    .and_then(|r| r.get("position"))
-                    .and_then(Value::as_i64)
-                    .unwrap_or(after);
-                return Ok(FeedPage {
+                let next_after = match records.last() {
+                    Some(r) => serde_json::from_str::<Position>(r).map_err(corrupt)?.position,
+                    None => after,
+                };
+                return Ok(FeedText {
                     records,
                     next_after,
                     head: read::feed_head(db).await?,

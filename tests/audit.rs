@@ -721,3 +721,42 @@ on_both!(
         f.cleanup().await;
     }
 );
+
+#[test]
+fn the_independent_verifier_accepts_the_documented_example_and_nothing_else() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify_audit.py");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/audit-example.jsonl");
+    let key = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+    let run = |file: &str, key: &str| {
+        std::process::Command::new("python3")
+            .args([script, file, "--public-key", key])
+            .output()
+            .expect("python3 runs the independent verifier")
+    };
+    let ok = run(example, key);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "ok: 3 entries, 1 checkpoints, 2 streams"
+    );
+    // Another key, a changed signature, a changed root: each refused.
+    let other = Signer::from_seed([8; 32]).public_key();
+    assert_eq!(run(example, &other).status.code(), Some(1));
+    let text = std::fs::read_to_string(example).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("\"signature\":\"M", "\"signature\":\"N"),
+        ("\"root\":\"c9b5", "\"root\":\"c9b6"),
+    ] {
+        let changed = dir.path().join("changed.jsonl");
+        std::fs::write(&changed, text.replacen(from, to, 1)).unwrap();
+        let out = run(changed.to_str().unwrap(), key);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{from}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED at position 3"));
+    }
+}

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::jcs::{self, CanonicalError};
 use super::merkle::{chain_next, leaf_hash, Hash};
-use crate::store::{format_instant, StoredEvent};
+use crate::store::{format_instant, RawEvent, StoredEvent};
 
 /// The entry of a stored event, as an auditor reads it.
 pub fn entry(e: &StoredEvent) -> Value {
@@ -21,30 +21,81 @@ pub fn entry(e: &StoredEvent) -> Value {
     })
 }
 
-/// `canonical(p)`: the entry in RFC 8785 form, written field by field in sorted key order
-/// (what `jcs::to_vec(&entry(e))` gives, without building the entry first).
-pub fn canonical(e: &StoredEvent, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+/// The fields of an entry other than its payload and metadata.
+struct Head<'a> {
+    position: i64,
+    recorded_at: &'a chrono::DateTime<chrono::Utc>,
+    sequence: i64,
+    stream: &'a str,
+    stream_id: &'a str,
+    event_type: &'a str,
+    version: &'a str,
+}
+
+/// The entry in RFC 8785 form, written field by field in sorted key order.
+fn write_entry(
+    out: &mut Vec<u8>,
+    h: Head<'_>,
+    metadata: impl FnOnce(&mut Vec<u8>) -> Result<(), CanonicalError>,
+    payload: impl FnOnce(&mut Vec<u8>) -> Result<(), CanonicalError>,
+) -> Result<(), CanonicalError> {
     out.clear();
     out.extend_from_slice(b"{\"metadata\":");
-    jcs::write(&e.metadata, out)?;
+    metadata(out)?;
     out.extend_from_slice(b",\"payload\":");
-    jcs::write(&e.payload, out)?;
+    payload(out)?;
     out.extend_from_slice(b",\"position\":");
-    out.extend_from_slice(e.position.to_string().as_bytes());
+    out.extend_from_slice(h.position.to_string().as_bytes());
     out.extend_from_slice(b",\"recorded_at\":");
-    jcs::write_str(&format_instant(&e.recorded_at), out);
+    jcs::write_str(&format_instant(h.recorded_at), out);
     out.extend_from_slice(b",\"sequence\":");
-    out.extend_from_slice(e.sequence.to_string().as_bytes());
+    out.extend_from_slice(h.sequence.to_string().as_bytes());
     out.extend_from_slice(b",\"stream\":");
-    jcs::write_str(&e.aggregate_type, out);
+    jcs::write_str(h.stream, out);
     out.extend_from_slice(b",\"stream_id\":");
-    jcs::write_str(&e.aggregate_id, out);
+    jcs::write_str(h.stream_id, out);
     out.extend_from_slice(b",\"type\":");
-    jcs::write_str(&e.event_type, out);
+    jcs::write_str(h.event_type, out);
     out.extend_from_slice(b",\"version\":");
-    jcs::write_str(&e.event_version, out);
+    jcs::write_str(h.version, out);
     out.push(b'}');
     Ok(())
+}
+
+/// `canonical(p)`: what `jcs::to_vec(&entry(e))` gives, without building the entry first.
+pub fn canonical(e: &StoredEvent, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    write_entry(
+        out,
+        Head {
+            position: e.position,
+            recorded_at: &e.recorded_at,
+            sequence: e.sequence,
+            stream: &e.aggregate_type,
+            stream_id: &e.aggregate_id,
+            event_type: &e.event_type,
+            version: &e.event_version,
+        },
+        |o| jcs::write(&e.metadata, o),
+        |o| jcs::write(&e.payload, o),
+    )
+}
+
+/// `canonical(p)` of an event read as text (the same bytes as [`canonical`] of it parsed).
+pub fn canonical_raw(e: &RawEvent, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    write_entry(
+        out,
+        Head {
+            position: e.position,
+            recorded_at: &e.recorded_at,
+            sequence: e.sequence,
+            stream: &e.aggregate_type,
+            stream_id: &e.aggregate_id,
+            event_type: &e.event_type,
+            version: &e.event_version,
+        },
+        |o| jcs::write_text(&e.metadata, o),
+        |o| jcs::write_text(&e.payload, o),
+    )
 }
 
 /// `leaf_hash(p)` of a stored event; `buf` is scratch space reused across calls.
@@ -81,6 +132,20 @@ mod tests {
         let mut direct = Vec::new();
         canonical(&e, &mut direct).unwrap();
         assert_eq!(direct, jcs::to_vec(&entry(&e)).unwrap());
+        let raw = RawEvent {
+            position: e.position,
+            aggregate_type: e.aggregate_type.clone(),
+            aggregate_id: e.aggregate_id.clone(),
+            sequence: e.sequence,
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
+            payload: e.payload.to_string(),
+            metadata: e.metadata.to_string(),
+            recorded_at: e.recorded_at,
+        };
+        let mut from_text = Vec::new();
+        canonical_raw(&raw, &mut from_text).unwrap();
+        assert_eq!(from_text, direct);
         let text = String::from_utf8(direct).unwrap();
         assert!(text.starts_with(r#"{"metadata":{"actor":"窓口","reported_date":"2025-04-02","request_id":"r"},"payload":{"effective_date""#), "{text}");
         assert!(text.ends_with(r#","position":17,"recorded_at":"2026-11-25T01:02:03.123456Z","sequence":3,"stream":"person","stream_id":"100000000001","type":"moved_in","version":"1"}"#), "{text}");

@@ -40,6 +40,13 @@ impl Signer {
         }
     }
 
+    /// A key from its 32-byte seed (RFC 8032's private key), e.g. for a documented example.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
     pub fn from_pem(pem: &str, origin: &str) -> Result<Self, KeyError> {
         SigningKey::from_pkcs8_pem(pem.trim())
             .map(|key| Self { key })

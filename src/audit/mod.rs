@@ -198,3 +198,146 @@ impl merkle::Nodes for Fn2Nodes<'_> {
         (self.0)(level, index)
     }
 }
+
+/// The worked example of docs/audit.md: a three-entry log, every hash of it, a checkpoint signed
+/// with a published test key, and the export `docs/audit-example.jsonl` (which the Python
+/// verifier checks in tests/audit.rs). Run with `--nocapture` to print the values the guide
+/// quotes; `KOKUHO_UPDATE_GOLDEN=1` rewrites the export after a deliberate change.
+#[cfg(test)]
+mod worked_example {
+    use super::checkpoint::{Checkpoint, SignedCheckpoint};
+    use super::keys::Signer;
+    use super::merkle::{self, Frontier};
+    use super::*;
+    use crate::store::StoredEvent;
+    use serde_json::json;
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().into()
+    }
+
+    fn log() -> Vec<StoredEvent> {
+        let e = |position, stream: &str, id: &str, sequence, ty: &str, payload: Value, metadata: Value, t: &str| {
+            StoredEvent {
+                position,
+                aggregate_type: stream.into(),
+                aggregate_id: id.into(),
+                sequence,
+                event_type: ty.into(),
+                event_version: "1".into(),
+                payload,
+                metadata,
+                recorded_at: at(t),
+            }
+        };
+        vec![
+            e(
+                1,
+                "person",
+                "100000000001",
+                1,
+                "registered",
+                json!({"effective_date": "2025-04-01", "reported_date": "2025-04-01", "type": "registered",
+                     "name": "山田 太郎", "name_kana": "ヤマダ　タロウ", "birth_date": "1980-06-15", "sex": "1", "sex_on_back": true,
+                     "my_number_commitment": "3f0c6b2a9d1e4c5b8a7f6e5d4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a291"}),
+                json!({"actor": "clerk-07", "request_id": "r-1", "reported_date": "2025-04-01"}),
+                "2025-04-01T01:02:03.000001Z",
+            ),
+            e(
+                2,
+                "person",
+                "100000000001",
+                2,
+                "moved_in",
+                json!({"effective_date": "2025-04-01", "reported_date": "2025-04-01", "type": "moved_in",
+                     "from": "other_prefecture", "household_id": "200000000001"}),
+                json!({"actor": "clerk-07", "request_id": "r-2", "reported_date": "2025-04-01"}),
+                "2025-04-01T01:02:04.000002Z",
+            ),
+            e(
+                3,
+                "household",
+                "200000000001",
+                1,
+                "card_number_assigned",
+                json!({"effective_date": "2025-04-01", "reported_date": "2025-04-01", "type": "card_number_assigned",
+                     "symbol": "1", "number": "00000001"}),
+                json!({"actor": "system", "request_id": "r-2", "reported_date": "2025-04-01"}),
+                "2025-04-01T01:02:04.000002Z",
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_documented_example_holds() {
+        let signer = Signer::from_seed([7; 32]);
+        let mut chain = merkle::CHAIN_START;
+        let mut frontier = Frontier::new();
+        let mut leaves = Vec::new();
+        let mut lines = vec![json!({"format": "kokuho-ledger-audit/1", "origin": "example.kokuho-ledger", "public_key": signer.public_key()}).to_string()];
+        let mut buf = Vec::new();
+        for e in log() {
+            entry::canonical(&e, &mut buf).unwrap();
+            let leaf = merkle::leaf_hash(&buf);
+            chain = merkle::chain_next(&chain, &leaf);
+            frontier.push(leaf, &mut Vec::new());
+            leaves.push(leaf);
+            let text = String::from_utf8(buf.clone()).unwrap();
+            println!(
+                "canonical({}) = {text}\nleaf_hash({0}) = {}\nchain_hash({0}) = {}\nroot({0}) = {}\n",
+                e.position,
+                hex::encode(leaf),
+                hex::encode(chain),
+                hex::encode(frontier.root())
+            );
+            lines.push(format!(
+                "{{\"entry\":{text},\"leaf_hash\":\"{}\",\"chain_hash\":\"{}\"}}",
+                hex::encode(leaf),
+                hex::encode(chain)
+            ));
+        }
+        let checkpoint = Checkpoint {
+            origin: "example.kokuho-ledger".into(),
+            size: 3,
+            root: hex::encode(frontier.root()),
+            chain_head: hex::encode(chain),
+            timestamp: "2025-04-01T01:02:05.000000Z".into(),
+        };
+        let signed = SignedCheckpoint::sign(checkpoint, &signer);
+        println!(
+            "canonical(checkpoint) = {}\nsignature = {}\npublic_key = {}",
+            String::from_utf8(signed.checkpoint.canonical()).unwrap(),
+            signed.signature,
+            signer.public_key()
+        );
+        lines.push(json!({"checkpoint": signed.checkpoint, "signature": signed.signature}).to_string());
+        // The proofs the guide walks through, from the perfect subtrees.
+        let mut nodes: std::collections::HashMap<(u32, u64), merkle::Hash> = std::collections::HashMap::new();
+        nodes.insert((0, 0), leaves[0]);
+        nodes.insert((0, 1), leaves[1]);
+        nodes.insert((0, 2), leaves[2]);
+        nodes.insert((1, 0), merkle::node_hash(&leaves[0], &leaves[1]));
+        let inclusion: Vec<String> = merkle::inclusion_path(&mut nodes, 0, 3)
+            .iter()
+            .map(hex::encode)
+            .collect();
+        let consistency: Vec<String> = merkle::consistency_path(&mut nodes, 2, 3)
+            .iter()
+            .map(hex::encode)
+            .collect();
+        println!("inclusion(position 1, size 3) = {inclusion:?}\nconsistency(2, 3) = {consistency:?}");
+        assert_eq!(inclusion, vec![hex::encode(leaves[1]), hex::encode(leaves[2])]);
+        assert_eq!(consistency, vec![hex::encode(leaves[2])]);
+
+        let export = lines.join("\n") + "\n";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/audit-example.jsonl");
+        if std::env::var_os("KOKUHO_UPDATE_GOLDEN").is_some() {
+            std::fs::write(path, &export).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            export,
+            "docs/audit-example.jsonl is what the example computes"
+        );
+    }
+}

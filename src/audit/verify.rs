@@ -15,7 +15,7 @@ use super::merkle::{self, decomposition, Frontier, Hash, CHAIN_START};
 use super::store::{self, Row, StoredCheckpoint};
 use super::{entry, Audit};
 use crate::projections::db::{Db, Ty, Val};
-use crate::store::{Store, StoreError, StoredEvent};
+use crate::store::{RawEvent, Store, StoreError};
 
 const PAGE: i64 = 10_000;
 
@@ -81,6 +81,52 @@ where
         }
     });
     rx
+}
+
+/// Leaf hashes of pages of raw events, computed on blocking threads (two per page, so
+/// hashing keeps up with reading): (position, leaf hash or why the entry has none).
+type Leaves = Vec<(i64, Result<Hash, String>)>;
+
+fn leaf_hashes(
+    mut raw: mpsc::Receiver<Result<Vec<RawEvent>, StoreError>>,
+) -> mpsc::Receiver<Result<Leaves, StoreError>> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(page) = raw.recv().await {
+            let hashed = match page {
+                Ok(page) => tokio::task::spawn_blocking(move || hash_page(&page))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(e.to_string())),
+                Err(e) => Err(e),
+            };
+            if tx.send(hashed).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn hash_page(page: &[RawEvent]) -> Leaves {
+    let hash = |events: &[RawEvent]| -> Leaves {
+        let mut buf = Vec::with_capacity(1024);
+        events
+            .iter()
+            .map(|e| {
+                let leaf = entry::canonical_raw(e, &mut buf)
+                    .map(|()| merkle::leaf_hash(&buf))
+                    .map_err(|err| err.to_string());
+                (e.position, leaf)
+            })
+            .collect()
+    };
+    let (a, b) = page.split_at(page.len() / 2);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| hash(b));
+        let mut out = hash(a);
+        out.extend(second.join().expect("hashing thread"));
+        out
+    })
 }
 
 /// Items of `pages` one at a time.
@@ -223,12 +269,13 @@ async fn walk(
         pages(
             move |after| {
                 let store = store.clone();
-                async move { store.read_log(after, PAGE).await }
+                async move { store.read_log_raw(after, PAGE).await }
             },
-            |e: &StoredEvent| e.position,
+            |e: &RawEvent| e.position,
             from,
         )
     };
+    let events = leaf_hashes(events);
     let rows = {
         let db = db.clone();
         pages(
@@ -254,19 +301,19 @@ async fn walk(
     let mut events = Items::new(events);
     let mut rows = Peek::new(Items::new(rows)).await?;
     let mut checkpoints = Peek::new(Items::new(checkpoints)).await?;
-    let (mut buf, mut done) = (Vec::with_capacity(1024), Vec::new());
+    let mut done = Vec::new();
     let mut expected = from + 1;
     let mut counted = 0u64;
     let mut unchained_from: Option<i64> = None;
-    while let Some(e) = events.next().await? {
-        if e.position != expected {
-            return Ok(if e.position > expected {
+    while let Some((position, leaf)) = events.next().await? {
+        if position != expected {
+            return Ok(if position > expected {
                 fail(
                     expected,
                     format!("no event at position {expected}: the log has a gap (an event was deleted)"),
                 )
             } else {
-                fail(e.position, format!("position {} appears twice in the log", e.position))
+                fail(position, format!("position {position} appears twice in the log"))
             });
         }
         expected += 1;
@@ -274,16 +321,17 @@ async fn walk(
         if counted % 4096 == 0 {
             progress(4096);
         }
-        let (leaf, next) = match entry::hashes(&e, chain, &mut buf) {
+        let leaf = match leaf {
             Ok(h) => h,
-            Err(err) => return Ok(fail(e.position, format!("the event cannot be canonicalized: {err}"))),
+            Err(err) => return Ok(fail(position, format!("the event cannot be canonicalized: {err}"))),
         };
+        let next = merkle::chain_next(chain, &leaf);
         done.clear();
         frontier.push(leaf, &mut done);
         *chain = next;
         let row = match rows.head.as_ref() {
-            Some((p, _)) if *p == e.position => rows.take().await?.map(|(_, r)| r),
-            Some((p, _)) if *p < e.position => {
+            Some((p, _)) if *p == position => rows.take().await?.map(|(_, r)| r),
+            Some((p, _)) if *p < position => {
                 return Ok(fail(*p, format!("audit entry {p} has no event in the log")));
             }
             _ => None,
@@ -298,29 +346,29 @@ async fn walk(
                 }
                 if r.leaf != leaf {
                     return Ok(fail(
-                        e.position,
+                        position,
                         "the leaf hash differs from the chained one: the stored event was changed after it was \
                          chained (payload, metadata, type, stream, order or recorded_at)",
                     ));
                 }
                 if r.chain != *chain {
-                    return Ok(fail(e.position, "the chain hash differs from the stored chain"));
+                    return Ok(fail(position, "the chain hash differs from the stored chain"));
                 }
                 if r.subtrees != done.concat() {
                     return Ok(fail(
-                        e.position,
+                        position,
                         "the stored Merkle subtree hashes differ from the recomputed ones",
                     ));
                 }
                 report.entries += 1;
             }
             None => {
-                unchained_from.get_or_insert(e.position);
+                unchained_from.get_or_insert(position);
                 report.unchained += 1;
             }
         }
         while let Some(c) = checkpoints.head.as_ref() {
-            if c.signed.checkpoint.size as i64 != e.position {
+            if c.signed.checkpoint.size as i64 != position {
                 break;
             }
             let c = checkpoints.take().await?.expect("peeked");
@@ -331,7 +379,7 @@ async fn walk(
             report.latest_checkpoint = Some(c.signed.checkpoint.size);
         }
         if let Some(c) = checkpoints.head.as_ref() {
-            if (c.signed.checkpoint.size as i64) < e.position {
+            if (c.signed.checkpoint.size as i64) < position {
                 let size = c.signed.checkpoint.size as i64;
                 return Ok(fail(size, format!("checkpoint of size {size} is out of order")));
             }
@@ -436,65 +484,44 @@ async fn consistency_to_latest(
     }))
 }
 
-/// Every stream's sequences are 1..k without gaps, in increasing log positions; read in
-/// stream order (the primary key), so memory stays constant. Failures at or before `from`
-/// (vouched for by a trusted checkpoint) are not reported.
+/// Every stream's sequences are 1..k without gaps, in increasing log positions. The database
+/// walks the streams (a window over the primary key's order) and returns only the first
+/// break, so nothing is held per stream on this side and the event rows are not sent twice.
+/// Breaks at or before `from` (vouched for by a trusted checkpoint) are not reported.
 async fn stream_continuity(db: Db, from: i64) -> Result<(u64, Option<Failure>), StoreError> {
-    let mut after: (String, String, i64) = (String::new(), String::new(), 0);
-    let mut previous: Option<(String, String, i64, i64)> = None;
-    let mut count = 0u64;
-    let mut first: Option<Failure> = None;
-    loop {
-        let page = db
-            .fetch(
-                "SELECT aggregate_type, aggregate_id, sequence, position FROM events \
-                 WHERE (aggregate_type, aggregate_id, sequence) > ($1, $2, $3) \
-                 ORDER BY aggregate_type, aggregate_id, sequence LIMIT $4",
-                &[
-                    Val::text(&after.0),
-                    Val::text(&after.1),
-                    Val::Int(Some(after.2)),
-                    Val::Int(Some(PAGE)),
-                ],
-                &[Ty::Text, Ty::Text, Ty::Int, Ty::Int],
-            )
-            .await?;
-        for r in &page {
-            let (t, id) = (r[0].as_text().unwrap_or_default(), r[1].as_text().unwrap_or_default());
-            let (seq, pos) = (r[2].as_int().unwrap_or(0), r[3].as_int().unwrap_or(0));
-            count += 1;
-            let problem = match &previous {
-                Some((pt, pid, pseq, ppos)) if pt == t && pid == id => {
-                    if seq != pseq + 1 {
-                        Some(format!("stream {t}/{id}: sequence {seq} follows {pseq} (a gap)"))
-                    } else if pos <= *ppos {
-                        Some(format!(
-                            "stream {t}/{id}: sequence {seq} is at position {pos}, before sequence {pseq} at {ppos}"
-                        ))
-                    } else {
-                        None
-                    }
-                }
-                _ if seq != 1 => Some(format!("stream {t}/{id} starts at sequence {seq}, not 1")),
-                _ => None,
-            };
-            if let Some(what) = problem {
-                if pos > from && first.as_ref().is_none_or(|f| pos < f.position) {
-                    first = Some(Failure { position: pos, what });
-                }
+    let count = db
+        .fetch("SELECT count(*) FROM events", &[], &[Ty::Int])
+        .await?
+        .first()
+        .and_then(|r| r[0].as_int())
+        .unwrap_or(0);
+    let first = db
+        .fetch(
+            "SELECT position, aggregate_type, aggregate_id, sequence, prev_sequence, prev_position FROM ( \
+               SELECT position, aggregate_type, aggregate_id, sequence, \
+                      lag(sequence) OVER w AS prev_sequence, lag(position) OVER w AS prev_position \
+                 FROM events WINDOW w AS (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence)) s \
+             WHERE position > $1 AND (sequence <> coalesce(prev_sequence, 0) + 1 OR position <= prev_position) \
+             ORDER BY position LIMIT 1",
+            &[Val::Int(Some(from))],
+            &[Ty::Int, Ty::Text, Ty::Text, Ty::Int, Ty::Int, Ty::Int],
+        )
+        .await?;
+    let failure = first.first().map(|r| {
+        let (pos, t, id, seq) = (
+            r[0].as_int().unwrap_or(0),
+            r[1].as_text().unwrap_or_default(),
+            r[2].as_text().unwrap_or_default(),
+            r[3].as_int().unwrap_or(0),
+        );
+        let what = match (r[4].as_int(), r[5].as_int()) {
+            (None, _) => format!("stream {t}/{id} starts at sequence {seq}, not 1"),
+            (Some(prev), Some(prev_pos)) if seq == prev + 1 => {
+                format!("stream {t}/{id}: sequence {seq} is at position {pos}, before sequence {prev} at {prev_pos}")
             }
-            previous = Some((t.to_owned(), id.to_owned(), seq, pos));
-        }
-        match page.last() {
-            Some(r) if page.len() as i64 == PAGE => {
-                after = (
-                    r[0].as_text().unwrap_or_default().to_owned(),
-                    r[1].as_text().unwrap_or_default().to_owned(),
-                    r[2].as_int().unwrap_or(0),
-                );
-            }
-            _ => break,
-        }
-    }
-    Ok((count, first))
+            (Some(prev), _) => format!("stream {t}/{id}: sequence {seq} follows {prev} (a gap)"),
+        };
+        Failure { position: pos, what }
+    });
+    Ok((count.max(0) as u64, failure))
 }

@@ -20,6 +20,7 @@ use anyhow::Context as _;
 use axum::body::Body;
 use axum::http::Request;
 use clap::{Parser, Subcommand};
+use kokuho_ledger::audit::keys::Signer;
 use kokuho_ledger::clock::SystemClock;
 use kokuho_ledger::domain::PersonId;
 use kokuho_ledger::ledger::{Ledger, RequestContext};
@@ -96,6 +97,17 @@ enum What {
         #[arg(long, default_value_t = 1_000_000)]
         export_records: usize,
     },
+    /// The audit trail: append throughput with and without the chainer (alternating, fresh
+    /// databases); then the chaining rate and `audit verify` (rate, peak memory) against a
+    /// bare read of the same rows, on half the log and on all of it.
+    Audit {
+        #[arg(long, default_value_t = 100_000)]
+        persons: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
         #[arg(long, default_value_t = 50)]
@@ -146,17 +158,25 @@ impl BenchDb {
 }
 
 async fn ledger(url: &str, dir: &std::path::Path) -> anyhow::Result<(Arc<Ledger>, Store)> {
+    ledger_with(url, dir, None).await
+}
+
+/// A ledger as `serve` runs it (projection runners beside the commands); with a signer, the
+/// audit chainer too.
+async fn ledger_with(
+    url: &str,
+    dir: &std::path::Path,
+    audit: Option<Arc<Signer>>,
+) -> anyhow::Result<(Arc<Ledger>, Store)> {
     let store = Store::connect(url).await?;
     let settings = Settings::default();
     let (writer, _task) = Writer::spawn(store.clone(), settings.max_batch);
     let vault = Vault::open_key_file(&dir.join("bench.key"), true)?;
-    let ledger = Arc::new(Ledger::new(
-        store.clone(),
-        writer,
-        Arc::new(SystemClock),
-        Arc::new(vault),
-        settings,
-    ));
+    let mut ledger = Ledger::new(store.clone(), writer, Arc::new(SystemClock), Arc::new(vault), settings);
+    if let Some(signer) = audit {
+        ledger = ledger.with_audit(signer);
+    }
+    let ledger = Arc::new(ledger);
     // As in `serve`: the projection runners share the machine with the commands.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     ledger.projections().spawn(stopped);
@@ -422,8 +442,12 @@ async fn timeline(url: &str, events: usize, requests: usize, clients: usize) -> 
 }
 
 fn write_import_file(path: &std::path::Path, persons: usize) -> anyhow::Result<()> {
+    write_import_range(path, 0..persons)
+}
+
+fn write_import_range(path: &std::path::Path, persons: std::ops::Range<usize>) -> anyhow::Result<()> {
     let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for i in 0..persons {
+    for i in persons {
         for l in person_lines(i) {
             serde_json::to_writer(&mut w, &l)?;
             w.write_all(b"\n")?;
@@ -776,6 +800,164 @@ async fn feed(url: &str, persons: usize, export_records: usize) -> anyhow::Resul
     Ok(())
 }
 
+/// Single-event commands from `clients` for `seconds` on a fresh database (events/s).
+async fn append_rate(admin: &str, clients: usize, seconds: u64, audit: bool) -> anyhow::Result<f64> {
+    let db = BenchDb::create(admin).await?;
+    let dir = tempfile::tempdir()?;
+    let signer = audit.then(|| Arc::new(Signer::generate()));
+    let (ledger, store) = ledger_with(&db.url, dir.path(), signer).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (ledger, stop, count) = (ledger.clone(), stop.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = PersonId::parse(&format!("{}{:09}", c + 1, i)).unwrap();
+                    let ctx = RequestContext {
+                        actor: "bench".into(),
+                        request_id: format!("{c}-{i}"),
+                        ..Default::default()
+                    };
+                    ledger
+                        .record_person_event(&id, &registration(i), &ctx)
+                        .await
+                        .expect("append");
+                    count.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    if audit {
+        // Everything appended was chained meanwhile (or is at the next wake-up).
+        let head = store.head().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ledger.audit().size().await? < head && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "    chained {} of {head} events within 30 s of the end",
+            ledger.audit().size().await?
+        );
+    }
+    store.close().await;
+    drop(ledger);
+    db.drop_db().await?;
+    Ok(rate)
+}
+
+/// Reads every event and audit row in pages, as the verifier does, without hashing (rows/s).
+async fn bare_read(store: &Store) -> anyhow::Result<(i64, f64)> {
+    let db = kokuho_ledger::projections::db::Db::new(store);
+    let started = Instant::now();
+    let (mut after, mut rows) = (0i64, 0i64);
+    loop {
+        let (events, audit) = tokio::try_join!(
+            store.read_log_raw(after, 10_000),
+            kokuho_ledger::audit::store::rows_after(&db, after, 10_000)
+        )?;
+        rows += events.len() as i64;
+        match events.last() {
+            Some(e) => after = e.position,
+            None => break,
+        }
+        std::hint::black_box(audit);
+    }
+    Ok((rows, rows as f64 / started.elapsed().as_secs_f64()))
+}
+
+/// `kokuho-ledger audit verify` as its own process: (seconds, peak resident KiB).
+fn verify_process(url: &str, public_key: &str) -> anyhow::Result<(f64, u64)> {
+    let bin = std::env::current_exe()?.with_file_name("kokuho-ledger");
+    let started = Instant::now();
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "peak-rss-kib %M"])
+        .arg(&bin)
+        .args(["audit", "verify", "--database-url", url, "--public-key", public_key])
+        .output()
+        .context("running /usr/bin/time kokuho-ledger audit verify")?;
+    let secs = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "verify failed: {stderr}");
+    let rss = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no peak RSS from /usr/bin/time")?;
+    Ok((secs, rss))
+}
+
+async fn audit(admin: &str, url: &str, persons: usize, clients: usize, seconds: u64) -> anyhow::Result<()> {
+    use kokuho_ledger::audit::chainer::Chainer;
+    // Appends with and without the chainer, alternating, each on a fresh database.
+    let mut rates: [Vec<f64>; 2] = Default::default();
+    for _ in 0..2 {
+        for audit in [false, true] {
+            let rate = append_rate(admin, clients, seconds, audit).await?;
+            println!(
+                "  appends, {clients} clients, {seconds} s, chainer {}: {rate:.0} events/s",
+                if audit { "on" } else { "off" }
+            );
+            rates[audit as usize].push(rate);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "appends with the chainer / without (mean of two each): {:.0} / {:.0} events/s, ratio {:.2}",
+        mean(&rates[1]),
+        mean(&rates[0]),
+        mean(&rates[1]) / mean(&rates[0])
+    );
+
+    // The log in two halves: chain, read bare, verify — at half and at full size.
+    let dir = tempfile::tempdir()?;
+    let signer = Arc::new(Signer::generate());
+    let store = Store::connect(url).await?;
+    let settings = Settings {
+        vault_key_file: Some(dir.path().join("bench.key")),
+        ..Settings::default()
+    };
+    for (n, range) in [(1, 0..persons / 2), (2, persons / 2..persons)] {
+        let file = dir.path().join(format!("part{n}.jsonl"));
+        write_import_range(&file, range)?;
+        kokuho_ledger::import::run(&file, url, settings.clone(), 10_000, "bench").await?;
+        let head = store.head().await?;
+        let chainer = kokuho_ledger::projections::Projections::empty(store.clone())
+            .with_audit(Chainer::new("bench.kokuho-ledger", signer.clone()));
+        chainer.load_checkpoints().await?;
+        let before = chainer.position();
+        let started = Instant::now();
+        chainer.catch_up().await?;
+        let chain_secs = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        chainer.tick_all().await?;
+        println!(
+            "log of {head} events: chained {} entries in {chain_secs:.1} s ({:.0} entries/s)",
+            head - before.max(0),
+            (head - before.max(0)) as f64 / chain_secs
+        );
+        let (rows, bare) = bare_read(&store).await?;
+        let (secs, rss) = verify_process(url, &signer.public_key())?;
+        println!(
+            "  bare sequential read of the same rows: {rows} rows, {bare:.0} rows/s; audit verify (own process): {secs:.1} s, {:.0} entries/s, ratio {:.2}, peak RSS {:.1} MiB",
+            head as f64 / secs,
+            head as f64 / secs / bare,
+            rss as f64 / 1024.0
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -803,6 +985,11 @@ async fn main() -> anyhow::Result<()> {
             persons,
             export_records,
         } => feed(&db.url, persons, export_records).await,
+        What::Audit {
+            persons,
+            clients,
+            seconds,
+        } => audit(&args.admin_url, &db.url, persons, clients, seconds).await,
     };
     if !args.keep {
         db.drop_db().await?;

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{Executor as _, PgConnection, PgPool, Postgres, Row as _};
 
 use super::{
-    commit_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError, StoredEvent, VaultEntry,
+    commit_instant, plan, AppendRequest, IdempotencyRecord, Outcome, RawEvent, StoreError, StoredEvent, VaultEntry,
 };
 
 /// Rows as column arrays, for `INSERT … SELECT FROM UNNEST(…)`: one statement whatever the
@@ -111,18 +111,22 @@ type VaultRow = (String, String, Vec<u8>, Vec<u8>, Vec<u8>);
 const SELECT_EVENT: &str = "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
      payload::text AS payload, metadata::text AS metadata, recorded_at FROM events";
 
-fn event(row: PgRow) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        position: row.try_get("position")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: parse_json(row.try_get("payload")?)?,
-        metadata: parse_json(row.try_get("metadata")?)?,
-        recorded_at: row.try_get("recorded_at")?,
+fn raw_event(row: PgRow) -> Result<RawEvent, StoreError> {
+    Ok(RawEvent {
+        position: row.try_get(0)?,
+        aggregate_type: row.try_get(1)?,
+        aggregate_id: row.try_get(2)?,
+        sequence: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        event_version: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        metadata: row.try_get(7)?,
+        recorded_at: row.try_get(8)?,
     })
+}
+
+fn event(row: PgRow) -> Result<StoredEvent, StoreError> {
+    raw_event(row)?.parse()
 }
 
 pub(super) async fn append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
@@ -438,6 +442,18 @@ pub(super) async fn read_log(pool: &PgPool, after: i64, limit: i64) -> Result<Ve
         .await?
         .into_iter()
         .map(event)
+        .collect()
+}
+
+pub(super) async fn read_log_raw(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
+    let sql = format!("{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2");
+    sqlx::query(&sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(raw_event)
         .collect()
 }
 

@@ -7,7 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row as _, SqlitePool};
 
 use super::{
-    commit_instant, corrupt, format_instant, parse_json, plan, AppendRequest, IdempotencyRecord, Outcome, StoreError,
+    commit_instant, corrupt, format_instant, plan, AppendRequest, IdempotencyRecord, Outcome, RawEvent, StoreError,
     StoredEvent, VaultEntry,
 };
 
@@ -22,19 +22,23 @@ fn parse_instant(s: &str) -> Result<DateTime<Utc>, StoreError> {
         .map_err(corrupt)
 }
 
-fn event(row: SqliteRow) -> Result<StoredEvent, StoreError> {
-    let recorded_at: String = row.try_get("recorded_at")?;
-    Ok(StoredEvent {
-        position: row.try_get("position")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: parse_json(row.try_get("payload")?)?,
-        metadata: parse_json(row.try_get("metadata")?)?,
+fn raw_event(row: SqliteRow) -> Result<RawEvent, StoreError> {
+    let recorded_at: String = row.try_get(8)?;
+    Ok(RawEvent {
+        position: row.try_get(0)?,
+        aggregate_type: row.try_get(1)?,
+        aggregate_id: row.try_get(2)?,
+        sequence: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        event_version: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        metadata: row.try_get(7)?,
         recorded_at: parse_instant(&recorded_at)?,
     })
+}
+
+fn event(row: SqliteRow) -> Result<StoredEvent, StoreError> {
+    raw_event(row)?.parse()
 }
 
 pub(super) async fn append(pool: &SqlitePool, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
@@ -192,6 +196,18 @@ pub(super) async fn read_log(pool: &SqlitePool, after: i64, limit: i64) -> Resul
         .await?
         .into_iter()
         .map(event)
+        .collect()
+}
+
+pub(super) async fn read_log_raw(pool: &SqlitePool, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
+    let sql = format!("{SELECT_EVENT} WHERE position > ?1 ORDER BY position LIMIT ?2");
+    sqlx::query(&sql)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(raw_event)
         .collect()
 }
 
