@@ -794,26 +794,41 @@ impl Ledger {
             if household.card().is_some() && household.branch_of(&pid).is_some() {
                 continue;
             }
-            let mut card = None;
-            if household.card().is_none() {
-                if follow.card_guard.is_none() {
-                    follow.card_guard = Some(self.card_lock.clone().lock_owned().await);
-                }
-                let n = match next_card {
-                    Some(n) => n,
-                    None => {
-                        self.store
-                            .max_card_number(&self.settings.card_symbol, self.settings.card_number_width)
-                            .await?
-                            + 1
-                    }
-                };
-                next_card = Some(n + 1);
-                let symbol =
-                    CardSymbol::parse(&self.settings.card_symbol).map_err(|e| LedgerError::Internal(e.message))?;
-                card = Some((symbol, issuance::card_number(n, self.settings.card_number_width)?));
+            let needs_card = household.card().is_none();
+            if needs_card && follow.card_guard.is_none() {
+                follow.card_guard = Some(self.card_lock.clone().lock_owned().await);
             }
-            let events = issue_events(&mut household, &household_id, &pid, first_day, card, &services, &system).await?;
+            let mut attempts = 0;
+            let events = loop {
+                let mut card = None;
+                if needs_card {
+                    let n = match next_card {
+                        Some(n) => n,
+                        None => {
+                            self.store
+                                .max_card_number(&self.settings.card_symbol, self.settings.card_number_width)
+                                .await?
+                                + 1
+                        }
+                    };
+                    next_card = Some(n + 1);
+                    let symbol =
+                        CardSymbol::parse(&self.settings.card_symbol).map_err(|e| LedgerError::Internal(e.message))?;
+                    card = Some((symbol, issuance::card_number(n, self.settings.card_number_width)?));
+                }
+                match issue_events(&mut household, &household_id, &pid, first_day, card, &services, &system).await {
+                    // Another process took the number this one chose from the sequence between
+                    // reading the sequence and checking the number: choose again from the log.
+                    Err(LedgerError::Rule(e))
+                        if needs_card && e.code == "card_number_in_use" && attempts < CONFLICT_RETRIES =>
+                    {
+                        attempts += 1;
+                        next_card = None;
+                        household = fold::<Household>(&stored)?;
+                    }
+                    other => break other?,
+                }
+            };
             follow.also.push(StreamAppend {
                 aggregate_type: Household::TYPE.into(),
                 aggregate_id: household_id.to_string(),

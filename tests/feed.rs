@@ -519,22 +519,20 @@ on_both!(concurrent_consumers_see_the_same_sequence, |kind| async move {
         .collect();
     // Consumers with different page sizes and long-polls, each in its own "process", read
     // while the writers append; each keeps (position, record) as it saw them.
+    // They stop once they reach the feed's final head, announced when the writers are done
+    // and the feed has caught up.
+    let (end, ended) = tokio::sync::watch::channel(None::<i64>);
     let consumers: Vec<_> = [1i64, 4, 50]
         .into_iter()
         .map(|limit| {
             let db = t.db.share();
+            let ended = ended.clone();
             tokio::spawn(async move {
                 let c = ledger_on(db, false).await;
                 let mut seen: Vec<(i64, Value)> = Vec::new();
                 let mut after = 0;
-                let mut idle = 0;
-                while idle < 3 {
+                while ended.borrow().is_none_or(|head| after < head) {
                     let page = c.ledger.feed(after, limit, Duration::from_millis(400)).await.unwrap();
-                    if page.records.is_empty() {
-                        idle += 1;
-                    } else {
-                        idle = 0;
-                    }
                     seen.extend(page.records.into_iter().map(|r| (r["position"].as_i64().unwrap(), r)));
                     after = page.next_after;
                 }
@@ -550,6 +548,7 @@ on_both!(concurrent_consumers_see_the_same_sequence, |kind| async move {
         .into_iter()
         .map(|r| (r["position"].as_i64().unwrap(), r))
         .collect();
+    end.send(Some(all.len() as i64)).unwrap();
     assert!(all.len() >= 72, "a group per join at least: {}", all.len());
     for c in consumers {
         let seen = c.await.unwrap();

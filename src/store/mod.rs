@@ -433,10 +433,11 @@ impl Store {
 
     /// Events in global order after `after`, at most `limit`.
     pub async fn read_log(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
-        match &self.backend {
-            Backend::Postgres(p) => postgres::read_log(p, after, limit).await,
-            Backend::Sqlite { read, .. } => sqlite::read_log(read, after, limit).await,
-        }
+        self.read_log_raw(after, limit)
+            .await?
+            .into_iter()
+            .map(RawEvent::parse)
+            .collect()
     }
 
     /// As [`read_log`](Self::read_log), payload and metadata as stored text.

@@ -433,18 +433,6 @@ pub(super) async fn position_at(pool: &PgPool, at: DateTime<Utc>) -> Result<i64,
     )
 }
 
-pub(super) async fn read_log(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
-    let sql = format!("{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2");
-    sqlx::query(&sql)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(event)
-        .collect()
-}
-
 pub(super) async fn read_log_raw(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
     let sql = format!("{SELECT_EVENT} WHERE position > $1 ORDER BY position LIMIT $2");
     sqlx::query(&sql)
