@@ -32,6 +32,21 @@ struct Head<'a> {
     version: &'a str,
 }
 
+/// The [`Head`] of a stored event, parsed or raw (the same field names).
+macro_rules! head {
+    ($e:expr) => {
+        Head {
+            position: $e.position,
+            recorded_at: &$e.recorded_at,
+            sequence: $e.sequence,
+            stream: &$e.aggregate_type,
+            stream_id: &$e.aggregate_id,
+            event_type: &$e.event_type,
+            version: &$e.event_version,
+        }
+    };
+}
+
 /// The entry in RFC 8785 form, written field by field in sorted key order.
 fn write_entry(
     out: &mut Vec<u8>,
@@ -66,15 +81,7 @@ fn write_entry(
 pub fn canonical(e: &StoredEvent, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     write_entry(
         out,
-        Head {
-            position: e.position,
-            recorded_at: &e.recorded_at,
-            sequence: e.sequence,
-            stream: &e.aggregate_type,
-            stream_id: &e.aggregate_id,
-            event_type: &e.event_type,
-            version: &e.event_version,
-        },
+        head!(e),
         |o| jcs::write(&e.metadata, o),
         |o| jcs::write(&e.payload, o),
     )
@@ -84,15 +91,7 @@ pub fn canonical(e: &StoredEvent, out: &mut Vec<u8>) -> Result<(), CanonicalErro
 pub fn canonical_raw(e: &RawEvent, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     write_entry(
         out,
-        Head {
-            position: e.position,
-            recorded_at: &e.recorded_at,
-            sequence: e.sequence,
-            stream: &e.aggregate_type,
-            stream_id: &e.aggregate_id,
-            event_type: &e.event_type,
-            version: &e.event_version,
-        },
+        head!(e),
         |o| jcs::write_text(&e.metadata, o),
         |o| jcs::write_text(&e.payload, o),
     )
