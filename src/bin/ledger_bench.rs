@@ -201,39 +201,7 @@ async fn appends(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     sqlx::query(PLAIN_TABLE).execute(&pool).await?;
 
     // The ledger: each client records single-event commands (a new person's registration).
-    let stop = Arc::new(AtomicBool::new(false));
-    let count = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    let started = Instant::now();
-    for c in 0..clients {
-        let (ledger, stop, count) = (ledger.clone(), stop.clone(), count.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let id = PersonId::parse(&format!("{}{:09}", c + 1, i)).unwrap();
-                let key = idempotency.then(|| format!("bench-{c}-{i}"));
-                let ctx = RequestContext {
-                    actor: "bench".into(),
-                    request_id: format!("{c}-{i}"),
-                    fingerprint: key.clone(),
-                    idempotency_key: key,
-                    ..Default::default()
-                };
-                ledger
-                    .record_person_event(&id, &registration(i), &ctx)
-                    .await
-                    .expect("append");
-                count.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await?;
-    }
-    let ledger_rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let ledger_rate = command_rate(&ledger, clients, seconds, idempotency).await?;
 
     // Baseline: the same rows, one INSERT and one commit each, from the same number of clients.
     let sample = store.read_log(0, 1).await?.pop().context("a stored row")?;
@@ -800,12 +768,9 @@ async fn feed(url: &str, persons: usize, export_records: usize) -> anyhow::Resul
     Ok(())
 }
 
-/// Single-event commands from `clients` for `seconds` on a fresh database (events/s).
-async fn append_rate(admin: &str, clients: usize, seconds: u64, audit: bool) -> anyhow::Result<f64> {
-    let db = BenchDb::create(admin).await?;
-    let dir = tempfile::tempdir()?;
-    let signer = audit.then(|| Arc::new(Signer::generate()));
-    let (ledger, store) = ledger_with(&db.url, dir.path(), signer).await?;
+/// `clients` record single-event commands (new persons' registrations) through the full
+/// command path for `seconds`, each with its own Idempotency-Key if asked: events/s.
+async fn command_rate(ledger: &Arc<Ledger>, clients: usize, seconds: u64, idempotency: bool) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -816,9 +781,12 @@ async fn append_rate(admin: &str, clients: usize, seconds: u64, audit: bool) -> 
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let id = PersonId::parse(&format!("{}{:09}", c + 1, i)).unwrap();
+                    let key = idempotency.then(|| format!("bench-{c}-{i}"));
                     let ctx = RequestContext {
                         actor: "bench".into(),
                         request_id: format!("{c}-{i}"),
+                        fingerprint: key.clone(),
+                        idempotency_key: key,
                         ..Default::default()
                     };
                     ledger
@@ -836,7 +804,16 @@ async fn append_rate(admin: &str, clients: usize, seconds: u64, audit: bool) -> 
     for t in tasks {
         t.await?;
     }
-    let rate = count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Single-event commands from `clients` for `seconds` on a fresh database (events/s).
+async fn append_rate(admin: &str, clients: usize, seconds: u64, audit: bool) -> anyhow::Result<f64> {
+    let db = BenchDb::create(admin).await?;
+    let dir = tempfile::tempdir()?;
+    let signer = audit.then(|| Arc::new(Signer::generate()));
+    let (ledger, store) = ledger_with(&db.url, dir.path(), signer).await?;
+    let rate = command_rate(&ledger, clients, seconds, false).await?;
     if audit {
         // Everything appended was chained meanwhile (or is at the next wake-up).
         let head = store.head().await?;
