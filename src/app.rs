@@ -1,4 +1,7 @@
-//! Assembles a ledger from a database URL and settings.
+//! Building the application from a database URL and settings: the one builder `serve`,
+//! `import`, `rebuild`, `age-out`, the tests and the benchmarks share. It opens the store
+//! (migrating it), the keys the deployment is configured with, the group-commit writer and the
+//! ledger's services.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -6,37 +9,80 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::audit::keys::Signer;
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemClock};
 use crate::ledger::Ledger;
 use crate::settings::Settings;
+use crate::store::sql::{Ty, Val};
 use crate::store::writer::Writer;
-use crate::store::{database_kind, sqlite_path, DatabaseKind, Store};
+use crate::store::{database_kind, sqlite_path, DatabaseKind, Store, VaultEntry};
 use crate::vault::Vault;
 
 /// The embedded default: an SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./kokuho-ledger.db";
 
-/// Where the My Number vault key lives: configured, or beside the SQLite file, or in the
-/// working directory for PostgreSQL.
-pub fn vault_key_path(url: &str, settings: &Settings) -> anyhow::Result<PathBuf> {
-    if let Some(p) = &settings.vault_key_file {
-        return Ok(p.clone());
-    }
-    Ok(match database_kind(url)? {
-        DatabaseKind::Sqlite => PathBuf::from(format!("{}.vault.key", sqlite_path(url).unwrap_or("kokuho-ledger.db"))),
-        DatabaseKind::Postgres => PathBuf::from("kokuho-ledger.vault.key"),
-    })
-}
-
-/// Where the embedded default keeps its audit key: beside the SQLite file.
-fn default_audit_key_path(url: &str) -> Option<PathBuf> {
+/// A key file the embedded default keeps beside its database file (`<db>.<suffix>`).
+fn beside_sqlite(url: &str, suffix: &str) -> Option<PathBuf> {
     match database_kind(url).ok()? {
         DatabaseKind::Sqlite => Some(PathBuf::from(format!(
-            "{}.audit.key",
+            "{}.{suffix}",
             sqlite_path(url).unwrap_or("kokuho-ledger.db")
         ))),
         DatabaseKind::Postgres => None,
     }
+}
+
+/// The deployment's My Number vault key: inline, by path (which must exist), or the embedded
+/// default's file beside its database (created on first start, mode 0600). PostgreSQL
+/// deployments must configure it: two processes must never seal numbers under two keys.
+pub fn vault(url: &str, settings: &Settings) -> anyhow::Result<Vault> {
+    if let Some(hex) = &settings.vault_key {
+        return Ok(Vault::from_hex(&hex.0, "KOKUHO_VAULT_KEY")?);
+    }
+    if let Some(path) = &settings.vault_key_file {
+        return Vault::load_key_file(path).with_context(|| {
+            "KOKUHO_VAULT_KEY_FILE: create a key with `kokuho-ledger vault keygen --out PATH` (and keep it backed up)"
+        });
+    }
+    let Some(path) = beside_sqlite(url, "vault.key") else {
+        anyhow::bail!(
+            "no My Number vault key: a PostgreSQL deployment must set KOKUHO_VAULT_KEY_FILE (or KOKUHO_VAULT_KEY); \
+             create a key with `kokuho-ledger vault keygen --out PATH`"
+        );
+    };
+    let (vault, created) = Vault::open_or_create_key_file(&path)?;
+    if created {
+        tracing::info!(path = %path.display(), "created the My Number vault key");
+    }
+    Ok(vault)
+}
+
+/// Refuses a vault key that cannot open the numbers already sealed: a deployment keeps one key.
+pub async fn check_vault_key(store: &Store, vault: &Vault) -> anyhow::Result<()> {
+    let rows = store
+        .db()
+        .fetch(
+            "SELECT commitment, person_id, salt, nonce, ciphertext FROM my_number_vault ORDER BY position LIMIT 1",
+            &[],
+            &[Ty::Text, Ty::Text, Ty::Bytes, Ty::Bytes, Ty::Bytes],
+        )
+        .await?;
+    if let Some(r) = rows.into_iter().next() {
+        let mut it = r.into_iter();
+        let mut next = || it.next().unwrap_or(Val::Bytes(None));
+        let entry = VaultEntry {
+            commitment: next().into_text().unwrap_or_default(),
+            person_id: next().into_text().unwrap_or_default(),
+            salt: next().into_bytes().unwrap_or_default(),
+            nonce: next().into_bytes().unwrap_or_default(),
+            ciphertext: next().into_bytes().unwrap_or_default(),
+        };
+        anyhow::ensure!(
+            vault.open(&entry).is_ok(),
+            "the configured My Number vault key does not open the numbers already stored: \
+             configure the key this ledger was started with"
+        );
+    }
+    Ok(())
 }
 
 /// The deployment's configured checkpoint key, if there is one (never creates a key): inline,
@@ -50,7 +96,7 @@ pub fn configured_audit_key(url: &str, settings: &Settings) -> anyhow::Result<Op
             "KOKUHO_AUDIT_KEY_FILE: create a key with `kokuho-ledger audit keygen --out PATH`"
         })?));
     }
-    match default_audit_key_path(url) {
+    match beside_sqlite(url, "audit.key") {
         Some(path) if path.exists() => Ok(Some(Signer::load(&path)?)),
         _ => Ok(None),
     }
@@ -62,7 +108,7 @@ pub fn audit_signer(url: &str, settings: &Settings) -> anyhow::Result<Arc<Signer
     if let Some(signer) = configured_audit_key(url, settings)? {
         return Ok(Arc::new(signer));
     }
-    let Some(path) = default_audit_key_path(url) else {
+    let Some(path) = beside_sqlite(url, "audit.key") else {
         anyhow::bail!(
             "no audit signing key: a PostgreSQL deployment must set KOKUHO_AUDIT_KEY_FILE (or KOKUHO_AUDIT_KEY); \
              create a key with `kokuho-ledger audit keygen --out PATH`"
@@ -78,8 +124,7 @@ pub fn audit_signer(url: &str, settings: &Settings) -> anyhow::Result<Arc<Signer
 /// Refuses a key other than the one that signed the stored checkpoints: a deployment keeps
 /// one key, or its auditors could no longer tie old and new checkpoints together.
 pub async fn check_audit_key(store: &Store, signer: &Signer) -> anyhow::Result<()> {
-    let db = crate::projections::db::Db::new(store);
-    if let Some(latest) = crate::audit::store::latest_checkpoint(&db).await? {
+    if let Some(latest) = crate::audit::store::latest_checkpoint(store.db()).await? {
         anyhow::ensure!(
             latest.public_key == signer.public_key(),
             "the configured audit key ({}) is not the key that signed the stored checkpoints ({}, up to size {})",
@@ -91,32 +136,77 @@ pub async fn check_audit_key(store: &Store, signer: &Signer) -> anyhow::Result<(
     Ok(())
 }
 
-pub struct Opened {
+/// A running application: the ledger and the writer task that drains when the last handle to
+/// the ledger is dropped.
+pub struct Application {
     pub ledger: Arc<Ledger>,
     pub writer_task: tokio::task::JoinHandle<()>,
 }
 
-/// Connects, migrates, opens (or creates) the vault key and starts the group-commit writer;
-/// with a signer, the ledger's projections include the audit chainer.
-pub async fn open(
-    url: &str,
-    settings: Settings,
+/// What an application is built from; `Builder::new(url)` takes the environment's settings,
+/// the system clock and the configured vault key unless told otherwise.
+pub struct Builder {
+    url: String,
+    settings: Option<Settings>,
     clock: Arc<dyn Clock>,
+    vault: Option<Vault>,
     audit: Option<Arc<Signer>>,
-) -> anyhow::Result<Opened> {
-    let store = Store::connect(url)
-        .await
-        .with_context(|| format!("opening the {:?} database", database_kind(url).ok()))?;
-    let key = vault_key_path(url, &settings)?;
-    let vault = Vault::open_key_file(&key, true)?;
-    let (writer, writer_task) = Writer::spawn(store.clone(), settings.max_batch);
-    let mut ledger = Ledger::new(store, writer, clock, Arc::new(vault), settings);
-    if let Some(signer) = audit {
-        check_audit_key(ledger.store(), &signer).await?;
-        ledger = ledger.with_audit(signer);
+}
+
+impl Builder {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            settings: None,
+            clock: Arc::new(SystemClock),
+            vault: None,
+            audit: None,
+        }
     }
-    let ledger = Arc::new(ledger);
-    Ok(Opened { ledger, writer_task })
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// A vault instead of the configured key (tests).
+    pub fn vault(mut self, vault: Vault) -> Self {
+        self.vault = Some(vault);
+        self
+    }
+    /// The checkpoint key: the ledger's projections then include the audit chainer.
+    pub fn audit(mut self, signer: Arc<Signer>) -> Self {
+        self.audit = Some(signer);
+        self
+    }
+
+    /// Connects (migrating the database), opens the keys and starts the writer.
+    pub async fn build(self) -> anyhow::Result<Application> {
+        let settings = match self.settings {
+            Some(s) => s,
+            None => Settings::from_env()?,
+        };
+        let kind = database_kind(&self.url)?;
+        let vault = match self.vault {
+            Some(v) => v,
+            None => vault(&self.url, &settings)?,
+        };
+        let store = Store::connect(&self.url)
+            .await
+            .with_context(|| format!("opening the {kind:?} database"))?;
+        check_vault_key(&store, &vault).await?;
+        if let Some(signer) = &self.audit {
+            check_audit_key(&store, signer).await?;
+        }
+        let (writer, writer_task) = Writer::spawn(store.clone(), settings.max_batch);
+        let ledger = Ledger::new(store, writer, self.clock, Arc::new(vault), settings, self.audit);
+        Ok(Application {
+            ledger: Arc::new(ledger),
+            writer_task,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -160,5 +250,39 @@ mod tests {
             format!("{inline:?}").contains("Secret(…)"),
             "the inline key is never printed"
         );
+    }
+
+    #[test]
+    fn the_vault_key_is_required_with_postgres_and_kept_beside_the_sqlite_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = "postgres://x@localhost/db";
+        let refused = vault(pg, &Settings::default()).err().unwrap().to_string();
+        assert!(refused.contains("KOKUHO_VAULT_KEY_FILE"), "{refused}");
+        assert!(
+            !std::path::Path::new("kokuho-ledger.vault.key").exists(),
+            "nothing created in the working directory"
+        );
+        // A configured file must exist: a missing one is refused, never created.
+        let missing = Settings {
+            vault_key_file: Some(dir.path().join("absent.key")),
+            ..Settings::default()
+        };
+        assert!(vault(pg, &missing).is_err());
+        assert!(!dir.path().join("absent.key").exists());
+        let path = dir.path().join("v.key");
+        Vault::create_key_file(&path).unwrap();
+        let configured = Settings {
+            vault_key_file: Some(path),
+            ..Settings::default()
+        };
+        assert!(vault(pg, &configured).is_ok());
+        let inline = Settings {
+            vault_key: Some(Secret("11".repeat(32))),
+            ..Settings::default()
+        };
+        assert!(vault(pg, &inline).is_ok());
+        let sqlite = format!("sqlite://{}", dir.path().join("l.db").display());
+        vault(&sqlite, &Settings::default()).unwrap();
+        assert!(dir.path().join("l.db.vault.key").exists());
     }
 }

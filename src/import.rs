@@ -1,45 +1,44 @@
-//! `kokuho-ledger import FILE`: bulk load from JSON Lines.
+//! `kokuho-ledger import FILE`: bulk load from JSON Lines, through the same command path as the
+//! API (the aggregates' rules, one issuance of card and branch numbers, the writer, the stream
+//! locks).
 //!
-//! The whole file is parsed and run through the aggregates in memory first (against the
-//! streams already stored), so the first invalid line is reported with its number and nothing
-//! is written. Then the events are appended in file order, many per transaction.
+//! The file is streamed in batches of lines. Each batch is decided in file order against the
+//! store plus the batch's own earlier decisions ([`BatchSource`]) and written in one
+//! transaction — all of it or nothing. The first invalid line stops the import: the valid
+//! lines before it in its batch are written, that line and everything after are not, and the
+//! report says exactly which lines are in the ledger. Every line carries an Idempotency-Key of
+//! its own (a keyed hash of its line number and text), so running the same file again after
+//! any failure — a corrected line, a conflict, a killed process — skips what is already in the
+//! ledger and finishes the load without duplicating a line. Memory holds one batch.
 
-use std::collections::{HashMap, HashSet};
 use std::io::BufRead as _;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
-use cqrs_es::Aggregate;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::clock::{Clock, SystemClock};
+use crate::commands::source::{BatchSource, Folded, Source};
+use crate::commands::Decision;
 use crate::domain::event::{HOUSEHOLD_EVENT_TYPES, PERSON_EVENT_TYPES};
-use crate::domain::input::{parse_household_event, parse_person_event};
-use crate::domain::issuance;
-use crate::domain::{
-    CardNumber, CardSymbol, Directory, Household, HouseholdFact, HouseholdId, HouseholdServices, InputError, Person,
-    PersonId, PersonServices, RecordHouseholdEvent, RecordPersonEvent,
-};
-use crate::ledger::{decide, fold, issue_events, prepare_person_event, LedgerError, RequestContext};
-use crate::settings::Settings;
-use crate::store::{AppendRequest, Rejection, Store, StreamAppend};
-use crate::vault::Vault;
+use crate::domain::input::{parse_household_event, parse_person_event, PersonInput};
+use crate::domain::{HouseholdEvent, HouseholdFact, HouseholdId, InputError, PersonId};
+use crate::error::LedgerError;
+use crate::ledger::Ledger;
+use crate::request::RequestContext;
+use crate::store::sql::{self, Ty};
+use crate::store::{AppendRequest, IdempotencyClaim, Rejection};
 
 enum Target {
-    Person(PersonId, crate::domain::input::PersonInput),
-    Household(HouseholdId, crate::domain::HouseholdEvent),
+    Person(PersonId, PersonInput),
+    Household(HouseholdId, HouseholdEvent),
 }
 
 struct Line {
     number: usize,
+    key: String,
     target: Target,
-}
-
-fn line_error(number: usize, e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("line {number}: {e}; nothing was imported")
 }
 
 fn parse_line(text: &str, today: chrono::NaiveDate) -> Result<Target, InputError> {
@@ -72,331 +71,333 @@ fn parse_line(text: &str, today: chrono::NaiveDate) -> Result<Target, InputError
     }
 }
 
-/// Persons and cards as the import sees them: stored state plus the file so far.
-struct MemoryDirectory {
-    persons: RwLock<HashMap<PersonId, Person>>,
-    cards: RwLock<HashMap<(String, String), HouseholdId>>,
-    store: Store,
+/// How an import runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Lines per batch (one transaction each).
+    pub batch_lines: usize,
+    /// The principal recorded as the events' actor.
+    pub actor: String,
 }
 
-#[async_trait::async_trait]
-impl Directory for MemoryDirectory {
-    async fn person(&self, id: &PersonId) -> Result<Option<Person>, String> {
-        Ok(self.persons.read().expect("lock").get(id).cloned())
-    }
-    async fn card_holder(&self, symbol: &CardSymbol, number: &CardNumber) -> Result<Option<HouseholdId>, String> {
-        let key = (symbol.to_string(), number.to_string());
-        if let Some(h) = self.cards.read().expect("lock").get(&key) {
-            return Ok(Some(h.clone()));
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            batch_lines: 5_000,
+            actor: "import".into(),
         }
-        let held = self
-            .store
-            .card_holder(&key.0, &key.1)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(held.and_then(|h| HouseholdId::parse(&h).ok()))
     }
 }
 
-/// Card and branch numbers for the file's joins, as the ledger issues them for the API
-/// (domain.md §5), with the card-number sequence counted in memory.
-struct Issuance {
-    symbol: CardSymbol,
-    width: usize,
-    next_card: u64,
+/// The line that stopped an import, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LineFailure {
+    pub line: usize,
+    pub error: String,
 }
 
-impl Issuance {
-    async fn follow(
-        &mut self,
-        person_id: &PersonId,
-        person: &Person,
-        households: &mut HashMap<HouseholdId, Household>,
-        services: &HouseholdServices,
-        directory: &MemoryDirectory,
-        ctx: &RequestContext,
-    ) -> Result<Vec<StreamAppend>, LedgerError> {
-        let derived = person
-            .derive()
-            .map_err(|e| LedgerError::Internal(format!("a decided history does not derive: {e}")))?;
-        let system = RequestContext {
-            actor: "system".into(),
-            request_id: ctx.request_id.clone(),
-            ..Default::default()
-        };
-        let mut also = Vec::new();
-        for (household_id, first_day) in issuance::insured_households(&derived) {
-            let household = households.entry(household_id.clone()).or_default();
-            if household.card().is_some() && household.branch_of(person_id).is_some() {
-                continue;
-            }
-            let expected = household.last_sequence() as i64;
-            let card = if household.card().is_none() {
-                let number = issuance::card_number(self.next_card, self.width)?;
-                self.next_card += 1;
-                Some((self.symbol.clone(), number))
-            } else {
-                None
-            };
-            let taken = card.clone();
-            let events = issue_events(household, &household_id, person_id, first_day, card, services, &system).await?;
-            if let Some((symbol, number)) = taken {
-                // Later lines must see this card as taken.
-                directory
-                    .cards
-                    .write()
-                    .expect("lock")
-                    .insert((symbol.to_string(), number.to_string()), household_id.clone());
-            }
-            also.push(StreamAppend {
-                aggregate_type: Household::TYPE.into(),
-                aggregate_id: household_id.to_string(),
-                expected_sequence: expected,
-                events,
-            });
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Lines written by this run.
+    pub written: usize,
+    /// Lines found in the ledger already (written by an earlier run of the same file).
+    pub already: usize,
+    /// Events written (consequences included).
+    pub events: usize,
+    /// Positions written by this run.
+    pub positions: Option<(i64, i64)>,
+    /// Every line up to this one is in the ledger (0: none).
+    pub in_ledger_through: usize,
+    /// The line that stopped the import; everything from it on is not in the ledger.
+    pub failure: Option<LineFailure>,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lines written ({} events), {} already in the ledger; lines 1–{} are in the ledger",
+            self.written, self.events, self.already, self.in_ledger_through
+        )?;
+        if let Some((a, b)) = self.positions {
+            write!(f, "; positions {a}..{b}")?;
         }
-        Ok(also)
+        write!(
+            f,
+            "; {:.1} s ({:.0} events/s)",
+            self.seconds,
+            self.events as f64 / self.seconds.max(1e-9)
+        )
     }
 }
 
-/// A progress bar on stderr, drawn only on a terminal.
-pub(crate) fn bar(len: u64, what: &str) -> ProgressBar {
-    // Drawn only on a terminal: indicatif hides itself when stderr is not one.
-    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_owned());
-    pb
-}
+/// How often a batch is decided again when another writer moved one of its streams.
+const BATCH_RETRIES: usize = 5;
 
-pub async fn run(file: &Path, url: &str, settings: Settings, batch_size: usize, actor: &str) -> anyhow::Result<String> {
+/// Imports `file` into `ledger`; `progress` is told the bytes read so far.
+pub async fn run(ledger: &Ledger, file: &Path, options: &Options, progress: impl Fn(u64)) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let clock = SystemClock;
-    let today = clock.today();
-
-    // 1. Parse every line.
+    let today = ledger.clock().today();
     let reader =
         std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
-    let mut lines = Vec::new();
-    for (i, text) in reader.lines().enumerate() {
-        let number = i + 1;
-        let text = text.with_context(|| format!("reading line {number}"))?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let target = parse_line(&text, today).map_err(|e| line_error(number, e))?;
-        lines.push(Line { number, target });
-    }
-
-    let store = Store::connect(url).await?;
-    let vault = Vault::open_key_file(&crate::app::vault_key_path(url, &settings)?, true)?;
-
-    // 2. Load the stored state of every stream the file touches.
-    let mut person_ids = HashSet::new();
-    let mut household_ids = HashSet::new();
-    for l in &lines {
-        match &l.target {
-            Target::Person(p, input) => {
-                person_ids.insert(p.to_string());
-                // Households the person joins may get card and branch numbers.
-                let v = serde_json::to_value(&input.event)?;
-                for h in [
-                    v.get("household_id"),
-                    v.get("replacement").and_then(|r| r.get("household_id")),
-                ]
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                {
-                    household_ids.insert(h.to_owned());
+    let mut report = Report::default();
+    let mut batch: Vec<Line> = Vec::with_capacity(options.batch_lines);
+    let (mut bytes, mut number) = (0u64, 0usize);
+    let mut lines = reader.lines();
+    loop {
+        let next = lines.next();
+        let end_of_file = next.is_none();
+        let mut stop = None;
+        if let Some(text) = next {
+            number += 1;
+            let text = text.with_context(|| format!("reading line {number}"))?;
+            bytes += text.len() as u64 + 1;
+            if !text.trim().is_empty() {
+                let key = format!(
+                    "import:{}",
+                    &ledger
+                        .vault()
+                        .fingerprint(&[number.to_string().as_bytes(), text.as_bytes()])[..40]
+                );
+                match parse_line(&text, today) {
+                    Ok(target) => batch.push(Line { number, key, target }),
+                    Err(e) => {
+                        stop = Some(LineFailure {
+                            line: number,
+                            error: e.to_string(),
+                        })
+                    }
                 }
             }
+        }
+        let end = end_of_file || stop.is_some();
+        if batch.len() >= options.batch_lines || (end && !batch.is_empty()) {
+            let lines = std::mem::take(&mut batch);
+            let last = lines.last().map_or(0, |l| l.number);
+            match write_batch(ledger, &lines, &options.actor, &mut report).await? {
+                Some(failure) => {
+                    report.failure = Some(failure);
+                    break;
+                }
+                None => report.in_ledger_through = last,
+            }
+            progress(bytes);
+        }
+        if let Some(failure) = stop {
+            report.failure = Some(failure);
+            break;
+        }
+        if end {
+            report.in_ledger_through = number;
+            break;
+        }
+    }
+    if let Some(f) = &report.failure {
+        report.in_ledger_through = f.line - 1;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    progress(bytes);
+    Ok(report)
+}
+
+/// The keys of `lines` already in the ledger.
+async fn known_keys(ledger: &Ledger, lines: &[Line]) -> Result<std::collections::HashSet<String>, LedgerError> {
+    let db = ledger.store().db();
+    let keys: Vec<&str> = lines.iter().map(|l| l.key.as_str()).collect();
+    let sql = format!(
+        "SELECT key FROM idempotency_keys WHERE {}",
+        db.dialect().in_json_array("key", 1)
+    );
+    let mut known = std::collections::HashSet::new();
+    for chunk in keys.chunks(5000) {
+        for r in db.fetch(&sql, &[sql::json_array(chunk)], &[Ty::Text]).await? {
+            known.extend(r.into_iter().next().and_then(|v| v.into_text()));
+        }
+    }
+    Ok(known)
+}
+
+/// Decides and writes one batch (all of it or nothing, retried when another writer moved one
+/// of its streams); the line that stopped it, if one was refused (the lines before it are
+/// written).
+async fn write_batch(
+    ledger: &Ledger,
+    lines: &[Line],
+    actor: &str,
+    report: &mut Report,
+) -> anyhow::Result<Option<LineFailure>> {
+    for attempt in 0.. {
+        let known = known_keys(ledger, lines).await?;
+        let todo: Vec<&Line> = lines.iter().filter(|l| !known.contains(&l.key)).collect();
+        let already = lines.len() - todo.len();
+        // The batch's streams stay locked until its append is answered.
+        let (requests, failure, _guards) = decide_batch(ledger, &todo, actor).await?;
+        let written = requests.len();
+        if requests.is_empty() {
+            report.already += already;
+            return Ok(failure);
+        }
+        let events: usize = requests.iter().map(AppendRequest::size).sum();
+        match ledger.commands.append_all(requests).await? {
+            Ok(appended) => {
+                report.written += written;
+                report.already += already;
+                report.events += events;
+                if let (Some(first), Some(last)) = (appended.first(), appended.last()) {
+                    let (a, b) = (first.first_position(), last.last_position());
+                    report.positions = Some(report.positions.map_or((a, b), |(x, _)| (x, b)));
+                }
+                return Ok(failure);
+            }
+            Err((_, Rejection::Conflict { .. } | Rejection::Unique(_) | Rejection::KeyUsed(_)))
+                if attempt < BATCH_RETRIES =>
+            {
+                tracing::info!(attempt, "another writer moved a stream of the batch: deciding it again");
+            }
+            Err((index, rejection)) => {
+                let line = index.and_then(|i| todo.get(i)).map_or(0, |l| l.number);
+                anyhow::bail!(
+                    "the batch with line {line} could not be written after {BATCH_RETRIES} attempts ({rejection:?}); \
+                     nothing of it was written: run the import again"
+                );
+            }
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// The requests of the lines decided, the first refused line (which ends the batch), and the
+/// locks held on the batch's streams.
+type Decided = (
+    Vec<AppendRequest>,
+    Option<LineFailure>,
+    Vec<crate::commands::locks::StreamGuard>,
+);
+
+/// Decides the lines in file order.
+async fn decide_batch(ledger: &Ledger, lines: &[&Line], actor: &str) -> anyhow::Result<Decided> {
+    let (mut persons, mut households) = (Vec::new(), Vec::new());
+    for l in lines {
+        match &l.target {
+            Target::Person(p, input) => {
+                persons.push(p.to_string());
+                // Households the person joins may get card and branch numbers.
+                let replacement = match &input.event.fact {
+                    crate::domain::PersonFact::Corrected { replacement, .. } => replacement.fact.household(),
+                    _ => None,
+                };
+                households.extend(
+                    input
+                        .event
+                        .fact
+                        .household()
+                        .into_iter()
+                        .chain(replacement)
+                        .map(|h| h.to_string()),
+                );
+            }
             Target::Household(h, e) => {
-                household_ids.insert(h.to_string());
+                households.push(h.to_string());
                 if let HouseholdFact::HouseholdHeadChanged { person_id }
                 | HouseholdFact::NhiHeadDesignated { person_id } = &e.fact
                 {
-                    person_ids.insert(person_id.to_string());
+                    persons.push(person_id.to_string());
                 }
             }
         }
     }
-    let mut persons: HashMap<PersonId, Person> = HashMap::new();
-    for (id, events) in group(
-        store
-            .load_streams(Person::TYPE, &person_ids.into_iter().collect::<Vec<_>>())
-            .await?,
-    ) {
-        persons.insert(PersonId::parse(&id)?, fold::<Person>(&events)?);
+    persons.sort();
+    persons.dedup();
+    households.sort();
+    households.dedup();
+    // Hold every stream of the batch against this process's own commands (persons first, then
+    // households, each in order: the API takes a person, then households in order).
+    let mut guards = Vec::with_capacity(persons.len() + households.len());
+    for p in &persons {
+        guards.push(ledger.commands.locks.lock(format!("person/{p}")).await);
     }
-    // Households of the stored persons too: a rejoin without a household in its event (e.g.
-    // leaving employee insurance) is issued in the household the person lives in.
-    for person in persons.values() {
-        if let Ok(derived) = person.derive() {
-            household_ids.extend(derived.households.iter().map(|(_, h)| h.to_string()));
-        }
+    for h in &households {
+        guards.push(ledger.commands.locks.lock(format!("household/{h}")).await);
     }
-    let mut households: HashMap<HouseholdId, Household> = HashMap::new();
-    for (id, events) in group(
-        store
-            .load_streams(Household::TYPE, &household_ids.into_iter().collect::<Vec<_>>())
-            .await?,
-    ) {
-        households.insert(HouseholdId::parse(&id)?, fold::<Household>(&events)?);
-    }
-    let directory = Arc::new(MemoryDirectory {
-        persons: RwLock::new(persons),
-        cards: RwLock::default(),
-        store: store.clone(),
-    });
-
-    // 3. Run every line through its aggregate, in file order.
-    let run_id = uuid::Uuid::new_v4();
-    let pb = bar(lines.len() as u64, "checking");
-    let mut numbers: Vec<usize> = Vec::with_capacity(lines.len());
-    let mut requests: Vec<AppendRequest> = Vec::with_capacity(lines.len());
-    let person_services = PersonServices { today };
-    let issuance = Issuance {
-        symbol: CardSymbol::parse(&settings.card_symbol)?,
-        width: settings.card_number_width,
-        next_card: store
-            .max_card_number(&settings.card_symbol, settings.card_number_width)
-            .await?
-            + 1,
-    };
-    let mut issuance = issuance;
-    let household_services = HouseholdServices {
-        today,
-        directory: directory.clone(),
-    };
+    let batch = Arc::new(BatchSource::prefetch(ledger.store(), &persons, &households).await?);
+    let source: Arc<dyn Source> = batch.clone();
+    let run = uuid::Uuid::new_v4();
+    let mut requests = Vec::with_capacity(lines.len());
     for l in lines {
         let ctx = RequestContext {
             actor: actor.to_owned(),
-            request_id: format!("{run_id}:{}", l.number),
+            request_id: format!("import:{run}:{}", l.number),
+            idempotency_key: Some(l.key.clone()),
+            fingerprint: Some(l.key.clone()),
             ..Default::default()
         };
-        let request = match l.target {
+        let decided: Result<(Decision, &str, &str, i64), LedgerError> = match &l.target {
             Target::Person(id, input) => {
-                // Taken out of the shared map while its handler runs (the household rules read it).
-                let mut person = directory.persons.write().expect("lock").remove(&id).unwrap_or_default();
-                let expected = person.last_sequence() as i64;
-                let (event, vault_entries) = prepare_person_event(&vault, &id, &person, &input);
-                let reported = event.reported_date;
-                let command = RecordPersonEvent { event, system: false };
-                let events = decide(&mut person, command, &person_services, &ctx, reported)
-                    .await?
-                    .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
-                let also = issuance
-                    .follow(&id, &person, &mut households, &household_services, &directory, &ctx)
+                let folded = source.person(id).await?;
+                let expected = folded.sequence;
+                match ledger
+                    .commands
+                    .decide_person(&source, id, folded, input, &ctx, false)
                     .await
-                    .map_err(|e| line_error(l.number, e))?;
-                directory.persons.write().expect("lock").insert(id.clone(), person);
-                AppendRequest {
-                    aggregate_type: Person::TYPE.into(),
-                    aggregate_id: id.to_string(),
-                    expected_sequence: expected,
-                    events,
-                    also,
-                    vault: vault_entries,
-                    idempotency: None,
+                {
+                    Ok((decision, after)) => {
+                        batch.set_person(id, after);
+                        Ok((decision, "person", id.as_str(), expected))
+                    }
+                    Err(e) => Err(e),
                 }
             }
             Target::Household(id, event) => {
-                let household = households.entry(id.clone()).or_default();
-                let expected = household.last_sequence() as i64;
-                let reported = event.reported_date;
-                let card = match &event.fact {
-                    HouseholdFact::CardNumberAssigned { symbol, number } => {
-                        Some((symbol.to_string(), number.to_string()))
+                let folded = source.household(id).await?;
+                let expected = folded.sequence;
+                match ledger.commands.decide_household(&source, id, folded, event, &ctx).await {
+                    Ok((decision, after)) => {
+                        batch.set_household(id, after);
+                        Ok((decision, "household", id.as_str(), expected))
                     }
-                    _ => None,
-                };
-                let command = RecordHouseholdEvent {
-                    household_id: id.clone(),
-                    event,
-                    system: false,
-                };
-                let events = decide(household, command, &household_services, &ctx, reported)
-                    .await?
-                    .map_err(|e| line_error(l.number, LedgerError::from(e)))?;
-                if let Some(card) = card {
-                    // Later lines must see this card as taken.
-                    directory.cards.write().expect("lock").insert(card, id.clone());
-                }
-                AppendRequest {
-                    aggregate_type: Household::TYPE.into(),
-                    aggregate_id: id.to_string(),
-                    expected_sequence: expected,
-                    events,
-                    also: Vec::new(),
-                    vault: Vec::new(),
-                    idempotency: None,
+                    Err(e) => Err(e),
                 }
             }
         };
-        numbers.push(l.number);
-        requests.push(request);
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let checked = started.elapsed();
-
-    // 4. Write, many events per transaction, in file order.
-    let size = |r: &AppendRequest| r.events.len() + r.also.iter().map(|a| a.events.len()).sum::<usize>();
-    let total: usize = requests.iter().map(size).sum();
-    let pb = bar(total as u64, "writing");
-    let write_started = Instant::now();
-    let (mut first, mut last) = (None, 0);
-    let mut written_lines = 0usize;
-    let mut i = 0;
-    while i < requests.len() {
-        let mut j = i;
-        let mut events = 0;
-        while j < requests.len() && (events == 0 || events + size(&requests[j]) <= batch_size) {
-            events += size(&requests[j]);
-            j += 1;
-        }
-        let outcomes = store.append_batch(&requests[i..j]).await?;
-        for (number, outcome) in numbers[i..j].iter().zip(outcomes) {
-            match outcome {
-                Ok(a) => {
-                    first.get_or_insert(a.first_position);
-                    last = a.last_position;
-                }
-                Err(Rejection::Conflict { .. }) => bail!(
-                    "line {number}: the stream was changed by another writer during the import; \
-                     lines before it in its batch were not written, {written_lines} earlier lines were"
-                ),
-                Err(other) => {
-                    bail!("line {number}: refused while writing: {other:?}; {written_lines} earlier lines were written")
-                }
+        let (decision, stream, id, expected) = match decided {
+            Ok(d) => d,
+            Err(e @ (LedgerError::Rule(_) | LedgerError::Input(_))) => {
+                return Ok((
+                    requests,
+                    Some(LineFailure {
+                        line: l.number,
+                        error: match &e {
+                            LedgerError::Rule(r) => format!("{}: {}", r.code, r.message),
+                            LedgerError::Input(i) => format!("{}: {}", i.code, i.message),
+                            _ => e.to_string(),
+                        },
+                    }),
+                    guards,
+                ))
             }
+            Err(e) => return Err(e.into()),
+        };
+        for (household_id, folded) in &decision.follow.households {
+            batch.set_household(household_id, Folded::clone(folded));
         }
-        written_lines += j - i;
-        pb.inc(events as u64);
-        i = j;
-    }
-    pb.finish_and_clear();
-    let secs = write_started.elapsed().as_secs_f64();
-    store.close().await;
-    Ok(format!(
-        "imported {total} events from {written_lines} lines, positions {}..{last}; checked in {:.1} s, written in {secs:.1} s ({:.0} events/s)",
-        first.unwrap_or(0),
-        checked.as_secs_f64(),
-        total as f64 / secs.max(1e-9)
-    ))
-}
-
-fn group(events: Vec<crate::store::StoredEvent>) -> Vec<(String, Vec<crate::store::StoredEvent>)> {
-    let mut out: Vec<(String, Vec<crate::store::StoredEvent>)> = Vec::new();
-    for e in events {
-        match out.last_mut() {
-            Some((id, v)) if *id == e.aggregate_id => v.push(e),
-            _ => out.push((e.aggregate_id.clone(), vec![e])),
+        for c in &decision.follow.cards {
+            batch.took_card(&ledger.settings().card_symbol, c.width as usize, c.number);
         }
+        requests.push(AppendRequest {
+            aggregate_type: stream.into(),
+            aggregate_id: id.into(),
+            expected_sequence: expected,
+            events: decision.events,
+            also: decision.follow.also,
+            vault: decision.vault,
+            idempotency: Some(IdempotencyClaim {
+                key: l.key.clone(),
+                fingerprint: l.key.clone(),
+            }),
+            cards: decision.follow.cards,
+        });
     }
-    out
+    Ok((requests, None, guards))
 }

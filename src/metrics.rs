@@ -34,6 +34,15 @@ pub struct Metrics {
     responses_other: Counter,
 }
 
+/// A durable consumer's progress, as read from the database for a scrape.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub name: &'static str,
+    pub position: i64,
+    pub lag_events: i64,
+    pub lag_seconds: f64,
+}
+
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 pub fn global() -> &'static Metrics {
@@ -62,7 +71,7 @@ impl Metrics {
 
     /// Renders the metrics; `head` is the log's highest position, `projections` each
     /// projection's committed position and lag as read from the database.
-    pub fn render(&self, head: Option<i64>, projections: &[crate::projections::Status]) -> String {
+    pub fn render(&self, head: Option<i64>, projections: &[Progress]) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -113,7 +122,7 @@ impl Metrics {
                 "kokuho_projection_events_applied_total{{projection=\"{name}\"}} {n}"
             );
         }
-        type Gauge = fn(&crate::projections::Status) -> f64;
+        type Gauge = fn(&Progress) -> f64;
         let gauges: [(&str, &str, Gauge); 3] = [
             (
                 "kokuho_projection_position",

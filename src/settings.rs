@@ -1,43 +1,104 @@
-//! Deployment settings, from the environment (documented in the README).
+//! Deployment settings, from the environment (documented in the README and in
+//! `kokuho-ledger --help`). Each is parsed once, here; the rest of the ledger holds the parsed
+//! types.
 
 use std::path::PathBuf;
 
+use crate::domain::{CardSymbol, InsurerNumber};
+
+/// The environment variables the ledger reads, with what each means (for `--help`).
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    (
+        "DATABASE_URL",
+        "postgres://… or sqlite://path (default sqlite://./kokuho-ledger.db)",
+    ),
+    ("KOKUHO_LISTEN", "listen address of `serve` (default 127.0.0.1:8080)"),
+    (
+        "KOKUHO_INSURER_NUMBER",
+        "保険者番号, six digits (required with PostgreSQL)",
+    ),
+    (
+        "KOKUHO_CARD_SYMBOL",
+        "card symbol (記号) of the numbers the ledger issues (default 1)",
+    ),
+    ("KOKUHO_CARD_NUMBER_WIDTH", "digits of card numbers (default 8)"),
+    (
+        "KOKUHO_LOG_ORIGIN",
+        "the audit log's origin name (default kokuho-ledger.local)",
+    ),
+    (
+        "KOKUHO_VAULT_KEY_FILE",
+        "My Number vault key file (required with PostgreSQL)",
+    ),
+    (
+        "KOKUHO_VAULT_KEY",
+        "the vault key inline (64 hex digits), instead of a file",
+    ),
+    (
+        "KOKUHO_AUDIT_KEY_FILE",
+        "Ed25519 checkpoint key file (required with PostgreSQL)",
+    ),
+    ("KOKUHO_AUDIT_KEY", "the checkpoint key inline (PEM), instead of a file"),
+    (
+        "KOKUHO_MAX_BATCH",
+        "requests committed together by the group-commit writer (default 256)",
+    ),
+    (
+        "KOKUHO_FEED_MY_NUMBER",
+        "true: the feed shows my_number to its consumers (default false)",
+    ),
+    (
+        "RUST_LOG",
+        "log filter (default info); logs carry ids, never names or My Numbers",
+    ),
+];
+
+/// The environment section of `--help`.
+pub fn environment_help() -> String {
+    let mut s = String::from("Environment:\n");
+    for (name, what) in ENVIRONMENT {
+        s.push_str(&format!("  {name:<26} {what}\n"));
+    }
+    s
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// 保険者番号: six digits.
-    pub insurer_number: String,
-    /// The card symbol (記号) of this deployment.
-    pub card_symbol: String,
+    /// 保険者番号.
+    pub insurer_number: InsurerNumber,
+    /// The card symbol (記号) of the numbers this deployment issues.
+    pub card_symbol: CardSymbol,
+    /// Digits of a card number (issued from the sequence zero-padded; typed-in ones must match).
+    pub card_number_width: usize,
     /// The audit log's origin name (signed checkpoints name it).
     pub log_origin: String,
-    /// Where the My Number vault key lives; default beside the SQLite file, or
-    /// `./kokuho-ledger.vault.key` for PostgreSQL.
+    /// Where the My Number vault key lives: required with PostgreSQL; the embedded default
+    /// keeps it beside its database file.
     pub vault_key_file: Option<PathBuf>,
+    /// The same key given inline (`KOKUHO_VAULT_KEY`, 64 hex digits).
+    pub vault_key: Option<Secret>,
     /// Requests committed together by the group-commit writer.
     pub max_batch: usize,
-    /// Digits of a card number issued from the sequence (zero-padded).
-    pub card_number_width: usize,
     /// The audit checkpoint key (PKCS#8 PEM file): required with PostgreSQL; the embedded
     /// default creates one beside its database file.
     pub audit_key_file: Option<PathBuf>,
     /// The same key given inline (`KOKUHO_AUDIT_KEY`, PEM), for secret stores that pass
     /// environment variables rather than files.
     pub audit_key: Option<Secret>,
-    /// Whether `GET /v1/feed` adds `my_number` to individual records (feed.md: only for a
-    /// consumer allowed to see it; until access control exists, all feed consumers). Off by
-    /// default.
+    /// Whether `GET /v1/feed` adds `my_number` to individual records (feed.md). Off by default.
     pub feed_my_number: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            insurer_number: "000000".into(),
-            card_symbol: "1".into(),
+            insurer_number: InsurerNumber::parse("000000").expect("six digits"),
+            card_symbol: CardSymbol::parse("1").expect("a valid symbol"),
+            card_number_width: 8,
             log_origin: "kokuho-ledger.local".into(),
             vault_key_file: None,
+            vault_key: None,
             max_batch: 256,
-            card_number_width: 8,
             feed_my_number: false,
             audit_key_file: None,
             audit_key: None,
@@ -45,52 +106,55 @@ impl Default for Settings {
     }
 }
 
+/// Reads one variable; None when unset.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 impl Settings {
-    /// Reads `KOKUHO_INSURER_NUMBER`, `KOKUHO_CARD_SYMBOL`, `KOKUHO_LOG_ORIGIN`,
-    /// `KOKUHO_VAULT_KEY_FILE`, `KOKUHO_MAX_BATCH`, `KOKUHO_CARD_NUMBER_WIDTH`,
-    /// `KOKUHO_FEED_MY_NUMBER`, `KOKUHO_AUDIT_KEY_FILE`, `KOKUHO_AUDIT_KEY`.
+    /// Reads the `KOKUHO_*` variables of [`ENVIRONMENT`].
     pub fn from_env() -> anyhow::Result<Self> {
         let mut s = Self::default();
-        if let Ok(v) = std::env::var("KOKUHO_INSURER_NUMBER") {
-            anyhow::ensure!(
-                v.len() == 6 && v.bytes().all(|b| b.is_ascii_digit()),
-                "KOKUHO_INSURER_NUMBER must be 6 digits"
-            );
-            s.insurer_number = v;
+        if let Some(v) = var("KOKUHO_INSURER_NUMBER") {
+            s.insurer_number =
+                InsurerNumber::parse(&v).map_err(|_| anyhow::anyhow!("KOKUHO_INSURER_NUMBER must be 6 digits"))?;
         }
-        if let Ok(v) = std::env::var("KOKUHO_CARD_SYMBOL") {
-            crate::domain::CardSymbol::parse(&v).map_err(|e| anyhow::anyhow!("KOKUHO_CARD_SYMBOL: {}", e.message))?;
-            s.card_symbol = v;
+        if let Some(v) = var("KOKUHO_CARD_SYMBOL") {
+            s.card_symbol = CardSymbol::parse(&v).map_err(|e| anyhow::anyhow!("KOKUHO_CARD_SYMBOL: {}", e.message))?;
         }
-        if let Ok(v) = std::env::var("KOKUHO_LOG_ORIGIN") {
+        if let Some(v) = var("KOKUHO_LOG_ORIGIN") {
             anyhow::ensure!(!v.trim().is_empty(), "KOKUHO_LOG_ORIGIN must not be empty");
             s.log_origin = v;
         }
-        if let Ok(v) = std::env::var("KOKUHO_VAULT_KEY_FILE") {
+        if let Some(v) = var("KOKUHO_VAULT_KEY_FILE") {
             s.vault_key_file = Some(PathBuf::from(v));
         }
-        if let Ok(v) = std::env::var("KOKUHO_MAX_BATCH") {
+        if let Some(v) = var("KOKUHO_VAULT_KEY") {
+            anyhow::ensure!(!v.trim().is_empty(), "KOKUHO_VAULT_KEY must not be empty");
+            s.vault_key = Some(Secret(v));
+        }
+        if let Some(v) = var("KOKUHO_MAX_BATCH") {
             s.max_batch = v
                 .parse()
                 .ok()
                 .filter(|n| *n >= 1)
                 .ok_or_else(|| anyhow::anyhow!("KOKUHO_MAX_BATCH must be a positive integer"))?;
         }
-        if let Ok(v) = std::env::var("KOKUHO_CARD_NUMBER_WIDTH") {
+        if let Some(v) = var("KOKUHO_CARD_NUMBER_WIDTH") {
             s.card_number_width = v
                 .parse()
                 .ok()
                 .filter(|n| (1..=16).contains(n))
                 .ok_or_else(|| anyhow::anyhow!("KOKUHO_CARD_NUMBER_WIDTH must be 1 to 16"))?;
         }
-        if let Ok(v) = std::env::var("KOKUHO_AUDIT_KEY_FILE") {
+        if let Some(v) = var("KOKUHO_AUDIT_KEY_FILE") {
             s.audit_key_file = Some(PathBuf::from(v));
         }
-        if let Ok(v) = std::env::var("KOKUHO_AUDIT_KEY") {
+        if let Some(v) = var("KOKUHO_AUDIT_KEY") {
             anyhow::ensure!(!v.trim().is_empty(), "KOKUHO_AUDIT_KEY must not be empty");
             s.audit_key = Some(Secret(v));
         }
-        if let Ok(v) = std::env::var("KOKUHO_FEED_MY_NUMBER") {
+        if let Some(v) = var("KOKUHO_FEED_MY_NUMBER") {
             s.feed_my_number = match v.as_str() {
                 "true" | "1" => true,
                 "false" | "0" => false,

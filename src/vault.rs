@@ -7,6 +7,7 @@ use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
@@ -15,7 +16,8 @@ use crate::store::VaultEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
-    #[error("vault key file {path}: {source}")]
+    /// The OS error is the source (printed once, after the path, by the error chain).
+    #[error("vault key file {path}")]
     Io { path: String, source: std::io::Error },
     #[error("vault key file {0} must hold 64 hex digits")]
     BadKey(String),
@@ -25,6 +27,15 @@ pub enum VaultError {
 
 pub struct Vault {
     cipher: ChaCha20Poly1305,
+    /// Key of the keyed fingerprints ([`Vault::fingerprint`]), derived from the vault key.
+    fingerprints: [u8; 32],
+}
+
+/// A subkey for one purpose: HMAC-SHA-256(key, purpose).
+fn derive(key: &[u8; 32], purpose: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(purpose);
+    mac.finalize().into_bytes().into()
 }
 
 /// Lowercase hex SHA-256(salt ‖ my_number): the commitment that goes into the event.
@@ -39,36 +50,66 @@ impl Vault {
     pub fn from_key(key: [u8; 32]) -> Self {
         Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            fingerprints: derive(&key, b"kokuho-ledger fingerprints"),
         }
     }
 
-    /// Reads the key file, or creates one (mode 0600) when `create` and it does not exist.
-    pub fn open_key_file(path: &Path, create: bool) -> Result<Self, VaultError> {
+    /// A keyed fingerprint (HMAC-SHA-256 under a key derived from the vault key, lowercase
+    /// hex) of request data that may contain a My Number: Idempotency-Key fingerprints and
+    /// import line keys. Without the vault key nobody can test a guessed number against it.
+    pub fn fingerprint(&self, parts: &[&[u8]]) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.fingerprints).expect("HMAC takes any key length");
+        for p in parts {
+            mac.update(&(p.len() as u64).to_be_bytes());
+            mac.update(p);
+        }
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A key given inline: 64 hex digits.
+    pub fn from_hex(text: &str, origin: &str) -> Result<Self, VaultError> {
+        let bytes = hex::decode(text.trim()).map_err(|_| VaultError::BadKey(origin.to_owned()))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| VaultError::BadKey(origin.to_owned()))?;
+        Ok(Self::from_key(key))
+    }
+
+    /// Reads a key file.
+    pub fn load_key_file(path: &Path) -> Result<Self, VaultError> {
+        let text = std::fs::read_to_string(path).map_err(|source| VaultError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_hex(&text, &path.display().to_string())
+    }
+
+    /// Writes a new random key to `path` (mode 0600); never overwrites a file.
+    pub fn create_key_file(path: &Path) -> Result<Self, VaultError> {
         let io = |source| VaultError::Io {
             path: path.display().to_string(),
             source,
         };
-        if !path.exists() && create {
-            let mut key = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut key);
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(path).map_err(io)?;
-            f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-            return Ok(Self::from_key(key));
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
         }
-        let text = std::fs::read_to_string(path).map_err(io)?;
-        let bytes = hex::decode(text.trim()).map_err(|_| VaultError::BadKey(path.display().to_string()))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| VaultError::BadKey(path.display().to_string()))?;
+        let mut f = opts.open(path).map_err(io)?;
+        f.write_all(hex::encode(key).as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
         Ok(Self::from_key(key))
+    }
+
+    /// Reads the key file, or creates one (mode 0600) when it does not exist: the embedded
+    /// default's key beside its database file.
+    pub fn open_or_create_key_file(path: &Path) -> Result<(Self, bool), VaultError> {
+        if path.exists() {
+            return Ok((Self::load_key_file(path)?, false));
+        }
+        Ok((Self::create_key_file(path)?, true))
     }
 
     /// Encrypts a My Number for a person; the commitment is bound in as associated data.
@@ -139,7 +180,8 @@ mod tests {
     fn key_file_is_created_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.key");
-        let a = Vault::open_key_file(&p, true).unwrap();
+        let (a, created) = Vault::open_or_create_key_file(&p).unwrap();
+        assert!(created);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -149,8 +191,13 @@ mod tests {
             &PersonId::parse("1").unwrap(),
             &MyNumber::parse("123456789018").unwrap(),
         );
-        let b = Vault::open_key_file(&p, false).unwrap();
+        let b = Vault::load_key_file(&p).unwrap();
         assert!(b.open(&e).is_ok());
-        assert!(Vault::open_key_file(&dir.path().join("missing"), false).is_err());
+        assert!(
+            !Vault::open_or_create_key_file(&p).unwrap().1,
+            "reused, not created again"
+        );
+        assert!(Vault::load_key_file(&dir.path().join("missing")).is_err());
+        assert!(Vault::create_key_file(&p).is_err(), "never overwritten");
     }
 }

@@ -6,7 +6,9 @@ mod common;
 use chrono::NaiveDate;
 use common::ledger;
 use kokuho_ledger::domain::PersonId;
-use kokuho_ledger::ledger::{AgeOutSummary, LedgerError, RequestContext};
+use kokuho_ledger::error::LedgerError;
+use kokuho_ledger::jobs::age_out::{self, AgeOutSummary};
+use kokuho_ledger::request::RequestContext;
 use serde_json::json;
 
 fn d(s: &str) -> NaiveDate {
@@ -59,14 +61,13 @@ on_both!(records_each_insured_75th_birthday_once, |kind| async move {
         "effective_date": "2020-01-01", "name": "高齢 一郎", "name_kana": "コウレイ　イチロウ", "birth_date": "1955-09-10", "sex": "1"}})).await;
 
     let today = d("2026-11-25");
-    let first = t.ledger.age_out(today).await.unwrap();
+    let first = age_out::run(&t.ledger, today).await.unwrap();
     assert_eq!(
         first,
         AgeOutSummary {
             recorded: 1,
             already: 0,
-            not_insured: 2,
-            not_yet: 2
+            failed: vec![]
         }
     );
     let events = t.store.load_stream("person", "901", None).await.unwrap();
@@ -76,7 +77,7 @@ on_both!(records_each_insured_75th_birthday_once, |kind| async move {
     assert_eq!(last.metadata["actor"], "system");
 
     let head = t.store.head().await.unwrap();
-    let again = t.ledger.age_out(today).await.unwrap();
+    let again = age_out::run(&t.ledger, today).await.unwrap();
     assert_eq!(again.recorded, 0, "idempotent");
     assert_eq!(t.store.head().await.unwrap(), head);
     for id in ["902", "903", "904", "905", "906"] {
@@ -95,10 +96,10 @@ on_both!(records_each_insured_75th_birthday_once, |kind| async move {
     }
     // Tomorrow's birthday is recorded tomorrow.
     t.clock.set(common::test_now() + chrono::Duration::days(1));
-    let tomorrow = t.ledger.age_out(d("2026-11-26")).await.unwrap();
+    let tomorrow = age_out::run(&t.ledger, d("2026-11-26")).await.unwrap();
     assert_eq!(tomorrow.recorded, 1);
     // The job never records ahead of today.
-    match t.ledger.age_out(d("2026-12-31")).await {
+    match age_out::run(&t.ledger, d("2026-12-31")).await {
         Err(LedgerError::Rule(e)) => assert_eq!(e.code, "future_date"),
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -113,7 +114,7 @@ on_both!(concurrent_runs_record_once, |kind| async move {
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let l = t.ledger.clone();
-            tokio::spawn(async move { l.age_out(d("2026-11-25")).await.unwrap() })
+            tokio::spawn(async move { age_out::run(&l, d("2026-11-25")).await.unwrap() })
         })
         .collect();
     let mut recorded = 0;

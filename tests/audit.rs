@@ -14,7 +14,8 @@ use kokuho_ledger::audit::keys::{parse_public_key, Signer};
 use kokuho_ledger::audit::merkle::{self, Hash};
 use kokuho_ledger::audit::verify::{self, Report, Start};
 use kokuho_ledger::domain::PersonId;
-use kokuho_ledger::ledger::{Ledger, RequestContext};
+use kokuho_ledger::ledger::Ledger;
+use kokuho_ledger::request::RequestContext;
 use serde_json::{json, Value};
 
 const MY_NUMBERS: [&str; 4] = ["314159265352", "271828182840", "161803398872", "141421356230"];
@@ -31,7 +32,6 @@ async fn person(l: &Ledger, id: &str, body: Value) -> i64 {
     l.record_person_event(&PersonId::parse(id).unwrap(), &body, &ctx())
         .await
         .unwrap_or_else(|e| panic!("{id} {body}: {e}"))
-        .appended
         .last_position
 }
 
@@ -331,13 +331,14 @@ on_both!(checkpoints_every_thousand_entries_and_for_the_tail, |kind| async move 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bulk.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
-    let settings = kokuho_ledger::settings::Settings {
-        vault_key_file: Some(dir.path().join("vault.key")),
-        ..Default::default()
+    let options = kokuho_ledger::import::Options {
+        batch_lines: 10_000,
+        actor: "test".into(),
     };
-    kokuho_ledger::import::run(&file, &t.db.url, settings, 10_000, "test")
+    let report = kokuho_ledger::import::run(&t.ledger, &file, &options, |_| {})
         .await
         .unwrap();
+    assert_eq!((report.written, report.failure), (2200, None));
     t.ledger.projections().notify();
     let head = t.store.head().await.unwrap();
     // An idle ledger's latest checkpoint covers everything within 10 s of the last entry.
@@ -353,7 +354,7 @@ on_both!(checkpoints_every_thousand_entries_and_for_the_tail, |kind| async move 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let db = kokuho_ledger::projections::db::Db::new(&t.store);
+    let db = t.store.db().clone();
     let sizes: Vec<u64> = kokuho_ledger::audit::store::checkpoints_after(&db, 0, 100)
         .await
         .unwrap()

@@ -32,6 +32,20 @@ fn audit_key(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// The vault key a deployment configures, made by `vault keygen` once.
+fn vault_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("vault.key");
+    if !path.exists() {
+        let out = Command::new(BIN)
+            .args(["vault", "keygen", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    path
+}
+
 fn start(db: &TestDb, dir: &std::path::Path) -> Server {
     let mut command = Command::new(BIN);
     if db.is_postgres() {
@@ -39,7 +53,8 @@ fn start(db: &TestDb, dir: &std::path::Path) -> Server {
     }
     let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
-        .env("KOKUHO_VAULT_KEY_FILE", dir.join("vault.key"))
+        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
+        .env("KOKUHO_INSURER_NUMBER", "131999")
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -143,7 +158,7 @@ async fn crash_survival(kind: Kind) {
         "{}",
         String::from_utf8_lossy(&verified.stderr)
     );
-    let projections = kokuho_ledger::projections::Projections::new(store.clone());
+    let projections = kokuho_ledger::ledger::projections(&store, &kokuho_ledger::settings::Settings::default(), None);
     projections.catch_up().await.unwrap();
     let incremental = projections.dump().await.unwrap();
     let persons = incremental.iter().find(|(t, _)| *t == "proj_person").unwrap();
@@ -151,7 +166,7 @@ async fn crash_survival(kind: Kind) {
     let open = persons
         .1
         .iter()
-        .filter(|r| r[2] == kokuho_ledger::projections::db::Val::Int(None))
+        .filter(|r| r[2] == kokuho_ledger::store::sql::Val::Int(None))
         .count();
     assert_eq!(open, events.iter().filter(|e| e.aggregate_type == "person").count());
     projections.rebuild(|_| {}).await.unwrap();
@@ -208,7 +223,7 @@ fn import(db: &TestDb, dir: &std::path::Path, lines: &[Value]) -> std::process::
             "--batch-size",
             "7",
         ])
-        .env("KOKUHO_VAULT_KEY_FILE", dir.join("vault.key"))
+        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
         .output()
         .unwrap()
 }
@@ -216,7 +231,7 @@ fn import(db: &TestDb, dir: &std::path::Path, lines: &[Value]) -> std::process::
 fn family() -> Vec<Value> {
     // The card number is recorded first, so the joins get their branch numbers under it.
     let mut lines = vec![
-        json!({"household_id": "900", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "000900"}),
+        json!({"household_id": "900", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "00000900"}),
     ];
     for (i, id) in ["501", "502", "503"].iter().enumerate() {
         lines.push(
@@ -233,7 +248,9 @@ fn family() -> Vec<Value> {
 async fn import_on(kind: Kind) {
     let db = TestDb::new(kind).await;
     let dir = tempfile::tempdir().unwrap();
-    // An invalid line: reported by number, nothing written.
+    let store = db.store().await;
+    // An invalid line: reported by number; the valid lines before it in its batch are in the
+    // ledger, it and everything after are not, and the report says exactly that.
     let mut bad = family();
     bad.insert(
         4,
@@ -243,6 +260,10 @@ async fn import_on(kind: Kind) {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 5") && err.contains("not_resident"), "{err}");
+    assert!(err.contains("lines 1–4 are in the ledger"), "{err}");
+    // Lines 1–4: the card, 501 registered and moved in (with its branch number), 502 registered.
+    assert_eq!(store.head().await.unwrap(), 5);
+    // The same file with a malformed line 3: lines 1–2 are found in the ledger, line 3 stops it.
     let mut malformed = family();
     malformed.insert(
         2,
@@ -250,15 +271,20 @@ async fn import_on(kind: Kind) {
     );
     let out = import(&db, dir.path(), &malformed);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
-    let store = db.store().await;
-    assert_eq!(store.head().await.unwrap(), 0, "a failed import writes nothing");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3") && err.contains("invalid_person_id"), "{err}");
+    assert_eq!(store.head().await.unwrap(), 5, "nothing of a refused line is written");
 
+    // The corrected file finishes the load: what is in the ledger is skipped, not duplicated.
     let out = import(&db, dir.path(), &family());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // 9 lines, plus a branch number for each of the three joins.
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 12 events"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("5 lines written (7 events), 4 already in the ledger; lines 1–9 are in the ledger"),
+        "{said}"
+    );
     let events = store.read_log(0, 100).await.unwrap();
+    // 9 lines, plus a branch number for each of the three joins.
     assert_eq!(events.len(), 12);
     assert_eq!(
         events.iter().map(|e| e.position).collect::<Vec<_>>(),
@@ -279,7 +305,7 @@ async fn import_on(kind: Kind) {
         .collect();
     assert_eq!(
         branches,
-        [("501", "01"), ("502", "02"), ("503", "03")].map(|(p, b)| (p.to_owned(), "000900".to_owned(), b.to_owned()))
+        [("501", "01"), ("502", "02"), ("503", "03")].map(|(p, b)| (p.to_owned(), "00000900".to_owned(), b.to_owned()))
     );
     assert!(
         !serde_json::to_string(&events.iter().map(|e| &e.payload).collect::<Vec<_>>())
@@ -294,7 +320,7 @@ async fn import_on(kind: Kind) {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already_resident"));
     let more = vec![
-        json!({"household_id": "901", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "000900"}),
+        json!({"household_id": "901", "type": "card_number_assigned", "effective_date": "2021-04-01", "symbol": "1", "number": "00000900"}),
     ];
     let out = import(&db, dir.path(), &more);
     assert!(String::from_utf8_lossy(&out.stderr).contains("card_number_in_use"));
@@ -319,7 +345,7 @@ async fn import_on(kind: Kind) {
         summary.contains("feed: 22 records verified against the log, identical"),
         "{summary}"
     );
-    let projections = kokuho_ledger::projections::Projections::new(store.clone());
+    let projections = kokuho_ledger::ledger::projections(&store, &kokuho_ledger::settings::Settings::default(), None);
     let rebuilt = projections.dump().await.unwrap();
     let persons = rebuilt.iter().find(|(t, _)| *t == "proj_person").unwrap();
     assert_eq!(
@@ -329,6 +355,125 @@ async fn import_on(kind: Kind) {
     );
     store.close().await;
     db.cleanup().await;
+}
+
+/// A file of `n` persons: each registered, then moved into a household of two.
+fn population(n: usize) -> Vec<Value> {
+    (0..n)
+        .flat_map(|i| {
+            let id = format!("{}", 700_000 + i);
+            [
+                json!({"person_id": id, "type": "registered", "effective_date": "2020-01-01", "name": "移行 太郎",
+                    "name_kana": "イコウ　タロウ", "birth_date": "1980-01-01", "sex": "1"}),
+                json!({"person_id": id, "type": "moved_in", "effective_date": "2021-04-01", "from": "abroad",
+                    "household_id": format!("{}", 800_000 + i / 2)}),
+            ]
+        })
+        .collect()
+}
+
+/// The log as a comparison sees it: everything but the metadata (request ids differ by run).
+async fn log_rows(store: &kokuho_ledger::store::Store) -> Vec<(i64, String, String, i64, String, Value)> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.read_log(after, 10_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        out.extend(page.into_iter().map(|e| {
+            (
+                e.position,
+                e.aggregate_type,
+                e.aggregate_id,
+                e.sequence,
+                e.event_type,
+                e.payload,
+            )
+        }));
+    }
+    out
+}
+
+async fn import_resumes_after_kill_9_on(kind: Kind) {
+    let lines = population(3_000);
+    // The ledger an uninterrupted import gives.
+    let whole = TestDb::new(kind_of(&kind)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = import(&whole, dir.path(), &lines);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let expected = log_rows(&whole.store().await).await;
+    assert_eq!(
+        expected.len(),
+        3_000 * 3 + 1_500,
+        "registrations, moves, branches, cards"
+    );
+
+    // The same file, killed mid-way (some batches written, not all), then run again.
+    let db = TestDb::new(kind).await;
+    let file = dir.path().join("events.jsonl");
+    let store = db.store().await;
+    let mut child = Command::new(BIN)
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--database-url",
+            &db.url,
+            "--batch-size",
+            "100",
+        ])
+        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while store.head().await.unwrap() < 500 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the import wrote nothing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = store.head().await.unwrap();
+    assert!(partial < expected.len() as i64, "killed before the end ({partial})");
+    let out = Command::new(BIN)
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--database-url",
+            &db.url,
+            "--batch-size",
+            "100",
+        ])
+        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir.path()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already in the ledger"));
+    assert_eq!(
+        log_rows(&store).await,
+        expected,
+        "the same ledger as an uninterrupted import"
+    );
+    store.close().await;
+    db.cleanup().await;
+    whole.cleanup().await;
+}
+
+fn kind_of(k: &Kind) -> Kind {
+    match k {
+        Kind::Postgres => Kind::Postgres,
+        Kind::Sqlite => Kind::Sqlite,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_resumes_after_kill_9_postgres() {
+    import_resumes_after_kill_9_on(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_resumes_after_kill_9_sqlite() {
+    import_resumes_after_kill_9_on(Kind::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,7 +537,7 @@ async fn age_out_command_records_and_is_idempotent() {
     let run = |through: &str| {
         Command::new(BIN)
             .args(["age-out", "--through", through, "--database-url", &db.url])
-            .env("KOKUHO_VAULT_KEY_FILE", dir.path().join("vault.key"))
+            .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir.path()))
             .output()
             .unwrap()
     };
@@ -460,8 +605,7 @@ async fn feed_export_on(kind: Kind) {
     ];
     assert!(import(&db, dir.path(), &lines).status.success());
     let store = db.store().await;
-    kokuho_ledger::projections::Projections::new(store.clone())
-        .with_insurer_number("131999")
+    kokuho_ledger::ledger::projections(&store, &common::test_settings(), None)
         .catch_up()
         .await
         .unwrap();
@@ -475,16 +619,16 @@ async fn feed_export_on(kind: Kind) {
     let individuals = csv_rows(&std::fs::read_to_string(dir.path().join("feed-utf8.individual.csv")).unwrap());
     assert_eq!(
         households[0],
-        kokuho_ledger::feed_export::HOUSEHOLD_COLUMNS.map(str::to_owned)
+        kokuho_ledger::feed::export::HOUSEHOLD_COLUMNS.map(str::to_owned)
     );
     assert_eq!(
         individuals[0],
-        kokuho_ledger::feed_export::INDIVIDUAL_COLUMNS.map(str::to_owned)
+        kokuho_ledger::feed::export::INDIVIDUAL_COLUMNS.map(str::to_owned)
     );
     assert_eq!(households.len(), 3);
     assert_eq!(individuals.len(), 4);
     let col = |name: &str| {
-        kokuho_ledger::feed_export::INDIVIDUAL_COLUMNS
+        kokuho_ledger::feed::export::INDIVIDUAL_COLUMNS
             .iter()
             .position(|c| *c == name)
             .unwrap()
@@ -601,8 +745,8 @@ async fn audit_commands_on(kind: Kind) {
             .to_string(),
     );
     assert_eq!(status, 201, "{moved}");
-    // A join's position is its last event: the branch number it caused.
-    let head = moved["position"].as_i64().unwrap();
+    // A join's last position is its last consequence: the branch number it caused.
+    let head = moved["last_position"].as_i64().unwrap();
     let checkpoint = covered_checkpoint(&server.addr, head);
     let public_key = checkpoint["public_key"].as_str().unwrap().to_owned();
     stop(server);
@@ -722,7 +866,8 @@ async fn audit_keygen_never_overwrites_and_postgres_serve_needs_a_key() {
     let db = TestDb::new(Kind::Postgres).await;
     let refused = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
-        .env("KOKUHO_VAULT_KEY_FILE", dir.path().join("vault.key"))
+        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir.path()))
+        .env("KOKUHO_INSURER_NUMBER", "131999")
         .env_remove("KOKUHO_AUDIT_KEY_FILE")
         .env_remove("KOKUHO_AUDIT_KEY")
         .output()

@@ -6,9 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::{ledger, ledger_on};
-use kokuho_ledger::domain::input::parse_household_event;
 use kokuho_ledger::domain::{HouseholdId, PersonId};
-use kokuho_ledger::ledger::{FeedPage, Ledger, RequestContext};
+use kokuho_ledger::feed::FeedPage;
+use kokuho_ledger::ledger::Ledger;
+use kokuho_ledger::request::RequestContext;
 use serde_json::{json, Value};
 
 fn ctx() -> RequestContext {
@@ -23,17 +24,14 @@ async fn person(l: &Ledger, id: &str, body: Value) -> i64 {
     l.record_person_event(&PersonId::parse(id).unwrap(), &body, &ctx())
         .await
         .unwrap_or_else(|e| panic!("{id} {body}: {e}"))
-        .appended
-        .first_position
+        .position
 }
 
 async fn household(l: &Ledger, id: &str, body: Value) -> i64 {
-    let event = parse_household_event(&body, l.clock().today()).unwrap();
-    l.run_household_command(&HouseholdId::parse(id).unwrap(), event, &ctx(), false)
+    l.record_household_event(&HouseholdId::parse(id).unwrap(), &body, &ctx())
         .await
         .unwrap_or_else(|e| panic!("{id} {body}: {e}"))
-        .appended
-        .first_position
+        .position
 }
 
 fn registered(name: &str, birth: &str) -> Value {
@@ -57,12 +55,16 @@ async fn feed(l: &Ledger) -> Vec<Value> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    l.feed(0, 1000, Duration::ZERO).await.unwrap().records
+    l.feed
+        .page(0, 1000, Duration::ZERO, l.settings().feed_my_number)
+        .await
+        .unwrap()
+        .records
 }
 
 /// The stored feed records as text, exactly as issued.
 async fn raw_feed(l: &Ledger) -> Vec<String> {
-    kokuho_ledger::projections::read::feed_records(l.projections().db(), 0, 1_000_000)
+    kokuho_ledger::projections::feed::feed_records(l.store().db(), 0, 1_000_000)
         .await
         .unwrap()
 }
@@ -268,7 +270,7 @@ on_both!(moves_corrections_and_the_75th_birthday, |kind| async move {
     // The 75th birthday (2026-06-01) is announced when the ledger records it, not before.
     let before = records.len();
     assert!(records.iter().all(|r| r["loss_code"] != "03"));
-    l.age_out(chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap())
+    kokuho_ledger::jobs::age_out::run(l, chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap())
         .await
         .unwrap();
     let records = feed(l).await;
@@ -289,7 +291,11 @@ on_both!(long_poll_and_resume_from_a_cursor, |kind| async move {
     let waiting = {
         let l = l.clone();
         tokio::spawn(async move {
-            let page: FeedPage = l.feed(0, 10, Duration::from_secs(10)).await.unwrap();
+            let page: FeedPage = l
+                .feed
+                .page(0, 10, Duration::from_secs(10), l.settings().feed_my_number)
+                .await
+                .unwrap();
             (page, tokio::time::Instant::now())
         })
     };
@@ -325,7 +331,8 @@ on_both!(long_poll_and_resume_from_a_cursor, |kind| async move {
         let consumer = ledger_on(t.db.share(), false).await;
         let page = consumer
             .ledger
-            .feed(after, 3, Duration::from_millis(300))
+            .feed
+            .page(after, 3, Duration::from_millis(300), false)
             .await
             .unwrap();
         seen.extend(page.records.iter().map(|r| r["position"].as_i64().unwrap()));
@@ -337,7 +344,11 @@ on_both!(long_poll_and_resume_from_a_cursor, |kind| async move {
     writers.await.unwrap();
     let all = feed(&l).await;
     assert!(all.len() > 30);
-    let page = l.feed(after, 1000, Duration::ZERO).await.unwrap();
+    let page = l
+        .feed
+        .page(after, 1000, Duration::ZERO, l.settings().feed_my_number)
+        .await
+        .unwrap();
     seen.extend(page.records.iter().map(|r| r["position"].as_i64().unwrap()));
     assert_eq!(
         seen,
@@ -443,7 +454,7 @@ on_both!(
         assert_eq!(raw_feed(l).await, stored, "the stored records, byte for byte");
         assert_eq!(feed(l).await, records);
         assert_eq!(
-            (summary.feed.checked, summary.feed.differences.len()),
+            (summary.verified[0].checked, summary.verified[0].differences.len()),
             (records.len() as u64, 0)
         );
         // A record changed behind the ledger's back (its trigger disabled by a superuser) is
@@ -461,8 +472,13 @@ on_both!(
             sqlx::query(tamper).execute(pool).await.unwrap();
         }
         let summary = l.projections().rebuild(|_| {}).await.unwrap();
-        assert_eq!(summary.feed.differences.len(), 1, "{:?}", summary.feed.differences);
-        assert!(summary.feed.differences[0].starts_with(&format!("position {}:", left["position"])));
+        assert_eq!(
+            summary.verified[0].differences.len(),
+            1,
+            "{:?}",
+            summary.verified[0].differences
+        );
+        assert!(summary.verified[0].differences[0].starts_with(&format!("position {}:", left["position"])));
         t.db.cleanup().await;
     }
 );
@@ -485,12 +501,16 @@ on_both!(my_number_only_when_the_server_allows_it, |kind| async move {
     let stored = serde_json::to_string(&records).unwrap();
     assert!(!stored.contains("123456789018"));
     let settings = kokuho_ledger::settings::Settings {
-        insurer_number: "131999".into(),
         feed_my_number: true,
-        ..Default::default()
+        ..common::test_settings()
     };
     let allowed = common::ledger_on_with(t.db.share(), false, settings).await;
-    let page = allowed.ledger.feed(0, 100, Duration::ZERO).await.unwrap();
+    let page = allowed
+        .ledger
+        .feed
+        .page(0, 100, Duration::ZERO, allowed.ledger.settings().feed_my_number)
+        .await
+        .unwrap();
     let individual = page.records.iter().find(|r| r["kind"] == "individual").unwrap();
     assert_eq!(individual["my_number"], "123456789018");
     assert!(page
@@ -532,7 +552,17 @@ on_both!(concurrent_consumers_see_the_same_sequence, |kind| async move {
                 let mut seen: Vec<(i64, Value)> = Vec::new();
                 let mut after = 0;
                 while ended.borrow().is_none_or(|head| after < head) {
-                    let page = c.ledger.feed(after, limit, Duration::from_millis(400)).await.unwrap();
+                    let page = c
+                        .ledger
+                        .feed
+                        .page(
+                            after,
+                            limit,
+                            Duration::from_millis(400),
+                            c.ledger.settings().feed_my_number,
+                        )
+                        .await
+                        .unwrap();
                     seen.extend(page.records.into_iter().map(|r| (r["position"].as_i64().unwrap(), r)));
                     after = page.next_after;
                 }

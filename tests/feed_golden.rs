@@ -14,9 +14,11 @@
 mod common;
 
 use common::ledger_with;
-use kokuho_ledger::domain::input::parse_household_event;
 use kokuho_ledger::domain::{HouseholdId, PersonId};
-use kokuho_ledger::ledger::{Ledger, RequestContext};
+use kokuho_ledger::jobs::age_out;
+use kokuho_ledger::ledger::Ledger;
+use kokuho_ledger::projections::Lane;
+use kokuho_ledger::request::RequestContext;
 use serde_json::{json, Value};
 
 enum Step {
@@ -90,26 +92,28 @@ async fn run(kind: common::Kind, steps: Vec<Step>) -> (Value, Vec<Value>) {
                     .record_person_event(&PersonId::parse(id).unwrap(), &body, &ctx())
                     .await
                     .unwrap_or_else(|e| panic!("person {id} {body}: {e}"));
-                (json!({"person_id": id, "event": body}), r.appended.first_position)
+                (json!({"person_id": id, "event": body}), r.position)
             }
             H(id, body) => {
-                let event = parse_household_event(&body, l.clock().today()).unwrap();
                 let r = l
-                    .run_household_command(&HouseholdId::parse(id).unwrap(), event, &ctx(), false)
+                    .record_household_event(&HouseholdId::parse(id).unwrap(), &body, &ctx())
                     .await
                     .unwrap_or_else(|e| panic!("household {id} {body}: {e}"));
-                (json!({"household_id": id, "event": body}), r.appended.first_position)
+                (json!({"household_id": id, "event": body}), r.position)
             }
             AgeOut(day) => {
                 let before = l.store().head().await.unwrap();
-                l.age_out(day.parse().unwrap()).await.unwrap();
+                // The job reads the read models (nothing runs them in this test).
+                l.projections().catch_up_lane(Lane::Reads).await.unwrap();
+                age_out::run(l, day.parse().unwrap()).await.unwrap();
                 (json!({"age_out_through": day}), before + 1)
             }
         };
     }
     l.projections().catch_up().await.unwrap();
     let records = l
-        .feed(0, 1000, std::time::Duration::ZERO)
+        .feed
+        .page(0, 1000, std::time::Duration::ZERO, false)
         .await
         .unwrap()
         .records
@@ -527,14 +531,14 @@ golden!(
 
 golden!(
     card_number_assigned_explicitly,
-    "household 30's card recorded explicitly (symbol 12, number 0004711) is the one its first \
+    "household 30's card recorded explicitly (symbol 12, number 00004711) is the one its first \
      member joins under, branch 01",
     vec![
         H(
             "30",
             with(
                 ev("card_number_assigned", "2026-10-01"),
-                json!({"symbol": "12", "number": "0004711"})
+                json!({"symbol": "12", "number": "00004711"})
             )
         ),
         newcomer("1990-01-01"),

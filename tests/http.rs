@@ -115,12 +115,23 @@ on_both!(records_a_move_in_and_reads_the_timeline, |kind| async move {
         )
         .await;
     // The move-in makes the household's first insured member: its card number (position 3)
-    // and the person's branch number (position 4) are recorded with it, atomically; the
-    // answer's position is the last of them (what a read-your-writes read waits for).
+    // and the person's branch number (position 4) are recorded with it, atomically. The
+    // answer's position is the move-in's own; the consequences are listed (api.md).
     assert_eq!(
         (r.status, r.body["sequence"].as_i64(), r.body["position"].as_i64()),
-        (StatusCode::CREATED, Some(2), Some(4))
+        (StatusCode::CREATED, Some(2), Some(2))
     );
+    assert_eq!(
+        r.body["consequences"],
+        json!([
+            {"stream": "household", "stream_id": "200000000001", "sequence": 1, "position": 3, "type": "card_number_assigned"},
+            {"stream": "household", "stream_id": "200000000001", "sequence": 2, "position": 4, "type": "branch_number_issued"}
+        ])
+    );
+    assert_eq!(r.body["last_position"], 4);
+    // The audit entry at the answered position is the move-in itself.
+    let entry = api.t.store.read_log(1, 1).await.unwrap();
+    assert_eq!((entry[0].position, entry[0].event_type.as_str()), (2, "moved_in"));
     let log = api.t.store.read_log(1, 10).await.unwrap();
     assert_eq!(
         log.iter()
@@ -473,7 +484,7 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     let r = api
         .household(
             "300",
-            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000123"}),
+            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "00000123"}),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -495,7 +506,7 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     let r = api
         .household(
             "300",
-            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000124"}),
+            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "00000124"}),
         )
         .await;
     assert_eq!(
@@ -505,7 +516,7 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     let r = api
         .post(
             "/v1/households/301/events",
-            &json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000123"})
+            &json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "00000123"})
                 .to_string(),
             &[],
         )
@@ -518,7 +529,7 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
     assert_eq!(p.body["deemed_head"], false);
     assert_eq!(
         p.body["card"],
-        json!({"insurer_number": "131999", "symbol": "1", "number": "000123", "branch": "01"})
+        json!({"insurer_number": "131999", "symbol": "1", "number": "00000123", "branch": "01"})
     );
     // The head joins employee insurance: from the day after, they are the deemed head.
     api.event(
@@ -546,7 +557,7 @@ on_both!(deemed_head_and_card_in_person_reads, |kind| async move {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    let r = api.household("300", json!({"type": "branch_number_issued", "effective_date": "2025-05-01", "person_id": "22", "symbol": "1", "number": "000123", "branch": "01"})).await;
+    let r = api.household("300", json!({"type": "branch_number_issued", "effective_date": "2025-05-01", "person_id": "22", "symbol": "1", "number": "00000123", "branch": "01"})).await;
     assert_eq!(
         (r.status, code(&r)),
         (StatusCode::UNPROCESSABLE_ENTITY, "system_event_only")
@@ -756,7 +767,7 @@ on_both!(household_and_card_reads, |kind| async move {
     assert_eq!(
         api.household(
             "400",
-            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "000400"})
+            json!({"type": "card_number_assigned", "effective_date": "2024-04-01", "symbol": "1", "number": "00000400"})
         )
         .await
         .status,
@@ -779,7 +790,7 @@ on_both!(household_and_card_reads, |kind| async move {
         (Some("41"), Some("41"))
     );
     assert_eq!(h.body["deemed_head"], false);
-    assert_eq!(h.body["card"], json!({"symbol": "1", "number": "000400"}));
+    assert_eq!(h.body["card"], json!({"symbol": "1", "number": "00000400"}));
     assert_eq!(
         h.body["members"],
         json!([{"person_id": "41", "insured": true, "branch": "01"}, {"person_id": "42", "insured": true, "branch": "02"}])
@@ -852,17 +863,17 @@ on_both!(household_and_card_reads, |kind| async move {
             .map(|e| e.position)
             .unwrap()
     };
-    let c = api.get("/v1/cards/1/000400/branches").await;
+    let c = api.get("/v1/cards/1/00000400/branches").await;
     assert_eq!(c.status, StatusCode::OK);
     assert_eq!(
         c.body,
-        json!({"symbol": "1", "number": "000400", "household_id": "400",
+        json!({"symbol": "1", "number": "00000400", "household_id": "400",
             "branches": [{"branch": "01", "person_id": "41", "issued_at_position": issued_at("41")},
                          {"branch": "02", "person_id": "42", "issued_at_position": issued_at("42")}]})
     );
     assert_eq!(api.get("/v1/households/400").await.body["members"][1]["branch"], "02");
     assert_eq!(api.get("/v1/persons/42").await.body["card"]["branch"], "02");
-    let issue = json!({"type": "branch_number_issued", "effective_date": "2024-04-01", "person_id": "42", "symbol": "1", "number": "000400", "branch": "03"});
+    let issue = json!({"type": "branch_number_issued", "effective_date": "2024-04-01", "person_id": "42", "symbol": "1", "number": "00000400", "branch": "03"});
     let r = api.household("400", issue).await;
     assert_eq!(
         (r.status, code(&r)),

@@ -6,9 +6,13 @@ mod common;
 use std::sync::Arc;
 
 use common::{ledger_on, ledger_with, Kind, TestLedger};
+use kokuho_ledger::domain::{CardNumber, CardSymbol};
 use kokuho_ledger::domain::{HouseholdId, PersonId};
-use kokuho_ledger::ledger::{Ledger, LedgerError, Read, RequestContext};
-use kokuho_ledger::projections::{ProjectionError, Projections};
+use kokuho_ledger::error::LedgerError;
+use kokuho_ledger::ledger::Ledger;
+use kokuho_ledger::projections::ProjectionError;
+use kokuho_ledger::reads::{CardBranches, Consistency, HouseholdQuery, PersonQuery, Read};
+use kokuho_ledger::request::RequestContext;
 use serde_json::{json, Value};
 
 fn ctx() -> RequestContext {
@@ -23,7 +27,7 @@ async fn try_record(ledger: &Ledger, id: &str, body: Value) -> Result<i64, Ledge
     ledger
         .record_person_event(&PersonId::parse(id).unwrap(), &body, &ctx())
         .await
-        .map(|r| r.appended.last_position)
+        .map(|r| r.last_position)
 }
 
 async fn record(ledger: &Ledger, id: &str, body: Value) -> i64 {
@@ -112,18 +116,18 @@ async fn person_events(t: &TestLedger) -> usize {
 }
 
 /// Rows of a bitemporal table still in force (`known_to`, the third column, null).
-fn open_versions(dump: &[(&'static str, Vec<Vec<kokuho_ledger::projections::db::Val>>)], table: &str) -> usize {
+fn open_versions(dump: &[(&'static str, Vec<Vec<kokuho_ledger::store::sql::Val>>)], table: &str) -> usize {
     dump.iter()
         .find(|(t, _)| *t == table)
         .map(|(_, r)| {
             r.iter()
-                .filter(|row| row[2] == kokuho_ledger::projections::db::Val::Int(None))
+                .filter(|row| row[2] == kokuho_ledger::store::sql::Val::Int(None))
                 .count()
         })
         .unwrap()
 }
 
-fn rows(dump: &[(&'static str, Vec<Vec<kokuho_ledger::projections::db::Val>>)], table: &str) -> usize {
+fn rows(dump: &[(&'static str, Vec<Vec<kokuho_ledger::store::sql::Val>>)], table: &str) -> usize {
     dump.iter().find(|(t, _)| *t == table).map(|(_, r)| r.len()).unwrap()
 }
 
@@ -136,7 +140,7 @@ on_both!(
 
         // Batches of 5, each applied to `persons`, `households`, then `feed`: the fifth commit
         // (households' second batch) fails after writing its rows and checkpoint, before the commit.
-        let first = Projections::new(t.store.clone()).with_batch(5);
+        let first = kokuho_ledger::ledger::projections(&t.store, &common::test_settings(), None).with_batch(5);
         first.faults.fail_after_commits(4);
         assert!(matches!(first.catch_up().await, Err(ProjectionError::Injected)));
         let status = first.status().await.unwrap();
@@ -149,7 +153,7 @@ on_both!(
         drop(first);
 
         // A new process resumes from the committed checkpoints.
-        let second = Projections::new(t.store.clone()).with_batch(5);
+        let second = kokuho_ledger::ledger::projections(&t.store, &common::test_settings(), None).with_batch(5);
         second.catch_up().await.unwrap();
         for s in second.status().await.unwrap() {
             assert_eq!((s.position, s.lag_events), (head, 0), "{}", s.name);
@@ -166,7 +170,7 @@ on_both!(
         let summary = second.rebuild(|_| {}).await.unwrap();
         assert_eq!(summary.events, head);
         assert_eq!(second.dump().await.unwrap(), incremental);
-        let big = Projections::new(t.store.clone()).with_batch(10_000);
+        let big = kokuho_ledger::ledger::projections(&t.store, &common::test_settings(), None).with_batch(10_000);
         big.rebuild(|_| {}).await.unwrap();
         assert_eq!(big.dump().await.unwrap(), incremental);
         t.db.cleanup().await;
@@ -190,7 +194,8 @@ on_both!(
         for seed in [7u64, 1234, 987_654_321] {
             let t = ledger_with(kind_of(&kind), false).await;
             let mut rng = Rng(seed);
-            let mut process = Projections::new(t.store.clone()).with_batch(1 + (rng.next() % 4) as i64);
+            let mut process = kokuho_ledger::ledger::projections(&t.store, &common::test_settings(), None)
+                .with_batch(1 + (rng.next() % 4) as i64);
             for (id, body) in script() {
                 record(&t.ledger, &id, body).await;
                 match rng.next() % 6 {
@@ -203,7 +208,10 @@ on_both!(
                         process.faults.fail_after_commits(u64::MAX);
                     }
                     // It restarts, perhaps with another batch size.
-                    3 => process = Projections::new(t.store.clone()).with_batch(1 + (rng.next() % 7) as i64),
+                    3 => {
+                        process = kokuho_ledger::ledger::projections(&t.store, &common::test_settings(), None)
+                            .with_batch(1 + (rng.next() % 7) as i64)
+                    }
                     _ => {}
                 }
             }
@@ -231,8 +239,12 @@ async fn branches(ledger: &Ledger, symbol: &str, number: &str) -> Vec<(String, S
         min_position: Some(head),
         ..Default::default()
     };
+    let query = CardBranches {
+        symbol: CardSymbol::parse(symbol).unwrap(),
+        number: CardNumber::parse(number).unwrap(),
+    };
     ledger
-        .card_branches(symbol, number, &read)
+        .ask(&query, &read)
         .await
         .unwrap()
         .branches
@@ -248,7 +260,12 @@ async fn card_of(ledger: &Ledger, household: &str) -> (String, String) {
         ..Default::default()
     };
     let card = ledger
-        .household_view(&HouseholdId::parse(household).unwrap(), &read)
+        .ask(
+            &HouseholdQuery {
+                household_id: HouseholdId::parse(household).unwrap(),
+            },
+            &read,
+        )
         .await
         .unwrap()
         .card
@@ -306,8 +323,10 @@ on_both!(
         let head = t.store.head().await.unwrap();
         let p7 = t
             .ledger
-            .person(
-                &PersonId::parse("7").unwrap(),
+            .ask(
+                &PersonQuery {
+                    person_id: PersonId::parse("7").unwrap(),
+                },
                 &Read {
                     min_position: Some(head),
                     ..Default::default()
@@ -396,28 +415,40 @@ on_both!(reads_wait_for_their_own_writes_and_report_lag, |kind| async move {
         ..Default::default()
     };
     let waited = tokio::time::Instant::now();
-    match t.ledger.person(&pid, &read).await {
+    match t.ledger.ask(&PersonQuery { person_id: pid.clone() }, &read).await {
         Err(LedgerError::Lagging(l)) => assert_eq!((l.position, l.wanted), (0, written)),
         other => panic!("expected a lag error, got {other:?}"),
     }
     assert!(waited.elapsed() >= std::time::Duration::from_secs(4));
     let status = t.ledger.projections().status().await.unwrap();
     assert!(status.iter().all(|s| s.lag_events == written), "{status:?}");
-    // Without the wait the projection answers what it has: nothing yet.
+    // Without the wait (an eventual read) the projection answers what it has: nothing yet.
     assert!(matches!(
-        t.ledger.person(&pid, &Read::default()).await,
+        t.ledger
+            .ask(
+                &PersonQuery { person_id: pid.clone() },
+                &Read {
+                    consistency: Consistency::Eventual,
+                    ..Default::default()
+                }
+            )
+            .await,
         Err(LedgerError::NotFound { .. })
     ));
     // The runner starts; the same read is answered as soon as it has applied the write.
     let (_stop, stopped) = tokio::sync::watch::channel(false);
     t.ledger.projections().spawn(stopped);
-    let p = t.ledger.person(&pid, &read).await.unwrap();
+    let p = t
+        .ledger
+        .ask(&PersonQuery { person_id: pid.clone() }, &read)
+        .await
+        .unwrap();
     assert_eq!(p.last_sequence, 1);
     let moved = record(&t.ledger, "1", moved_in("2024-04-01", "700")).await;
     let p = t
         .ledger
-        .person(
-            &pid,
+        .ask(
+            &PersonQuery { person_id: pid.clone() },
             &Read {
                 min_position: Some(moved),
                 ..Default::default()
@@ -430,15 +461,18 @@ on_both!(reads_wait_for_their_own_writes_and_report_lag, |kind| async move {
     // A process that has just started (no runner yet) answers from the committed checkpoints,
     // not from position 0.
     let fresh = ledger_on(t.db.share(), false).await;
-    let p = fresh.ledger.person(&pid, &Read::default()).await.unwrap();
+    let p = fresh
+        .ledger
+        .ask(&PersonQuery { person_id: pid.clone() }, &Read::default())
+        .await
+        .unwrap();
     assert_eq!((p.last_sequence, p.insured), (2, true));
     t.db.cleanup().await;
 });
 
 async fn household_record(ledger: &Ledger, id: &str, body: Value) {
-    let event = kokuho_ledger::domain::input::parse_household_event(&body, ledger.clock().today()).unwrap();
     ledger
-        .run_household_command(&HouseholdId::parse(id).unwrap(), event, &ctx(), false)
+        .record_household_event(&HouseholdId::parse(id).unwrap(), &body, &ctx())
         .await
         .unwrap_or_else(|e| panic!("{id} {body}: {e}"));
 }
@@ -482,8 +516,26 @@ on_both!(
                         .unwrap()
                         .into(),
                 );
-                let h = t.ledger.household_view(&hid, &read).await.unwrap();
-                let p = t.ledger.person(&PersonId::parse("31").unwrap(), &read).await.unwrap();
+                let h = t
+                    .ledger
+                    .ask(
+                        &HouseholdQuery {
+                            household_id: hid.clone(),
+                        },
+                        &read,
+                    )
+                    .await
+                    .unwrap();
+                let p = t
+                    .ledger
+                    .ask(
+                        &PersonQuery {
+                            person_id: PersonId::parse("31").unwrap(),
+                        },
+                        &read,
+                    )
+                    .await
+                    .unwrap();
                 (h.deemed_head, p.deemed_head, p.insured)
             }
         };
@@ -498,7 +550,16 @@ on_both!(
             "from the loss: deemed head"
         );
         // A member who is not the head is never the deemed head.
-        let p32 = t.ledger.person(&PersonId::parse("32").unwrap(), &read).await.unwrap();
+        let p32 = t
+            .ledger
+            .ask(
+                &PersonQuery {
+                    person_id: PersonId::parse("32").unwrap(),
+                },
+                &read,
+            )
+            .await
+            .unwrap();
         assert!(!p32.deemed_head && p32.insured);
         // The other member leaves too: no insured member, no deemed head.
         t.clock.set(common::test_now());
@@ -511,8 +572,10 @@ on_both!(
         let head = t.store.head().await.unwrap();
         let h = t
             .ledger
-            .household_view(
-                &hid,
+            .ask(
+                &HouseholdQuery {
+                    household_id: hid.clone(),
+                },
                 &Read {
                     min_position: Some(head),
                     ..Default::default()

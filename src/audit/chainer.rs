@@ -19,8 +19,8 @@ use super::checkpoint::{Checkpoint, SignedCheckpoint};
 use super::keys::Signer;
 use super::merkle::{decomposition, Frontier, Hash, CHAIN_START};
 use super::{entry, store};
-use crate::projections::db::{Db, Tx, Ty, Val};
 use crate::projections::{Lane, Projection, ProjectionError};
+use crate::store::sql::{Db, Tx, Ty, Val};
 use crate::store::{format_instant, Store, StoredEvent};
 
 pub const NAME: &str = "audit";

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::{entry, store};
-use crate::projections::db::Db;
 use crate::store::Store;
 
 const PAGE: i64 = 10_000;
@@ -29,7 +28,7 @@ pub async fn export(store: &Store, out: &Path, origin: &str, public_key: &str) -
         .unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-    let db = Db::new(store);
+    let db = store.db().clone();
     let header = json!({"format": "kokuho-ledger-audit/1", "origin": origin, "public_key": public_key});
     writeln!(w, "{header}")?;
     let chained = store::chained_size(&db).await?;

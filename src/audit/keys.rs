@@ -12,7 +12,8 @@ use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: {source}")]
+    /// The OS error is the source (printed once, after the path, by the error chain).
+    #[error("key file {path}")]
     Io { path: String, source: std::io::Error },
     #[error("{0}: not an Ed25519 private key in PKCS#8 PEM form")]
     Format(String),

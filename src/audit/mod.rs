@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::projections::db::Db;
+use crate::store::sql::Db;
 use crate::store::{Store, StoreError};
 use merkle::{Hash, Nodes as _, Wanted};
 use store::StoredCheckpoint;
@@ -74,7 +74,7 @@ impl Audit {
     pub fn new(store: &Store) -> Self {
         Self {
             store: store.clone(),
-            db: Db::new(store),
+            db: store.db().clone(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::checkpoint::{Checkpoint, SignedCheckpoint};
 use super::merkle::Hash;
-use crate::projections::db::{Db, Tx, Ty, Val};
+use crate::store::sql::{Db, Tx, Ty, Val};
 use crate::store::StoreError;
 
 /// One stored audit entry's hashes.

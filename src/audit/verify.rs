@@ -14,7 +14,7 @@ use super::checkpoint::SignedCheckpoint;
 use super::merkle::{self, decomposition, Frontier, Hash, CHAIN_START};
 use super::store::{self, Row, StoredCheckpoint};
 use super::{entry, Audit};
-use crate::projections::db::{Db, Ty, Val};
+use crate::store::sql::{Db, Ty, Val};
 use crate::store::{RawEvent, Store, StoreError};
 
 const PAGE: i64 = 10_000;
@@ -191,7 +191,7 @@ pub async fn verify(
     start: Start,
     progress: impl Fn(u64),
 ) -> Result<Report, StoreError> {
-    let db = Db::new(store);
+    let db = store.db().clone();
     let mut report = Report::default();
     let (from, mut frontier, mut chain, trusted) = match start {
         Start::Genesis => (0i64, Frontier::new(), CHAIN_START, None),

@@ -36,14 +36,25 @@ impl DomainError {
     }
 }
 
-/// Errors a command handler can return: a rule violation, or a failure of a service it asked
-/// (e.g. reading another aggregate), which is not the caller's fault.
+/// A service a command handler asked (e.g. to read another aggregate) failed: not the
+/// caller's fault, and not a rule.
+#[derive(Debug, thiserror::Error)]
+#[error("service failure: {0}")]
+pub struct ServiceError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
+impl ServiceError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+/// Errors a command handler can return: a rule violation, or a failure of a service it asked.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error(transparent)]
     Rule(#[from] DomainError),
-    #[error("service failure: {0}")]
-    Service(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 impl CommandError {

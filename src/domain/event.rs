@@ -141,6 +141,12 @@ pub const PERSON_EVENT_TYPES: &[&str] = &[
 ];
 
 impl PersonFact {
+    /// Recorded by the ledger itself, never accepted (nor corrected, nor rescinded) from
+    /// outside.
+    pub fn is_system(&self) -> bool {
+        matches!(self, PersonFact::LateElderlyAgeReached)
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             PersonFact::Registered(_) => "registered",

@@ -187,8 +187,16 @@ pub fn group(
     let spans: Vec<Option<Span>> = members.iter().map(|m| span_in(m, household_id)).collect();
     let insured = |i: usize| spans[i].as_ref().is_some_and(|s| s.to.is_none());
     let head = household.head_on(END_OF_KNOWN_TIME);
-    let nhi_head = household.designation_on(END_OF_KNOWN_TIME).or_else(|| head.clone());
     let index_of = |p: &PersonId| members.iter().position(|m| m.person_id == p);
+    // A designation lapses when its person stops being an insured member (their stretch in
+    // the household has an end, or began again after the designation).
+    let designated = household
+        .designation_since(END_OF_KNOWN_TIME)
+        .filter(|(p, since)| {
+            index_of(p).is_some_and(|i| spans[i].as_ref().is_some_and(|s| s.to.is_none() && s.from <= *since))
+        })
+        .map(|(p, _)| p);
+    let nhi_head = designated.or_else(|| head.clone());
     // 擬制世帯主: the register head is not insured while another member is.
     let deemed = head.as_ref().filter(|h| {
         let head_insured = index_of(h).is_some_and(insured);

@@ -143,13 +143,30 @@ impl Interval {
     }
 }
 
+/// A stretch of days the person belongs to a household of the ward: from the move-in, birth
+/// or household change that names it until the next household change, the end of residence
+/// (move-out) or the day after death, whichever comes first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub household_id: HouseholdId,
+    pub from: NaiveDate,
+    /// Exclusive: the first day the person is no longer a member; None while open.
+    pub to: Option<NaiveDate>,
+}
+
+impl Membership {
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.from <= d && self.to.is_none_or(|t| d < t)
+    }
+}
+
 /// Everything derived from one person's facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Derived {
     pub runs: Vec<Run>,
     pub intervals: Vec<Interval>,
-    /// (from, household) in walk order; the last entry on or before a day wins.
-    pub households: Vec<(NaiveDate, HouseholdId)>,
+    /// Household memberships, oldest first; they never overlap.
+    pub memberships: Vec<Membership>,
     pub death: Option<NaiveDate>,
     pub disclosure_restricted_from: Option<NaiveDate>,
     pub last_document_collected: Option<NaiveDate>,
@@ -165,16 +182,25 @@ impl Derived {
     pub fn insured_on(&self, d: NaiveDate) -> bool {
         self.run_on(d).is_some()
     }
+    /// The household the person belongs to on day `d` (none before moving in, after moving
+    /// out or dying).
     pub fn household_on(&self, d: NaiveDate) -> Option<&HouseholdId> {
-        self.households
-            .iter()
-            .rev()
-            .find(|(from, _)| *from <= d)
-            .map(|(_, h)| h)
+        self.memberships.iter().find(|m| m.contains(d)).map(|m| &m.household_id)
     }
-    /// The household now or, before any, the first known one.
-    pub fn household_current(&self, d: NaiveDate) -> Option<&HouseholdId> {
-        self.household_on(d).or_else(|| self.households.first().map(|(_, h)| h))
+    /// Every household the person ever belonged to, in order of first membership.
+    pub fn household_ids(&self) -> Vec<&HouseholdId> {
+        let mut out: Vec<&HouseholdId> = Vec::new();
+        for m in &self.memberships {
+            if !out.contains(&&m.household_id) {
+                out.push(&m.household_id);
+            }
+        }
+        out
+    }
+    /// Whether the loss on the 75th birthday is due: an insured period ends on that day by
+    /// age alone (not by death, a move or another exclusion the same day).
+    pub fn age_loss_on(&self, birthday: NaiveDate) -> bool {
+        self.runs.iter().any(|r| r.loss_by_age && r.to == Some(birthday))
     }
 }
 
@@ -299,7 +325,7 @@ struct ExclusionRange {
     end: Option<NaiveDate>,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Walk {
     open_residence: Option<Residence>,
     residences: Vec<Residence>,
@@ -307,6 +333,8 @@ struct Walk {
     exclusions: Vec<ExclusionRange>,
     disclosure_from: Option<NaiveDate>,
     born_seen: bool,
+    /// (from, household) in walk order; each entry lasts until the next or the end of the
+    /// residence it lies in.
     households: Vec<(NaiveDate, HouseholdId)>,
     last_document_collected: Option<NaiveDate>,
 }
@@ -458,7 +486,13 @@ pub fn derive(
             death = Some(e.effective_date);
         }
     }
-    for (_, e) in facts {
+    // `late_elderly_age_reached` only confirms a loss derived from the birth date: when a
+    // later fact (a death, a corrected birth date) makes it stale, the ledger corrects or
+    // rescinds it in the same commit, so it never makes the history inconsistent itself.
+    for (_, e) in facts
+        .iter()
+        .filter(|(_, e)| !matches!(e.fact, PersonFact::LateElderlyAgeReached))
+    {
         if e.effective_date < reg.birth_date {
             return Err(DomainError::new(
                 "before_birth",
@@ -494,14 +528,9 @@ pub fn derive(
         while j < order.len() && order[j].1.effective_date == day {
             j += 1;
         }
-        let mut pending: Vec<&PersonEvent> = order[i..j].iter().map(|(_, e)| e).collect();
-        while !pending.is_empty() {
-            let Some(k) = pending.iter().position(|e| walk.possible(toggle(&e.fact))) else {
-                return Err(walk.impossible(pending[0]));
-            };
-            let e = pending.remove(k);
-            walk.apply(e, reg)?;
-        }
+        let pending: Vec<&PersonEvent> = order[i..j].iter().map(|(_, e)| e).collect();
+        let mut budget = DAY_SEARCH_BUDGET;
+        walk = walk_day(walk, &pending, reg, &mut budget)?;
         i = j;
     }
 
@@ -525,11 +554,12 @@ pub fn derive(
     let alive_until = death.map(next_day);
 
     let runs = insured_runs(&residences, &exclusions, alive_until);
-    let intervals = split_by_household(&runs, &walk.households);
+    let memberships = memberships(&walk.households, &residences, alive_until);
+    let intervals = split_by_household(&runs, &memberships);
     Ok(Derived {
         runs,
         intervals,
-        households: walk.households,
+        memberships,
         death,
         disclosure_restricted_from: walk.disclosure_from,
         last_document_collected: walk.last_document_collected,
@@ -634,13 +664,97 @@ fn close_run(
     }
 }
 
-fn split_by_household(runs: &[Run], households: &[(NaiveDate, HouseholdId)]) -> Vec<Interval> {
-    let household_on = |d: NaiveDate| households.iter().rev().find(|(f, _)| *f <= d).map(|(_, h)| h.clone());
+/// Facts of one day in an order the state allows: the first possible fact by sequence, and,
+/// when that leads to a dead end, another order (a move-out recorded before a household
+/// change of the same day must not refuse the change). The first failure met is reported
+/// when no order works; the search is bounded (same-day facts are few).
+const DAY_SEARCH_BUDGET: usize = 5_000;
+
+fn walk_day(walk: Walk, pending: &[&PersonEvent], reg: &Registration, budget: &mut usize) -> Result<Walk, DomainError> {
+    if pending.is_empty() {
+        return Ok(walk);
+    }
+    let mut first_error = None;
+    for (k, e) in pending.iter().enumerate() {
+        if !walk.possible(toggle(&e.fact)) {
+            continue;
+        }
+        if *budget == 0 {
+            break;
+        }
+        *budget -= 1;
+        let mut next = walk.clone();
+        if let Err(err) = next.apply(e, reg) {
+            first_error.get_or_insert(err);
+            continue;
+        }
+        let rest: Vec<&PersonEvent> = pending
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != k)
+            .map(|(_, e)| *e)
+            .collect();
+        match walk_day(next, &rest, reg, budget) {
+            Ok(done) => return Ok(done),
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_else(|| walk.impossible(pending[0])))
+}
+
+/// Memberships from the walk's household entries: each lasts until the next entry, the end of
+/// the residence it lies in, or the day after death.
+fn memberships(
+    entries: &[(NaiveDate, HouseholdId)],
+    residences: &[Residence],
+    alive_until: Option<NaiveDate>,
+) -> Vec<Membership> {
+    let mut out: Vec<Membership> = Vec::new();
+    for (i, (from, household_id)) in entries.iter().enumerate() {
+        let next = entries.get(i + 1).map(|(d, _)| *d);
+        // The residence the entry lies in (a move-in or birth starts one on `from`; a household
+        // change happens while resident).
+        let residence_end = residences
+            .iter()
+            .filter(|r| r.start <= *from && r.end.is_none_or(|e| *from < e))
+            .map(|r| r.end)
+            .next_back()
+            .unwrap_or(Some(*from));
+        let to = [next, residence_end, alive_until].into_iter().flatten().min();
+        if to.is_some_and(|t| t <= *from) {
+            continue;
+        }
+        // A household change to the same household continues the membership.
+        if let Some(last) = out.last_mut() {
+            if last.household_id == *household_id && last.to == Some(*from) {
+                last.to = to;
+                continue;
+            }
+        }
+        out.push(Membership {
+            household_id: household_id.clone(),
+            from: *from,
+            to,
+        });
+    }
+    out
+}
+
+fn split_by_household(runs: &[Run], memberships: &[Membership]) -> Vec<Interval> {
+    let household_on = |d: NaiveDate| {
+        memberships
+            .iter()
+            .find(|m| m.contains(d))
+            .map(|m| m.household_id.clone())
+    };
     let mut out = Vec::new();
     for run in runs {
-        let mut cuts: Vec<NaiveDate> = households
+        let mut cuts: Vec<NaiveDate> = memberships
             .iter()
-            .map(|(d, _)| *d)
+            .flat_map(|m| [Some(m.from), m.to])
+            .flatten()
             .filter(|d| *d > run.from && run.to.is_none_or(|t| *d < t))
             .collect();
         cuts.sort();

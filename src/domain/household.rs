@@ -8,7 +8,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use super::error::{CommandError, DomainError};
+use super::error::{CommandError, DomainError, ServiceError};
 use super::event::{HouseholdEvent, HouseholdFact};
 use super::ids::{Branch, CardNumber, CardSymbol, HouseholdId, PersonId};
 use super::person::Person;
@@ -16,9 +16,9 @@ use super::person::Person;
 /// Read access to other aggregates, for rules that span streams.
 #[async_trait::async_trait]
 pub trait Directory: Send + Sync {
-    async fn person(&self, id: &PersonId) -> Result<Option<Person>, String>;
+    async fn person(&self, id: &PersonId) -> Result<Option<Person>, ServiceError>;
     /// The household holding a card symbol and number, if any.
-    async fn card_holder(&self, symbol: &CardSymbol, number: &CardNumber) -> Result<Option<HouseholdId>, String>;
+    async fn card_holder(&self, symbol: &CardSymbol, number: &CardNumber) -> Result<Option<HouseholdId>, ServiceError>;
 }
 
 #[derive(Clone)]
@@ -89,6 +89,28 @@ impl Household {
         designated
     }
 
+    /// The designation standing on day `d` — the latest on or before `d`, not revoked since —
+    /// with its effective date. It is in force only while its person stays an insured member
+    /// of the household from that date on: it lapses the day they move out, die, change
+    /// household or lose coverage (the caller checks that against the person's history).
+    pub fn designation_since(&self, d: NaiveDate) -> Option<(PersonId, NaiveDate)> {
+        let mut designated = None;
+        for e in self
+            .by_effective_date()
+            .into_iter()
+            .take_while(|e| e.effective_date <= d)
+        {
+            match &e.fact {
+                HouseholdFact::NhiHeadDesignated { person_id } => {
+                    designated = Some((person_id.clone(), e.effective_date))
+                }
+                HouseholdFact::NhiHeadDesignationRevoked => designated = None,
+                _ => {}
+            }
+        }
+        designated
+    }
+
     pub fn card(&self) -> Option<(CardSymbol, CardNumber)> {
         self.events.iter().find_map(|e| match &e.fact {
             HouseholdFact::CardNumberAssigned { symbol, number } => Some((symbol.clone(), number.clone())),
@@ -116,8 +138,7 @@ impl Household {
     ) -> Result<(), CommandError> {
         let person = directory
             .person(person_id)
-            .await
-            .map_err(CommandError::Service)?
+            .await?
             .filter(Person::is_registered)
             .ok_or_else(|| {
                 CommandError::rule("person_not_registered", format!("person {person_id} is not registered"))
@@ -208,7 +229,7 @@ impl Aggregate for Household {
                         format!("household {household_id} already has card {s}-{n}"),
                     ));
                 }
-                if let Some(holder) = dir.card_holder(symbol, number).await.map_err(CommandError::Service)? {
+                if let Some(holder) = dir.card_holder(symbol, number).await? {
                     return Err(CommandError::rule(
                         "card_number_in_use",
                         format!(

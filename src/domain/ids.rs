@@ -53,6 +53,36 @@ macro_rules! digit_id {
 }
 
 digit_id!(PersonId, "invalid_person_id", "person_id");
+
+/// 保険者番号: the insurer's six digits, configured per deployment.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InsurerNumber(String);
+
+impl InsurerNumber {
+    pub fn parse(s: &str) -> Result<Self, InputError> {
+        if s.len() == 6 && all_digits(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InputError::new(
+                "invalid_insurer_number",
+                "the insurer number must be 6 digits",
+            ))
+        }
+    }
+    /// `000000`: the placeholder of an unconfigured deployment.
+    pub fn is_placeholder(&self) -> bool {
+        self.0 == "000000"
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for InsurerNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 digit_id!(HouseholdId, "invalid_household_id", "household_id");
 
 /// A My Number (個人番号). Debug never prints the digits: it is specific personal information.

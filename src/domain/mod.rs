@@ -1,5 +1,6 @@
 //! The domain: identifiers, events, aggregates and the eligibility rules. Free of HTTP and SQL.
 
+pub mod age;
 pub mod error;
 pub mod event;
 pub mod feed;
@@ -13,8 +14,8 @@ pub mod person;
 #[cfg(test)]
 mod tests;
 
-pub use error::{CommandError, DomainError, InputError};
+pub use error::{CommandError, DomainError, InputError, ServiceError};
 pub use event::{HouseholdEvent, HouseholdFact, PersonEvent, PersonFact, Place, Registration};
 pub use household::{Directory, Household, HouseholdServices, RecordHouseholdEvent};
-pub use ids::{Branch, CardNumber, CardSymbol, HouseholdId, Kana, MyNumber, Name, PersonId, Sex};
+pub use ids::{Branch, CardNumber, CardSymbol, HouseholdId, InsurerNumber, Kana, MyNumber, Name, PersonId, Sex};
 pub use person::{Person, PersonServices, RecordPersonEvent};

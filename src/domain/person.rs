@@ -150,30 +150,53 @@ impl Person {
         derive(&reg, on, &facts)
     }
 
-    /// `late_elderly_age_reached` is recorded once, on the 75th birthday itself.
-    fn check_age_reached(&self, e: &PersonEvent) -> Result<(), DomainError> {
-        let (status, _) = self.statuses();
-        let recorded = self
-            .events
+    /// The sequences of the `late_elderly_age_reached` events in force, with the effective
+    /// date each says (a corrected one: its replacement's).
+    pub fn age_reached_in_force(&self) -> Vec<(u64, NaiveDate)> {
+        let (status, replacement) = self.statuses();
+        self.events
             .iter()
-            .zip(&status)
-            .any(|(x, s)| matches!(x.fact, PersonFact::LateElderlyAgeReached) && *s != EventStatus::Rescinded);
-        if recorded {
+            .enumerate()
+            .filter(|(i, e)| {
+                matches!(e.fact, PersonFact::LateElderlyAgeReached) && status[*i] != EventStatus::Rescinded
+            })
+            .map(|(i, e)| (i as u64 + 1, replacement[i].unwrap_or(e).effective_date))
+            .collect()
+    }
+
+    /// `late_elderly_age_reached` is recorded once, on the 75th birthday itself, and only when
+    /// the loss on that day is due (insured up to it, not lost the same day otherwise).
+    fn check_age_reached(&self, e: &PersonEvent) -> Result<(), DomainError> {
+        if !self.age_reached_in_force().is_empty() {
             return Err(DomainError::new(
                 "age_reached_already_recorded",
                 "late_elderly_age_reached is already recorded",
             ));
         }
-        let birthday = self
-            .registration()
-            .map(|r| super::history::seventy_fifth_birthday(r.birth_date));
-        if birthday != Some(e.effective_date) {
+        self.check_age_reached_date(e)
+    }
+
+    fn check_age_reached_date(&self, e: &PersonEvent) -> Result<(), DomainError> {
+        let Some(reg) = self.registration() else {
+            return Err(DomainError::new(
+                "person_not_registered",
+                "the person is not registered",
+            ));
+        };
+        let birthday = super::history::seventy_fifth_birthday(reg.birth_date);
+        if birthday != e.effective_date {
             return Err(DomainError::new(
                 "not_75th_birthday",
                 format!(
                     "late_elderly_age_reached on {} is not the 75th birthday",
                     e.effective_date
                 ),
+            ));
+        }
+        if !self.derive()?.age_loss_on(birthday) {
+            return Err(DomainError::new(
+                "age_loss_not_due",
+                format!("the person is not insured up to the 75th birthday on {birthday}"),
             ));
         }
         Ok(())
@@ -183,6 +206,7 @@ impl Person {
         &self,
         target_sequence: u64,
         replacement: Option<&PersonEvent>,
+        system: bool,
     ) -> Result<(), DomainError> {
         let Some(target) = target_sequence.checked_sub(1).and_then(|i| self.events.get(i as usize)) else {
             return Err(DomainError::new(
@@ -190,6 +214,15 @@ impl Person {
                 format!("no event with sequence {target_sequence} in this person's stream"),
             ));
         };
+        if target.fact.is_system() && !system {
+            return Err(DomainError::new(
+                "system_event_only",
+                format!(
+                    "event {target_sequence} ({}) is recorded by the ledger itself and is corrected only by it",
+                    target.fact.type_name()
+                ),
+            ));
+        }
         if target.fact.is_correction() {
             return Err(DomainError::new(
                 "target_is_correction",
@@ -297,7 +330,7 @@ impl Aggregate for Person {
                 "the person is already registered",
             ));
         }
-        if matches!(event.fact, PersonFact::LateElderlyAgeReached) && !system {
+        if event.fact.is_system() && !system {
             return Err(CommandError::rule(
                 "system_event_only",
                 "late_elderly_age_reached is recorded by the ledger itself",
@@ -312,10 +345,12 @@ impl Aggregate for Person {
                 target_sequence,
                 replacement,
             } => {
-                self.check_correction_target(*target_sequence, Some(replacement))?;
+                self.check_correction_target(*target_sequence, Some(replacement), system)?;
                 check_dates(replacement, services.today)?;
             }
-            PersonFact::Rescinded { target_sequence, .. } => self.check_correction_target(*target_sequence, None)?,
+            PersonFact::Rescinded { target_sequence, .. } => {
+                self.check_correction_target(*target_sequence, None, system)?
+            }
             _ => {}
         }
         // Validate the whole history as it would stand, in effective-date order: this is what
@@ -323,6 +358,12 @@ impl Aggregate for Person {
         let mut candidate = self.clone();
         candidate.events.push(event.clone());
         candidate.derive()?;
+        if let PersonFact::Corrected { replacement, .. } = &event.fact {
+            if matches!(replacement.fact, PersonFact::LateElderlyAgeReached) {
+                // The corrected confirmation must name the (corrected) 75th birthday.
+                candidate.check_age_reached_date(replacement)?;
+            }
+        }
         sink.write(event, self).await;
         Ok(())
     }

@@ -3,14 +3,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::ledger::LedgerError;
+use crate::error::LedgerError;
 
-/// Every error the API answers with: a status, a stable code and a human message.
+/// Every error the API answers with: a status, a stable code, a human message, and headers
+/// some statuses carry (`Retry-After` on 503).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -19,7 +21,12 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -55,10 +62,15 @@ impl From<LedgerError> for ApiError {
                 "sequence_conflict",
                 "other writers kept changing this stream; retry",
             ),
-            LedgerError::Lagging(l) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "projection_lagging", l.to_string()),
+            LedgerError::Lagging(l) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "projection_lagging", l.to_string())
+                .with_header("retry-after", "1"),
             // Logged once here, at the boundary; the client gets no internals.
             LedgerError::Store(err) => {
                 tracing::error!(error = %err, "storage failure");
+                Self::internal()
+            }
+            LedgerError::Service(err) => {
+                tracing::error!(error = %err, "service failure");
                 Self::internal()
             }
             LedgerError::Internal(err) => {
@@ -71,10 +83,16 @@ impl From<LedgerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut res = (
             self.status,
             Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        for (name, value) in self.headers {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+                res.headers_mut().insert(name, v);
+            }
+        }
+        res
     }
 }

@@ -3,13 +3,22 @@
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::metrics;
 
-pub async fn healthz() -> Json<serde_json::Value> {
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
@@ -17,7 +26,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 const READY_LAG_SECONDS: f64 = 5.0;
 
 /// Ready when the database answers and every projection is caught up within 5 s.
-pub async fn readyz(State(s): State<AppState>) -> Response {
+async fn readyz(State(s): State<AppState>) -> Response {
     let unavailable = |body: serde_json::Value| (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     let head = match s.ledger.store().head().await {
         Ok(head) => head,
@@ -57,17 +66,17 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(s): State<AppState>) -> Response {
+async fn metrics(State(s): State<AppState>) -> Response {
     let head = s.ledger.store().head().await.ok();
     let projections = s.ledger.projections().status().await.unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::global().render(head, &projections),
+        metrics::global().render(head, &gauges(&projections)),
     )
         .into_response()
 }
 
-pub async fn openapi() -> Response {
+async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         include_str!("openapi.json"),
@@ -79,10 +88,15 @@ pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not take that method",
-    )
+/// The projections' progress as gauge rows for the metrics text.
+fn gauges(projections: &[crate::projections::Status]) -> Vec<metrics::Progress> {
+    projections
+        .iter()
+        .map(|p| metrics::Progress {
+            name: p.name,
+            position: p.position,
+            lag_events: p.lag_events,
+            lag_seconds: p.lag_seconds,
+        })
+        .collect()
 }

@@ -7,13 +7,28 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AppendRequest, Outcome, Store, StoreError};
+use super::{AppendRequest, Appended, Outcome, Rejection, Store, StoreError};
 use crate::metrics;
 
-struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<Outcome, String>>,
+/// What a batch's failure tells each of its requests (one storage error, shared).
+type Shared = Arc<StoreError>;
+
+enum Job {
+    /// Committed with whatever else is waiting; its fate is its own.
+    One {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Outcome, Shared>>,
+    },
+    /// Committed alone, all or nothing (an import batch).
+    All {
+        requests: Vec<AppendRequest>,
+        reply: oneshot::Sender<Result<AllOutcome, Shared>>,
+    },
 }
+
+/// The outcome of an all-or-nothing job: everything appended, or the rejection that stopped it
+/// (with the index of its request when known).
+pub type AllOutcome = Result<Vec<Appended>, (Option<usize>, Rejection)>;
 
 /// Handle to the writer task. Dropping every handle lets the task finish the queued work and
 /// stop, which is how shutdown drains it.
@@ -39,6 +54,12 @@ impl Drop for Ticket {
 /// The longest a batch waits for commands still being prepared.
 const GATHER_WINDOW: Duration = Duration::from_millis(2);
 
+fn count(outcome: &Outcome) {
+    if let Ok(a) = outcome {
+        metrics::global().events_appended.add(a.events.len() as u64);
+    }
+}
+
 impl Writer {
     /// Starts the writer task; `max_batch` bounds the requests committed together.
     pub fn spawn(store: Store, max_batch: usize) -> (Self, tokio::task::JoinHandle<()>) {
@@ -46,40 +67,69 @@ impl Writer {
         let preparing = Arc::new(AtomicUsize::new(0));
         let waiting = preparing.clone();
         let handle = tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut jobs = vec![first];
+            let mut held: Option<Job> = None;
+            loop {
+                let first = match held.take() {
+                    Some(j) => j,
+                    None => match rx.recv().await {
+                        Some(j) => j,
+                        None => break,
+                    },
+                };
+                let (request, reply) = match first {
+                    Job::All { requests, reply } => {
+                        metrics::global().append_batches.inc();
+                        let result = store.append_atomic(&requests).await.map_err(Arc::new);
+                        if let Ok(Ok(all)) = &result {
+                            metrics::global()
+                                .events_appended
+                                .add(all.iter().map(|a| a.events.len() as u64).sum());
+                        }
+                        let _ = reply.send(result);
+                        continue;
+                    }
+                    Job::One { request, reply } => (request, reply),
+                };
+                let mut requests = vec![request];
+                let mut replies = vec![reply];
                 let deadline = tokio::time::Instant::now() + GATHER_WINDOW;
-                while jobs.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
+                while requests.len() < max_batch {
+                    let next = match rx.try_recv() {
+                        Ok(j) => j,
                         Err(_) if waiting.load(Ordering::SeqCst) > 0 => {
                             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                                Ok(Some(j)) => jobs.push(j),
+                                Ok(Some(j)) => j,
                                 _ => break,
                             }
                         }
                         Err(_) => break,
+                    };
+                    match next {
+                        Job::One { request, reply } => {
+                            requests.push(request);
+                            replies.push(reply);
+                        }
+                        // Committed on its own, after this batch.
+                        all @ Job::All { .. } => {
+                            held = Some(all);
+                            break;
+                        }
                     }
                 }
-                let (requests, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
                 metrics::global().append_batches.inc();
                 match store.append_batch(&requests).await {
                     Ok(outcomes) => {
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            if let Ok(a) = &outcome {
-                                metrics::global()
-                                    .events_appended
-                                    .add((a.last_position - a.first_position + 1) as u64);
-                            }
+                            count(&outcome);
                             // The caller may have gone away; the append stands regardless.
                             let _ = reply.send(Ok(outcome));
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, requests = replies.len(), "batch append failed");
-                        let msg = e.to_string();
+                        let e = Arc::new(e);
                         for reply in replies {
-                            let _ = reply.send(Err(msg.clone()));
+                            let _ = reply.send(Err(e.clone()));
                         }
                     }
                 }
@@ -102,7 +152,18 @@ impl Writer {
         drop(ticket);
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { request, reply })
+            .send(Job::One { request, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Batch)
+    }
+
+    /// Submits requests that are written all together or not at all, in their own
+    /// transaction.
+    pub async fn append_all(&self, requests: Vec<AppendRequest>) -> Result<AllOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::All { requests, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Batch)

@@ -3,10 +3,13 @@
 //! file.
 #![allow(dead_code)]
 
+pub mod cqrs_repo;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kokuho_ledger::clock::FixedClock;
+use kokuho_ledger::domain::InsurerNumber;
 use kokuho_ledger::ledger::Ledger;
 use kokuho_ledger::settings::Settings;
 use kokuho_ledger::store::writer::Writer;
@@ -123,6 +126,14 @@ pub struct TestLedger {
     pub clock: Arc<FixedClock>,
 }
 
+/// The settings of the tests' deployment (insurer 131999).
+pub fn test_settings() -> Settings {
+    Settings {
+        insurer_number: InsurerNumber::parse("131999").unwrap(),
+        ..Settings::default()
+    }
+}
+
 /// A ledger with its projection runners going, as `serve` has.
 pub async fn ledger(kind: Kind) -> TestLedger {
     ledger_with(kind, true).await
@@ -137,11 +148,7 @@ pub async fn ledger_with(kind: Kind, run_projections: bool) -> TestLedger {
 
 /// Another ledger (another "process") on an existing database.
 pub async fn ledger_on(db: TestDb, run_projections: bool) -> TestLedger {
-    let settings = Settings {
-        insurer_number: "131999".into(),
-        ..Settings::default()
-    };
-    ledger_on_with(db, run_projections, settings).await
+    ledger_on_with(db, run_projections, test_settings()).await
 }
 
 /// As [`ledger_on`], with other settings.
@@ -156,9 +163,8 @@ pub async fn audited_ledger_on(
     signer: Arc<kokuho_ledger::audit::keys::Signer>,
 ) -> TestLedger {
     let settings = Settings {
-        insurer_number: "131999".into(),
         log_origin: "test.kokuho-ledger".into(),
-        ..Settings::default()
+        ..test_settings()
     };
     ledger_full(db, run_projections, settings, Some(signer)).await
 }
@@ -172,17 +178,14 @@ async fn ledger_full(
     let store = db.store().await;
     let clock = Arc::new(FixedClock::new(test_now()));
     let (writer, _task) = Writer::spawn(store.clone(), 64);
-    let mut ledger = Ledger::new(
+    let ledger = Arc::new(Ledger::new(
         store.clone(),
         writer,
         clock.clone(),
         Arc::new(Vault::from_key([42; 32])),
         settings,
-    );
-    if let Some(signer) = signer {
-        ledger = ledger.with_audit(signer);
-    }
-    let ledger = Arc::new(ledger);
+        signer,
+    ));
     let (stop_projections, stopped) = tokio::sync::watch::channel(false);
     if run_projections {
         ledger.projections().spawn(stopped);

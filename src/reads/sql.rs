@@ -1,8 +1,8 @@
-//! Reads of the projection tables as known at log position `at` (`i64::MAX`: latest).
+//! Queries of the read models' tables as known at log position `at` (`i64::MAX`: latest).
 
 use chrono::NaiveDate;
 
-use super::db::{Db, Ty, Val};
+use crate::store::sql::{Db, Ty, Val};
 use crate::store::StoreError;
 
 /// The version of a bitemporal row that holds at position `$2`.
@@ -281,11 +281,11 @@ pub async fn card_and_branch(
         .map(|r| (card_row(r), opt_text(&r[3]))))
 }
 
-pub async fn card_by_number(db: &Db, symbol: &str, number: &str) -> Result<Option<CardRow>, StoreError> {
+pub async fn card_by_number(db: &Db, symbol: &str, number: &str, at: i64) -> Result<Option<CardRow>, StoreError> {
     Ok(db
         .fetch(
-            "SELECT household_id, symbol, number FROM proj_card WHERE symbol = $1 AND number = $2",
-            &[Val::text(symbol), Val::text(number)],
+            "SELECT household_id, symbol, number FROM proj_card WHERE symbol = $1 AND number = $2 AND position <= $3",
+            &[Val::text(symbol), Val::text(number), Val::int(at)],
             &[Ty::Text, Ty::Text, Ty::Text],
         )
         .await?
@@ -322,31 +322,4 @@ pub async fn branch_of(db: &Db, household_id: &str, person_id: &str, at: i64) ->
         .await?
         .first()
         .map(|r| text(&r[0])))
-}
-
-/// Feed records after `after`, at most `limit`, in position order (their stored JSON).
-pub async fn feed_records(db: &Db, after: i64, limit: i64) -> Result<Vec<String>, StoreError> {
-    Ok(db
-        .fetch(
-            "SELECT record FROM feed_records WHERE position > $1 ORDER BY position LIMIT $2",
-            &[Val::Int(Some(after)), Val::Int(Some(limit))],
-            &[Ty::Text],
-        )
-        .await?
-        .into_iter()
-        .map(|mut r| match r.swap_remove(0) {
-            Val::Text(t) => t.unwrap_or_default(),
-            _ => String::new(),
-        })
-        .collect())
-}
-
-/// The highest feed position issued (0: none).
-pub async fn feed_head(db: &Db) -> Result<i64, StoreError> {
-    Ok(db
-        .fetch("SELECT coalesce(max(position), 0) FROM feed_records", &[], &[Ty::Int])
-        .await?
-        .first()
-        .and_then(|r| r[0].as_int())
-        .unwrap_or(0))
 }

@@ -10,12 +10,11 @@
 use std::collections::HashMap;
 
 use cqrs_es::Aggregate;
-use serde::Deserialize;
 
-use super::db::{Tx, Ty, Val};
 use super::{Projection, ProjectionError};
+use crate::codec::{decode, fold};
 use crate::domain::Person;
-use crate::ledger::fold;
+use crate::store::sql::{Tx, Ty, Val};
 use crate::store::{Store, StoredEvent};
 
 pub const NAME: &str = "persons";
@@ -49,6 +48,7 @@ pub fn tables() -> [(&'static str, Vec<(&'static str, Ty)>); 4] {
                 ("sex_on_back", Ty::Bool),
                 ("deceased_on", Ty::Text),
                 ("disclosure_restricted_from", Ty::Text),
+                ("age_reached_on", Ty::Text),
             ],
         ),
         ("proj_run", period(("loss_by_age", Ty::Bool))),
@@ -89,6 +89,7 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
         Val::Bool(reg.sex_on_back),
         date(derived.death),
         date(derived.disclosure_restricted_from),
+        date(person.age_reached_in_force().first().map(|(_, d)| *d)),
     ]];
     let runs = derived
         .runs
@@ -123,16 +124,15 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
         })
         .collect();
     let memberships = derived
-        .households
+        .memberships
         .iter()
         .enumerate()
-        .map(|(i, (from, h))| {
-            let to = derived.households.get(i + 1).map(|(next, _)| *next);
+        .map(|(i, m)| {
             vec![
                 Val::Int(Some(i as i64)),
-                Val::text(h.as_str()),
-                Val::text(from.to_string()),
-                date(to),
+                Val::text(m.household_id.as_str()),
+                Val::text(m.from.to_string()),
+                date(m.to),
             ]
         })
         .collect();
@@ -184,6 +184,11 @@ impl Projection for Persons {
         NAME
     }
 
+    /// 2: memberships end with residence (move-out, death); `age_reached_on`.
+    fn version(&self) -> i64 {
+        2
+    }
+
     fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, Ty)>)> {
         tables()
             .into_iter()
@@ -215,7 +220,7 @@ impl Projection for Persons {
         for id in order {
             let stream = earlier.remove(id).unwrap_or_default();
             // Each event is deserialised once and applied once; rows are derived per event.
-            let mut person = fold::<Person>(&stream).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
+            let mut person = fold::<Person>(&stream)?;
             let mut previous: [Rows; 4] = if stream.is_empty() {
                 Default::default()
             } else {
@@ -229,9 +234,7 @@ impl Projection for Persons {
                 }
             });
             for e in &mine[id] {
-                let event = <Person as Aggregate>::Event::deserialize(&e.payload)
-                    .map_err(|err| ProjectionError::Corrupt(format!("position {}: {err}", e.position)))?;
-                person.apply(event);
+                person.apply(decode::<Person>(e)?);
                 let current = derive_rows(&person)?;
                 for t in 0..4 {
                     if current[t] == previous[t] {

@@ -12,14 +12,14 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cqrs_es::Aggregate;
-use serde::Deserialize as _;
 use serde_json::{json, Value};
 
-use super::db::{Tx, Ty, Val};
-use super::{Projection, ProjectionError};
+use super::{Projection, ProjectionError, Verification};
+use crate::codec::decode;
 use crate::domain::feed::{group, Change, HouseholdRecord, IndividualRecord, Member};
 use crate::domain::history::Derived;
 use crate::domain::{Household, Person, PersonId};
+use crate::store::sql::{self, Db, Tx, Ty, Val};
 use crate::store::{format_instant, Store, StoredEvent};
 
 pub const NAME: &str = "feed";
@@ -33,11 +33,9 @@ const RECORD_COLS: [(&str, Ty); 6] = [
     ("record", Ty::Text),
 ];
 
-/// A household event the ledger recorded as the consequence of a person event.
+/// An event the ledger recorded as the consequence of the event before it, in the same append.
 fn is_consequence(e: &StoredEvent) -> bool {
-    e.aggregate_type == Household::TYPE
-        && matches!(e.event_type.as_str(), "card_number_assigned" | "branch_number_issued")
-        && e.metadata.get("actor").and_then(Value::as_str) == Some("system")
+    e.is_consequence()
 }
 
 fn corrupt(e: impl std::fmt::Display) -> ProjectionError {
@@ -102,7 +100,7 @@ fn advance<A: Aggregate>(
         return Ok(false);
     }
     for e in &events[*applied..] {
-        aggregate.apply(A::Event::deserialize(&e.payload).map_err(corrupt)?);
+        aggregate.apply(decode::<A>(e)?);
     }
     *applied = events.len();
     Ok(true)
@@ -204,7 +202,7 @@ impl Feed {
             &mut slice.households,
         );
         let mut missing = BTreeSet::new();
-        for (household, person) in store.household_person_ids(&all).await? {
+        for (household, person) in household_person_ids(store.db(), &all).await? {
             if !slice.persons.contains_key(&person) {
                 missing.insert(person.clone());
             }
@@ -304,22 +302,43 @@ fn touched(
     // The person's households before and after the cause (a correction may take one away).
     for bound in [cause.position - 1, upto] {
         if let Some((_, _, Ok(derived))) = folds.person(slice, &cause.aggregate_id, bound)? {
-            out.extend(derived.households.iter().map(|(_, h)| h.to_string()));
+            out.extend(derived.household_ids().into_iter().map(|h| h.to_string()));
         }
     }
     Ok(out)
 }
 
 /// `household_id` is one of `ids`, with the ids as one JSON parameter: one statement whatever
-/// their number. On PostgreSQL the list becomes an array first, so the primary key is used (a
-/// set-returning function in `IN (…)` plans as a scan of the whole table).
-fn household_in(tx: &Tx, ids: &BTreeSet<String>) -> (&'static str, Val) {
-    let predicate = if tx.is_postgres() {
-        "household_id = ANY(ARRAY(SELECT json_array_elements_text($1::json)))"
-    } else {
-        "household_id IN (SELECT value FROM json_each($1))"
+/// their number.
+fn household_in(tx: &Tx, ids: &BTreeSet<String>) -> (String, Val) {
+    let ids: Vec<&String> = ids.iter().collect();
+    (tx.dialect().in_json_array("household_id", 1), sql::json_array(&ids))
+}
+
+/// (household, person) for every person whose facts (ever) name one of these households:
+/// the members a household's group is built from.
+async fn household_person_ids(db: &Db, household_ids: &[String]) -> Result<Vec<(String, String)>, ProjectionError> {
+    let d = db.dialect();
+    let household = match d {
+        sql::Dialect::Postgres => "COALESCE(payload ->> 'household_id', payload -> 'replacement' ->> 'household_id')",
+        sql::Dialect::Sqlite => {
+            "coalesce(json_extract(payload, '$.household_id'), json_extract(payload, '$.replacement.household_id'))"
+        }
     };
-    (predicate, Val::text(serde_json::to_string(ids).unwrap_or_default()))
+    let sql = format!(
+        "SELECT DISTINCT {household} AS h, aggregate_id FROM events WHERE aggregate_type = 'person' AND {} ORDER BY 1, 2",
+        d.in_json_array(household, 1)
+    );
+    let mut out = Vec::new();
+    for chunk in household_ids.chunks(5000) {
+        for r in db.fetch(&sql, &[sql::json_array(chunk)], &[Ty::Text, Ty::Text]).await? {
+            out.push((
+                r[0].as_text().unwrap_or_default().to_owned(),
+                r[1].as_text().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 #[async_trait::async_trait]
@@ -338,6 +357,10 @@ impl Projection for Feed {
 
     fn lane(&self) -> super::Lane {
         super::Lane::Feed
+    }
+
+    async fn verify(&self, store: &Store, upto: i64) -> Result<Option<Verification>, ProjectionError> {
+        self.verify_against_log(store, upto).await.map(Some)
     }
 
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
@@ -523,8 +546,8 @@ impl Feed {
 
     /// Recomputes the feed from position 1 of the log up to the feed's checkpoint, in memory,
     /// and compares it record by record with the stored feed (which is never rewritten).
-    pub async fn verify(&self, store: &Store, upto: i64) -> Result<Verification, ProjectionError> {
-        let db = super::db::Db::new(store);
+    pub async fn verify_against_log(&self, store: &Store, upto: i64) -> Result<Verification, ProjectionError> {
+        let db = store.db();
         let mut state: HashMap<String, Last> = HashMap::new();
         let mut next = 1;
         let mut after = 0;
@@ -539,7 +562,7 @@ impl Feed {
             let (units, slice) = self.plan(store, &batch).await?;
             let first = next;
             let (records, _) = self.generate(&units, &slice, &mut state, &mut next)?;
-            let stored = super::read::feed_records(&db, first - 1, next - first).await?;
+            let stored = feed_records(db, first - 1, next - first).await?;
             for (i, expected) in records.into_iter().enumerate() {
                 let stored = stored.get(i);
                 checked += 1;
@@ -555,20 +578,37 @@ impl Feed {
             }
             after = last_event;
         }
-        let stored_head = super::read::feed_head(&db).await?;
+        let stored_head = feed_head(db).await?;
         if stored_head != next - 1 && differences.len() < 20 {
             differences.push(format!(
                 "the stored feed ends at position {stored_head}, the recomputation at {}",
                 next - 1
             ));
         }
-        Ok(Verification { checked, differences })
+        Ok(Verification {
+            name: NAME,
+            checked,
+            differences,
+        })
     }
 }
 
-/// The outcome of [`Feed::verify`]: identical when `differences` is empty.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Verification {
-    pub checked: u64,
-    pub differences: Vec<String>,
+/// Feed records after `after`, at most `limit`, in position order (their stored JSON).
+pub async fn feed_records(db: &Db, after: i64, limit: i64) -> Result<Vec<String>, crate::store::StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT record FROM feed_records WHERE position > $1 ORDER BY position LIMIT $2",
+            &[Val::int(after), Val::int(limit)],
+            &[Ty::Text],
+        )
+        .await?
+        .into_iter()
+        .map(|mut r| r.swap_remove(0).into_text().unwrap_or_default())
+        .collect())
+}
+
+/// The highest feed position issued (0: none).
+pub async fn feed_head(db: &Db) -> Result<i64, crate::store::StoreError> {
+    db.fetch_int("SELECT coalesce(max(position), 0) FROM feed_records", &[])
+        .await
 }

@@ -1,20 +1,5 @@
-//! Projections: read models built from the global log by durable consumers.
-//!
-//! Each projection reads the log in position order and writes its rows and its checkpoint in
-//! one transaction, so a crash at any instant leaves it at a consistent position: the
-//! uncommitted batch is read again on restart, and nothing is skipped or applied twice. The
-//! checkpoint row is locked (PostgreSQL) or the database write lock held (SQLite) while a batch
-//! is applied, so two processes running the same projection never both apply a batch: the
-//! second sees the checkpoint moved and re-reads from there.
-//!
-//! cqrs-es's own queries run after commit without a checkpoint (engineering-notes.md), which is
-//! why the ledger does not use them.
-
-pub mod db;
-pub mod feed;
-pub mod households;
-pub mod persons;
-pub mod read;
+//! The projection runner: one task per lane, checkpoints, read-your-writes waits, lag
+//! status, start-up version checks and `rebuild`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,60 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{watch, Notify};
 
+use super::{Lagging, Lane, Projection, ProjectionError, RebuildSummary, Status, LANES};
 use crate::metrics;
+use crate::store::sql::{Db, Ty, Val};
 use crate::store::{Store, StoreError, StoredEvent};
-use db::{Db, Tx, Val};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("event cannot be projected: {0}")]
-    Corrupt(String),
-    #[error("injected fault before commit")]
-    Injected,
-}
-
-impl From<sqlx::Error> for ProjectionError {
-    fn from(e: sqlx::Error) -> Self {
-        ProjectionError::Store(StoreError::Database(e))
-    }
-}
-
-/// One read model.
-#[async_trait::async_trait]
-pub trait Projection: Send + Sync {
-    fn name(&self) -> &'static str;
-    /// The tables it owns (emptied by a rebuild), with all their columns.
-    fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, db::Ty)>)>;
-    /// Whether `rebuild` empties and rebuilds it (the feed's records are permanent: no).
-    fn rebuildable(&self) -> bool {
-        true
-    }
-    /// The runner task it runs in (reads wait for the [`Lane::Reads`] projections only).
-    fn lane(&self) -> Lane {
-        Lane::Reads
-    }
-    /// Applies a batch of consecutive log events (of every stream type) inside `tx`.
-    async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError>;
-    /// Called after every round of its lane, busy or idle, with its committed position: work
-    /// that depends on time rather than on new events (the audit trail's tail checkpoint).
-    async fn tick(&self, _store: &Store, _db: &Db, _position: i64) -> Result<(), ProjectionError> {
-        Ok(())
-    }
-}
-
-/// The runner tasks: each reads the log for its own projections, so a slower one (the feed)
-/// never holds back another (read-your-writes, the audit chain).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lane {
-    /// The read models that requests wait for.
-    Reads,
-    Feed,
-    Audit,
-}
-
-const LANES: [Lane; 3] = [Lane::Reads, Lane::Feed, Lane::Audit];
 
 /// Test hook: one batch fails after its rows and checkpoint are written and before the commit,
 /// as a process killed at that instant would.
@@ -117,35 +52,12 @@ struct Entry {
     position: watch::Sender<i64>,
 }
 
-/// A projection's progress, for /readyz and /metrics.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Status {
-    pub name: &'static str,
-    pub position: i64,
-    pub head: i64,
-    pub lag_events: i64,
-    /// Age of the oldest event not yet applied (0 when caught up).
-    pub lag_seconds: f64,
-}
-
-/// What a rebuild did.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RebuildSummary {
-    /// The stored feed compared with a recomputation from the log (it is never rewritten).
-    pub feed: feed::Verification,
-    pub events: i64,
-    pub seconds: f64,
-    pub projections: Vec<(&'static str, i64)>,
-    pub rows: Vec<(&'static str, i64)>,
-}
-
 /// Every projection of the ledger, with its checkpoint and runner.
 pub struct Projections {
     store: Store,
     db: Db,
     entries: Vec<Entry>,
     batch: i64,
-    insurer_number: String,
     /// One per lane, woken by this process's appends.
     wakes: [Notify; 3],
     /// Woken after every committed batch (feed long-polls wait on it).
@@ -166,15 +78,9 @@ const REBUILD_BATCH: i64 = 10_000;
 const POLL: Duration = Duration::from_millis(200);
 
 impl Projections {
-    pub fn new(store: Store) -> Self {
-        let projections: Vec<Box<dyn Projection>> = vec![
-            Box::new(persons::Persons),
-            Box::new(households::Households),
-            Box::new(feed::Feed {
-                insurer_number: crate::settings::Settings::default().insurer_number,
-            }),
-        ];
-        let db = Db::new(&store);
+    /// The runner of `projections` over the log of `store`.
+    pub fn new(store: Store, projections: Vec<Box<dyn Projection>>) -> Self {
+        let db = store.db().clone();
         Self {
             store,
             db,
@@ -186,19 +92,11 @@ impl Projections {
                 })
                 .collect(),
             batch: BATCH,
-            insurer_number: crate::settings::Settings::default().insurer_number,
             wakes: std::array::from_fn(|_| Notify::new()),
             committed: Notify::new(),
             loaded: tokio::sync::OnceCell::new(),
             faults: Faults::default(),
         }
-    }
-
-    /// No projections at all (tools add the one they run, e.g. the audit chainer).
-    pub fn empty(store: Store) -> Self {
-        let mut p = Self::new(store);
-        p.entries.clear();
-        p
     }
 
     pub fn db(&self) -> &Db {
@@ -242,31 +140,6 @@ impl Projections {
             .unwrap_or(0)
     }
 
-    /// Adds the audit chainer (its own lane): every event gets its hashes, and checkpoints
-    /// are signed with the deployment's key.
-    pub fn with_audit(mut self, chainer: crate::audit::chainer::Chainer) -> Self {
-        self.entries
-            .retain(|e| e.projection.name() != crate::audit::chainer::NAME);
-        self.entries.push(Entry {
-            projection: Box::new(chainer),
-            position: watch::Sender::new(0),
-        });
-        self
-    }
-
-    /// The feed's records carry this insurer number (保険者番号, from the settings).
-    pub fn with_insurer_number(mut self, insurer_number: &str) -> Self {
-        self.insurer_number = insurer_number.to_owned();
-        self.entries.retain(|e| e.projection.name() != feed::NAME);
-        self.entries.push(Entry {
-            projection: Box::new(feed::Feed {
-                insurer_number: insurer_number.to_owned(),
-            }),
-            position: watch::Sender::new(0),
-        });
-        self
-    }
-
     /// A projection's committed checkpoint (0 before its row exists); reads only, so status
     /// and metrics scrapes never take a write lock.
     async fn stored_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
@@ -275,23 +148,38 @@ impl Projections {
             .fetch(
                 "SELECT position FROM projection_checkpoints WHERE name = $1",
                 &[Val::text(name)],
-                &[db::Ty::Int],
+                &[Ty::Int],
             )
             .await?;
         Ok(rows.first().and_then(|r| r[0].as_int()).unwrap_or(0))
     }
 
     /// Reads every checkpoint from the database (at start and after another process moved one).
+    /// A rebuildable projection whose stored version is older than its code's is emptied and
+    /// starts again from position 1 (what its rows mean has changed).
     pub async fn load_checkpoints(&self) -> Result<(), StoreError> {
         for e in &self.entries {
+            let name = e.projection.name();
+            let version = e.projection.version();
             // The row must exist before a batch locks and moves it.
             self.db
                 .execute(
-                    "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING",
-                    &[Val::text(e.projection.name())],
+                    "INSERT INTO projection_checkpoints (name, position, version) VALUES ($1, 0, $2) \
+                     ON CONFLICT (name) DO NOTHING",
+                    &[Val::text(name), Val::int(version)],
                 )
                 .await?;
-            let p = self.stored_checkpoint(e.projection.name()).await?;
+            let stored = self
+                .db
+                .fetch_int(
+                    "SELECT version FROM projection_checkpoints WHERE name = $1",
+                    &[Val::text(name)],
+                )
+                .await?;
+            if stored < version {
+                self.upgrade(e, stored).await?;
+            }
+            let p = self.stored_checkpoint(name).await?;
             e.position.send_if_modified(|old| {
                 let moved = *old != p;
                 *old = p;
@@ -299,6 +187,53 @@ impl Projections {
             });
         }
         let _ = self.loaded.set(());
+        Ok(())
+    }
+
+    /// Brings a projection's stored version up to its code's: a rebuildable one is emptied
+    /// (its runner then builds it again from the log); a permanent one keeps what it stored and
+    /// applies the new meaning from its checkpoint on.
+    async fn upgrade(&self, e: &Entry, stored: i64) -> Result<(), StoreError> {
+        let name = e.projection.name();
+        let version = e.projection.version();
+        let mut tx = self.db.begin().await?;
+        let current = tx
+            .fetch_int(
+                &format!(
+                    "SELECT version FROM projection_checkpoints WHERE name = $1{}",
+                    tx.dialect().for_update()
+                ),
+                &[Val::text(name)],
+            )
+            .await?;
+        if current >= version {
+            // Another process upgraded it meanwhile.
+            return Ok(());
+        }
+        if e.projection.rebuildable() {
+            for (table, _) in e.projection.tables() {
+                tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
+            }
+            tx.execute(
+                "UPDATE projection_checkpoints SET position = 0, version = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1",
+                &[Val::text(name), Val::int(version)],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                "UPDATE projection_checkpoints SET version = $2 WHERE name = $1",
+                &[Val::text(name), Val::int(version)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(
+            projection = name,
+            from = stored,
+            to = version,
+            rebuilt = e.projection.rebuildable(),
+            "projection upgraded"
+        );
         Ok(())
     }
 
@@ -329,7 +264,7 @@ impl Projections {
         } else {
             "SELECT position FROM projection_checkpoints WHERE name = $1"
         };
-        let stored = tx.fetch(lock, &[Val::text(name)], &[db::Ty::Int]).await?;
+        let stored = tx.fetch(lock, &[Val::text(name)], &[Ty::Int]).await?;
         let stored = stored.first().and_then(|r| r[0].as_int()).unwrap_or(0);
         if stored != from {
             // Another process (or a rebuild) moved it: continue from what is committed.
@@ -370,6 +305,25 @@ impl Projections {
         let head = self.store.head().await?;
         while self.position() < head {
             self.round(batch, &progress, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies everything up to the current head to the projections of one lane (e.g. the
+    /// read models a command-line job reads).
+    pub async fn catch_up_lane(&self, lane: Lane) -> Result<(), ProjectionError> {
+        self.load_checkpoints().await?;
+        let head = self.store.head().await?;
+        let lowest = |p: &Self| {
+            p.entries
+                .iter()
+                .filter(|e| e.projection.lane() == lane)
+                .map(|e| *e.position.borrow())
+                .min()
+                .unwrap_or(head)
+        };
+        while lowest(self) < head {
+            self.round(self.batch, &|_| {}, Some(lane)).await?;
         }
         Ok(())
     }
@@ -553,19 +507,18 @@ impl Projections {
             for (table, _) in e.projection.tables() {
                 let n = self
                     .db
-                    .fetch(&format!("SELECT count(*) FROM {table}"), &[], &[db::Ty::Int])
+                    .fetch(&format!("SELECT count(*) FROM {table}"), &[], &[Ty::Int])
                     .await?;
                 rows.push((table, n.first().and_then(|r| r[0].as_int()).unwrap_or(0)));
             }
         }
-        let feed_position = self.stored_checkpoint(feed::NAME).await?;
-        let verification = feed::Feed {
-            insurer_number: self.insurer_number.clone(),
+        let mut verified = Vec::new();
+        for e in self.entries.iter().filter(|e| !e.projection.rebuildable()) {
+            let upto = self.stored_checkpoint(e.projection.name()).await?;
+            verified.extend(e.projection.verify(&self.store, upto).await?);
         }
-        .verify(&self.store, feed_position)
-        .await?;
         Ok(RebuildSummary {
-            feed: verification,
+            verified,
             events: self.store.head().await?,
             seconds: started.elapsed().as_secs_f64(),
             projections: self
@@ -587,7 +540,7 @@ impl Projections {
         for e in self.entries.iter().filter(|e| e.projection.rebuildable()) {
             for (table, cols) in e.projection.tables() {
                 let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
-                let tys: Vec<db::Ty> = cols.iter().map(|(_, t)| *t).collect();
+                let tys: Vec<Ty> = cols.iter().map(|(_, t)| *t).collect();
                 let list = names.join(", ");
                 let rows = self
                     .db
@@ -604,13 +557,4 @@ impl Projections {
         self.batch = batch.max(1);
         self
     }
-}
-
-/// A read-your-writes wait that ran out.
-#[derive(Debug, thiserror::Error)]
-#[error("projection {projection} is at position {position}, not yet at {wanted}")]
-pub struct Lagging {
-    pub projection: &'static str,
-    pub position: i64,
-    pub wanted: i64,
 }

@@ -3,11 +3,11 @@
 //! position (its knowledge time).
 
 use cqrs_es::Aggregate;
-use serde::Deserialize;
 
-use super::db::{Tx, Ty, Val};
 use super::{Projection, ProjectionError};
-use crate::domain::{Household, HouseholdEvent, HouseholdFact};
+use crate::codec::decode;
+use crate::domain::{Household, HouseholdFact};
+use crate::store::sql::{Tx, Ty, Val};
 use crate::store::{Store, StoredEvent};
 
 pub const NAME: &str = "households";
@@ -53,8 +53,7 @@ impl Projection for Households {
     async fn apply(&self, _: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
         let (mut facts, mut cards, mut branches) = (Vec::new(), Vec::new(), Vec::new());
         for e in batch.iter().filter(|e| e.aggregate_type == Household::TYPE) {
-            let event = HouseholdEvent::deserialize(&e.payload)
-                .map_err(|err| ProjectionError::Corrupt(format!("position {}: {err}", e.position)))?;
+            let event = decode::<Household>(e)?;
             let id = Val::text(&e.aggregate_id);
             let at = Val::Int(Some(e.position));
             let fact = |kind: &str, person: Option<&crate::domain::PersonId>| {

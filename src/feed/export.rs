@@ -14,8 +14,8 @@ use serde::de::Visitor;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::projections::db::Db;
-use crate::projections::read;
+use crate::projections::feed::feed_records;
+use crate::store::sql::Db;
 use crate::store::Store;
 
 pub const HOUSEHOLD_COLUMNS: [&str; 13] = [
@@ -467,7 +467,7 @@ async fn write_files(
     };
     let (household_slots, individual_slots) = (slots(&HOUSEHOLD_COLUMNS), slots(&INDIVIDUAL_COLUMNS));
     let mut hints = [usize::MAX; 64];
-    let db = Db::new(store);
+    let db = store.db().clone();
     let (mut last, mut count) = (after, 0usize);
     // The next page is read while this one is written.
     let mut next = Some(tokio::spawn(read_page(db.clone(), last, PAGE.min(limit))));
@@ -512,7 +512,7 @@ async fn write_files(
 }
 
 async fn read_page(db: Db, after: i64, limit: usize) -> Result<Vec<String>, crate::store::StoreError> {
-    read::feed_records(&db, after, limit as i64).await
+    feed_records(&db, after, limit as i64).await
 }
 
 fn page_last_position(page: &[String]) -> anyhow::Result<i64> {

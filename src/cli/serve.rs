@@ -1,0 +1,80 @@
+//! `kokuho-ledger serve`: the HTTP service with its projection runners and the daily
+//! 75th-birthday job, until SIGTERM or Ctrl-C.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::app::{self, Builder};
+use crate::jobs::age_out;
+use crate::settings::Settings;
+use crate::store::{database_kind, DatabaseKind};
+
+pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    if settings.insurer_number.is_placeholder() {
+        match database_kind(url)? {
+            DatabaseKind::Postgres => anyhow::bail!(
+                "KOKUHO_INSURER_NUMBER is not set: a PostgreSQL deployment must name its insurer number (保険者番号, six digits)"
+            ),
+            DatabaseKind::Sqlite => tracing::warn!(
+                "KOKUHO_INSURER_NUMBER is not set: feed records carry the placeholder 000000 (set it before sending anything)"
+            ),
+        }
+    }
+    // Refuse to start without the checkpoint key rather than run with an unsigned trail.
+    let signer = app::audit_signer(url, &settings)?;
+    let app = Builder::new(url).settings(settings).audit(signer).build().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let ledger = app.ledger;
+    tracing::info!(addr = %listener.local_addr()?, database = ?ledger.store().kind(), "serving");
+    let router = crate::http::router(ledger.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = ledger.projections().spawn(stopped);
+    let daily = tokio::spawn(age_out::daily(ledger.clone()));
+    let store = ledger.store().clone();
+    drop(ledger);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // The daily job holds the ledger too: stop it so the writer can drain.
+    daily.abort();
+    let _ = daily.await;
+    // Projections commit batch by batch: stopping between batches loses nothing.
+    let _ = stop.send(true);
+    let _ = runner.await;
+    // The router (and with it the last writer handle) is gone: the writer drains and stops.
+    if tokio::time::timeout(Duration::from_secs(30), app.writer_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the writer did not drain within 30 s");
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}

@@ -1,0 +1,174 @@
+//! Serving the change feed (feed.md): pages of issued records by cursor, long-polled, and the
+//! CSV export. The records themselves are written by the feed projection
+//! (`projections::feed`); here they are only read, byte for byte as stored, with `my_number`
+//! added at answer time for a consumer allowed to see it (it is never stored in the feed).
+
+pub mod export;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::codec::fold;
+use crate::domain::Person;
+use crate::error::LedgerError;
+use crate::projections::feed::{feed_head, feed_records};
+use crate::projections::Projections;
+use crate::store::{corrupt, Store};
+use crate::vault::Vault;
+
+/// `GET /v1/feed`, with records as values (when something is added per record).
+#[derive(Debug, Serialize)]
+pub struct FeedPage {
+    pub records: Vec<Value>,
+    pub next_after: i64,
+    pub head: i64,
+}
+
+/// A feed page with its records as stored JSON text.
+#[derive(Debug)]
+pub struct FeedText {
+    pub records: Vec<String>,
+    pub next_after: i64,
+    pub head: i64,
+}
+
+impl FeedText {
+    /// `{"records": [...], "next_after", "head"}`, the records spliced in as stored.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(self.records.iter().map(|r| r.len() + 1).sum::<usize>() + 64);
+        out.push_str("{\"records\":[");
+        for (i, r) in self.records.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(r);
+        }
+        out.push_str(&format!(
+            "],\"next_after\":{},\"head\":{}}}",
+            self.next_after, self.head
+        ));
+        out
+    }
+
+    /// The person ids the page's individual records name (the access record's subjects).
+    pub fn persons(&self) -> Vec<String> {
+        #[derive(Deserialize)]
+        struct Subject {
+            person_id: Option<String>,
+        }
+        let mut out: Vec<String> = self
+            .records
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Subject>(r).ok()?.person_id)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The feed as its consumers read it.
+pub struct Feed {
+    store: Store,
+    projections: Arc<Projections>,
+    vault: Arc<Vault>,
+}
+
+impl Feed {
+    pub fn new(store: Store, projections: Arc<Projections>, vault: Arc<Vault>) -> Self {
+        Self {
+            store,
+            projections,
+            vault,
+        }
+    }
+
+    /// Records after `after` (at most `limit`), each as its stored JSON text; with `wait`,
+    /// blocks until there is one or the wait ends. Woken by this process's feed commits, and
+    /// looks again every 200 ms for commits of other processes.
+    pub async fn page_text(&self, after: i64, limit: i64, wait: Duration) -> Result<FeedText, LedgerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let db = self.store.db();
+        loop {
+            let commit = self.projections.next_commit();
+            tokio::pin!(commit);
+            commit.as_mut().enable();
+            let records = feed_records(db, after, limit).await?;
+            let now = tokio::time::Instant::now();
+            if !records.is_empty() || now >= deadline {
+                #[derive(Deserialize)]
+                struct Position {
+                    position: i64,
+                }
+                let next_after = match records.last() {
+                    Some(r) => serde_json::from_str::<Position>(r).map_err(corrupt)?.position,
+                    None => after,
+                };
+                return Ok(FeedText {
+                    records,
+                    next_after,
+                    head: feed_head(db).await?,
+                });
+            }
+            let pause = (deadline - now).min(Duration::from_millis(200));
+            tokio::select! {
+                _ = commit => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// A page as values; with `my_numbers`, `my_number` is added to the individual records of
+    /// persons who have one (the intermediate-server channel).
+    pub async fn page(
+        &self,
+        after: i64,
+        limit: i64,
+        wait: Duration,
+        my_numbers: bool,
+    ) -> Result<FeedPage, LedgerError> {
+        let page = self.page_text(after, limit, wait).await?;
+        let mut records = page
+            .records
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(r).map_err(corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        if my_numbers {
+            self.add_my_numbers(&mut records).await?;
+        }
+        Ok(FeedPage {
+            records,
+            next_after: page.next_after,
+            head: page.head,
+        })
+    }
+
+    /// Adds `my_number` to individual records whose person has one in the vault (the
+    /// registration in force as of the record's cause names its commitment).
+    async fn add_my_numbers(&self, records: &mut [Value]) -> Result<(), LedgerError> {
+        for r in records.iter_mut().filter(|r| r["kind"] == "individual") {
+            let (Some(person_id), Some(cause)) = (r["person_id"].as_str(), r["cause_position"].as_i64()) else {
+                continue;
+            };
+            let mut stream = self.store.load_stream(Person::TYPE, person_id, None).await?;
+            stream.retain(|e| e.position <= cause);
+            let commitment = fold::<Person>(&stream)?
+                .registration()
+                .and_then(|reg| reg.my_number_commitment);
+            let Some(commitment) = commitment else { continue };
+            let Some(entry) = self.store.vault_entry(&commitment).await? else {
+                continue;
+            };
+            let number = self
+                .vault
+                .open(&entry)
+                .map_err(|e| LedgerError::Internal(format!("vault: {e}")))?;
+            r["my_number"] = Value::String(number.expose().to_owned());
+        }
+        Ok(())
+    }
+}

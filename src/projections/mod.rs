@@ -1,0 +1,122 @@
+//! Projections: read models built from the global log by durable consumers.
+//!
+//! Each projection reads the log in position order and writes its rows and its checkpoint in
+//! one transaction, so a crash at any instant leaves it at a consistent position: the
+//! uncommitted batch is read again on restart, and nothing is skipped or applied twice. The
+//! checkpoint row is locked (PostgreSQL) or the database write lock held (SQLite) while a batch
+//! is applied, so two processes running the same projection never both apply a batch: the
+//! second sees the checkpoint moved and re-reads from there.
+//!
+//! cqrs-es's own queries run after commit without a checkpoint (engineering-notes.md), which is
+//! why the ledger does not use them.
+
+pub mod feed;
+pub mod households;
+pub mod persons;
+mod runner;
+
+pub use runner::{Faults, Projections};
+
+use crate::store::sql::{Db, Tx, Ty};
+use crate::store::{Store, StoreError, StoredEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("event cannot be projected: {0}")]
+    Corrupt(String),
+    #[error("injected fault before commit")]
+    Injected,
+}
+
+impl From<sqlx::Error> for ProjectionError {
+    fn from(e: sqlx::Error) -> Self {
+        ProjectionError::Store(StoreError::Database(e))
+    }
+}
+
+/// One read model (or another durable consumer of the log, such as the audit chainer).
+#[async_trait::async_trait]
+pub trait Projection: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// The version of what its rows mean: a projection whose stored version is older is
+    /// emptied and rebuilt when the checkpoints are loaded (rebuildable ones only).
+    fn version(&self) -> i64 {
+        1
+    }
+    /// The tables it owns (emptied by a rebuild), with all their columns.
+    fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, Ty)>)>;
+    /// Whether `rebuild` empties and rebuilds it (the feed's records are permanent: no).
+    fn rebuildable(&self) -> bool {
+        true
+    }
+    /// The runner task it runs in (reads wait for the [`Lane::Reads`] projections only).
+    fn lane(&self) -> Lane {
+        Lane::Reads
+    }
+    /// Applies a batch of consecutive log events (of every stream type) inside `tx`.
+    async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError>;
+    /// Called after every round of its lane, busy or idle, with its committed position: work
+    /// that depends on time rather than on new events (the audit trail's tail checkpoint).
+    async fn tick(&self, _store: &Store, _db: &Db, _position: i64) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+    /// A permanent (not rebuildable) projection compares what it stored up to `upto` with a
+    /// recomputation from the log; what a rebuild reports.
+    async fn verify(&self, _store: &Store, _upto: i64) -> Result<Option<Verification>, ProjectionError> {
+        Ok(None)
+    }
+}
+
+/// The runner tasks: each reads the log for its own projections, so a slower one (the feed)
+/// never holds back another (read-your-writes, the audit chain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// The read models that requests wait for.
+    Reads,
+    Feed,
+    Audit,
+}
+
+pub(crate) const LANES: [Lane; 3] = [Lane::Reads, Lane::Feed, Lane::Audit];
+
+/// A projection's progress, for /readyz and /metrics.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Status {
+    pub name: &'static str,
+    pub position: i64,
+    pub head: i64,
+    pub lag_events: i64,
+    /// Age of the oldest event not yet applied (0 when caught up).
+    pub lag_seconds: f64,
+}
+
+/// What a permanent projection's verification found: identical when `differences` is empty.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    pub name: &'static str,
+    pub checked: u64,
+    pub differences: Vec<String>,
+}
+
+/// What a rebuild did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RebuildSummary {
+    /// The permanent projections (the feed) compared with a recomputation from the log (they
+    /// are never rewritten).
+    pub verified: Vec<Verification>,
+    pub events: i64,
+    pub seconds: f64,
+    pub projections: Vec<(&'static str, i64)>,
+    pub rows: Vec<(&'static str, i64)>,
+}
+
+/// A read-your-writes wait that ran out.
+#[derive(Debug, thiserror::Error)]
+#[error("projection {projection} is at position {position}, not yet at {wanted}")]
+pub struct Lagging {
+    pub projection: &'static str,
+    pub position: i64,
+    pub wanted: i64,
+}

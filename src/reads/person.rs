@@ -1,0 +1,95 @@
+//! `GET /v1/persons/{id}`: the person today (Asia/Tokyo), as known at a position.
+
+use super::sql;
+use super::views::{CardView, PersonView};
+use super::{person_not_found, At, Query, Reads};
+use crate::domain::{HouseholdId, PersonId};
+use crate::error::LedgerError;
+use crate::store::corrupt;
+
+/// `GET /v1/persons/{person_id}`.
+pub struct PersonQuery {
+    pub person_id: PersonId,
+}
+
+impl Query for PersonQuery {
+    type Answer = PersonView;
+    async fn run(&self, reads: &Reads, at: At) -> Result<PersonView, LedgerError> {
+        let (today, position) = (at.today, at.position);
+        let db = reads.store.db();
+        let id = self.person_id.as_str();
+        let row = sql::person(db, id, position)
+            .await?
+            .ok_or_else(|| person_not_found(&self.person_id, at))?;
+        let runs = sql::periods(db, false, id, position).await?;
+        let current = runs.iter().find(|r| r.contains(today));
+        // Not insured today: show the last period, so staff see since when and why it ended.
+        let shown = current.or_else(|| runs.iter().rev().find(|r| r.from <= today));
+        // A loss only derived from age and not reached yet is no end of the current period:
+        // it is announced when the birthday arrives (feed.md), and shown apart here.
+        let pending_age_loss = current.filter(|r| r.loss_by_age).and_then(|r| r.to);
+        let ended = shown.filter(|_| pending_age_loss.is_none());
+        // The household the person belongs to today (none after moving out or dying).
+        let household_id = sql::memberships(db, id, position)
+            .await?
+            .into_iter()
+            .find(|m| m.from <= today && m.to.is_none_or(|t| today < t))
+            .map(|m| m.household_id);
+        // The card of the period shown (under which card they are, or were last, insured);
+        // without one, the card of today's household.
+        let intervals = sql::periods(db, true, id, position).await?;
+        let shown_household = shown
+            .and_then(|s| {
+                intervals
+                    .iter()
+                    .rev()
+                    .find(|i| i.from >= s.from && i.from <= today && s.to.is_none_or(|t| i.from < t))
+            })
+            .and_then(|i| i.household_id.clone())
+            .or_else(|| household_id.clone());
+        let mut card = None;
+        if let Some(h) = &shown_household {
+            if let Some((c, branch)) = sql::card_and_branch(db, h, id, position).await? {
+                card = Some(CardView {
+                    insurer_number: reads.settings.insurer_number.to_string(),
+                    symbol: c.symbol,
+                    number: c.number,
+                    branch,
+                });
+            }
+        }
+        // Only an uninsured register head can be a deemed head; the household's rule decides.
+        let mut deemed_head = false;
+        if let (None, Some(h)) = (current, &household_id) {
+            let hid = HouseholdId::parse(h).map_err(|e| corrupt(format!("stored household id: {e}")))?;
+            if let Some(v) = reads.household_view(&hid, today, position).await? {
+                deemed_head = v.deemed_head && v.head_person_id.as_deref() == Some(id);
+            }
+        }
+        Ok(PersonView {
+            person_id: self.person_id.to_string(),
+            name: row.name,
+            name_kana: row.name_kana,
+            real_name: row.real_name,
+            real_name_kana: row.real_name_kana,
+            birth_date: row.birth_date,
+            sex: row.sex,
+            sex_on_back: row.sex_on_back,
+            household_id,
+            insured: current.is_some(),
+            qualified_on: shown.map(|r| r.qualified_on),
+            disqualified_on: ended.and_then(|r| r.disqualified_on),
+            applied_from: shown.map(|r| r.from),
+            applied_to: ended.and_then(|r| r.to).and_then(|t| t.pred_opt()),
+            loss_reason: ended.and_then(|r| r.loss_reason.clone()),
+            loss_code: ended.and_then(|r| r.loss_code.clone()),
+            card,
+            late_elderly_on: pending_age_loss,
+            deemed_head,
+            disclosure_restricted: row.disclosure_restricted_from.is_some_and(|d| d <= today),
+            deceased_on: row.deceased_on,
+            last_sequence: sql::last_sequence(db, id, position).await? as u64,
+            today,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! `GET /v1/persons/{id}/timeline` and `/eligibility`: insured intervals from the read model;
+//! the timeline's events are the person's stream itself, cut at the position the intervals
+//! describe.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use cqrs_es::Aggregate;
+use serde_json::Value;
+
+use super::sql::{self, CardRow, PeriodRow};
+use super::views::{EligibilityView, EventView, IntervalCard, IntervalView, TimelineView};
+use super::{person_not_found, At, Query, Reads};
+use crate::codec::fold;
+use crate::domain::person::LATE_REPORT_DAYS;
+use crate::domain::{Person, PersonId};
+use crate::error::LedgerError;
+use crate::store::format_instant;
+
+/// `GET /v1/persons/{person_id}/timeline`.
+pub struct TimelineQuery {
+    pub person_id: PersonId,
+}
+
+/// `GET /v1/persons/{person_id}/eligibility?on=` (None: today).
+pub struct EligibilityQuery {
+    pub person_id: PersonId,
+    pub on: Option<NaiveDate>,
+}
+
+impl Query for TimelineQuery {
+    type Answer = TimelineView;
+    async fn run(&self, reads: &Reads, at: At) -> Result<TimelineView, LedgerError> {
+        let db = reads.store.db();
+        let id = self.person_id.as_str();
+        if sql::person(db, id, at.position).await?.is_none() {
+            return Err(person_not_found(&self.person_id, at));
+        }
+        // The log prefix the read model's rows describe: never ahead of the intervals.
+        let mut stored = reads.store.load_stream(Person::TYPE, id, None).await?;
+        stored.retain(|e| e.position <= at.position);
+        let person = fold::<Person>(&stored)?;
+        let (statuses, _) = person.statuses();
+        let events = stored
+            .iter()
+            .zip(statuses)
+            .map(|(e, status)| {
+                let date = |f: &str| e.payload.get(f).and_then(Value::as_str).and_then(|s| s.parse::<NaiveDate>().ok());
+                let (effective_date, reported_date) = (date("effective_date"), date("reported_date"));
+                let late_report = matches!((effective_date, reported_date), (Some(eff), Some(rep)) if (rep - eff).num_days() > LATE_REPORT_DAYS);
+                EventView {
+                    sequence: e.sequence,
+                    position: e.position,
+                    event_type: e.event_type.clone(),
+                    effective_date,
+                    reported_date,
+                    recorded_at: format_instant(&e.recorded_at),
+                    late_report,
+                    status,
+                    body: e.payload.clone(),
+                }
+            })
+            .collect();
+        let intervals = sql::periods(db, true, id, at.position).await?;
+        Ok(TimelineView {
+            person_id: self.person_id.to_string(),
+            intervals: interval_views(reads, &self.person_id, intervals, at.position).await?,
+            events,
+        })
+    }
+}
+
+impl Query for EligibilityQuery {
+    type Answer = EligibilityView;
+    async fn run(&self, reads: &Reads, at: At) -> Result<EligibilityView, LedgerError> {
+        let on = self.on.unwrap_or(at.today);
+        let db = reads.store.db();
+        let id = self.person_id.as_str();
+        if sql::person(db, id, at.position).await?.is_none() {
+            return Err(person_not_found(&self.person_id, at));
+        }
+        let found: Vec<PeriodRow> = sql::periods(db, true, id, at.position)
+            .await?
+            .into_iter()
+            .filter(|i| i.contains(on))
+            .collect();
+        let interval = interval_views(reads, &self.person_id, found, at.position).await?.pop();
+        Ok(EligibilityView {
+            person_id: self.person_id.to_string(),
+            on,
+            insured: interval.is_some(),
+            interval,
+        })
+    }
+}
+
+/// The intervals with the card (and the person's branch) of each interval's household.
+async fn interval_views(
+    reads: &Reads,
+    person_id: &PersonId,
+    intervals: Vec<PeriodRow>,
+    at: i64,
+) -> Result<Vec<IntervalView>, LedgerError> {
+    let db = reads.store.db();
+    let mut cards: HashMap<String, Option<(CardRow, Option<String>)>> = HashMap::new();
+    let mut out = Vec::with_capacity(intervals.len());
+    for i in intervals {
+        let mut card = None;
+        if let Some(h) = &i.household_id {
+            if !cards.contains_key(h) {
+                cards.insert(h.clone(), sql::card_and_branch(db, h, person_id.as_str(), at).await?);
+            }
+            card = cards[h].as_ref().map(|(c, branch)| IntervalCard {
+                symbol: c.symbol.clone(),
+                number: c.number.clone(),
+                branch: branch.clone(),
+            });
+        }
+        out.push(IntervalView {
+            from: i.from,
+            to: i.to,
+            acquisition_reason: i.acquisition_reason,
+            loss_reason: i.loss_reason,
+            loss_code: i.loss_code,
+            qualified_on: i.qualified_on,
+            disqualified_on: i.disqualified_on,
+            applied_to: i.to.and_then(|t| t.pred_opt()),
+            household_id: i.household_id,
+            card,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,542 @@
+//! The one way the ledger talks SQL to either backend: typed values, one transaction type,
+//! bulk inserts (UNNEST on PostgreSQL, a prepared statement per row on SQLite) and typed
+//! reads. Queries are written once with `$n` placeholders (SQLite gets `?n`); the few places
+//! where the dialects differ ask [`Dialect`] for their fragment.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Row as _, Sqlite, SqlitePool, Transaction};
+
+use super::{format_instant, StoreError};
+
+/// A column value. Dates are ISO `YYYY-MM-DD` text on both backends (their order is the
+/// dates' order); booleans are `boolean` on PostgreSQL and 0/1 on SQLite; JSON is `json` on
+/// PostgreSQL and text on SQLite; instants are `timestamptz` on PostgreSQL and fixed-width
+/// RFC 3339 text on SQLite (text order is time order).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Val {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bool(bool),
+    Bytes(Option<Vec<u8>>),
+    Json(Option<String>),
+    Instant(Option<DateTime<Utc>>),
+}
+
+impl Val {
+    pub fn text(s: impl Into<String>) -> Self {
+        Val::Text(Some(s.into()))
+    }
+    pub fn int(i: i64) -> Self {
+        Val::Int(Some(i))
+    }
+    pub fn opt_text<T: ToString>(s: Option<T>) -> Self {
+        Val::Text(s.map(|s| s.to_string()))
+    }
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Val::Text(t) | Val::Json(t) => t.as_deref(),
+            _ => None,
+        }
+    }
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            Val::Text(t) | Val::Json(t) => t,
+            _ => None,
+        }
+    }
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Val::Int(i) => *i,
+            _ => None,
+        }
+    }
+    pub fn as_bool(&self) -> bool {
+        matches!(self, Val::Bool(true))
+    }
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Val::Bytes(b) => b.as_deref(),
+            _ => None,
+        }
+    }
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Val::Bytes(b) => b,
+            _ => None,
+        }
+    }
+    pub fn as_instant(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Val::Instant(t) => *t,
+            _ => None,
+        }
+    }
+}
+
+/// Column types, for reads and for PostgreSQL's typed arrays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ty {
+    Text,
+    Int,
+    Bool,
+    Bytes,
+    Json,
+    Instant,
+}
+
+impl Ty {
+    fn pg_array(self) -> &'static str {
+        match self {
+            Ty::Text | Ty::Json => "text[]",
+            Ty::Int => "bigint[]",
+            Ty::Bool => "boolean[]",
+            Ty::Bytes => "bytea[]",
+            Ty::Instant => "timestamptz[]",
+        }
+    }
+}
+
+/// Where the two SQL dialects differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// A JSON column read as text.
+    pub fn json_text(self, column: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{column}::text"),
+            Dialect::Sqlite => column.to_owned(),
+        }
+    }
+    /// `column` is one of the strings of a JSON array parameter `$n`: one statement whatever
+    /// the number of values. On PostgreSQL the list becomes an array first, so an index on the
+    /// column is used (a set-returning function in `IN (…)` plans as a scan of the table).
+    pub fn in_json_array(self, column: &str, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("{column} = ANY(ARRAY(SELECT json_array_elements_text(${n}::json)))"),
+            Dialect::Sqlite => format!("{column} IN (SELECT value FROM json_each(${n}))"),
+        }
+    }
+    /// Parameter `$n` as JSON (PostgreSQL casts the text; SQLite stores it as text).
+    pub fn json_param(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}::json"),
+            Dialect::Sqlite => format!("${n}"),
+        }
+    }
+    /// Locks the selected rows until commit (SQLite's write lock is taken by BEGIN IMMEDIATE).
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+}
+
+/// The parameter of [`Dialect::in_json_array`].
+pub fn json_array<S: serde::Serialize>(values: &[S]) -> Val {
+    Val::Text(Some(serde_json::to_string(values).unwrap_or_else(|_| "[]".into())))
+}
+
+/// A connection pool on either backend. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Postgres(PgPool),
+    /// One writer connection (SQLite has one writer at a time anyway) and a pool of readers.
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
+}
+
+/// How long a request waits for a pooled connection before it is told the database is
+/// unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Db {
+    pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+        let target = format!(
+            "{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("")
+        );
+        // One connection first: an unreachable or refusing server is reported at once, with
+        // where and why, instead of after the pool's acquire timeout.
+        sqlx::ConnectOptions::connect(&opts)
+            .await
+            .map_err(|e| StoreError::Unreachable(format!("PostgreSQL at {target}: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await?;
+        Ok(Db::Postgres(pool))
+    }
+
+    pub async fn connect_sqlite(path: &str) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged commit survives a power cut, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| StoreError::Unreachable(format!("SQLite file {path}: {e}")))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(opts)
+            .await?;
+        Ok(Db::Sqlite { write, read })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Postgres(_) => Dialect::Postgres,
+            Db::Sqlite { .. } => Dialect::Sqlite,
+        }
+    }
+
+    /// A write transaction. On SQLite it takes the database's write lock at once.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Db::Sqlite { write, .. } => Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// A read-only transaction: every query in it sees one snapshot of the database.
+    pub async fn snapshot(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Db::Postgres(p) => Tx::Postgres(p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?),
+            // A deferred transaction's first read fixes its snapshot of the WAL.
+            Db::Sqlite { read, .. } => Tx::Sqlite(read.begin_with("BEGIN DEFERRED").await?),
+        })
+    }
+
+    pub async fn fetch(&self, sql: &str, args: &[Val], tys: &[Ty]) -> Result<Vec<Vec<Val>>, StoreError> {
+        match self {
+            Db::Postgres(p) => {
+                let rows = bind_pg(sqlx::query(sql), args).fetch_all(p).await?;
+                rows.iter().map(|r| read_pg(r, tys)).collect()
+            }
+            Db::Sqlite { read, .. } => {
+                let sql = sqlite_sql(sql);
+                let rows = bind_sqlite(sqlx::query(&sql), args).fetch_all(read).await?;
+                rows.iter().map(|r| read_sqlite(r, tys)).collect()
+            }
+        }
+    }
+
+    /// The first row's first column as an integer (0 when there is none or it is NULL).
+    pub async fn fetch_int(&self, sql: &str, args: &[Val]) -> Result<i64, StoreError> {
+        Ok(self
+            .fetch(sql, args, &[Ty::Int])
+            .await?
+            .first()
+            .and_then(|r| r[0].as_int())
+            .unwrap_or(0))
+    }
+
+    pub async fn execute(&self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = tx.execute(sql, args).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Postgres(p) => p.close().await,
+            Db::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+        }
+    }
+}
+
+pub enum Tx {
+    Postgres(Transaction<'static, Postgres>),
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+impl Tx {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Tx::Postgres(_))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Postgres(_) => Dialect::Postgres,
+            Tx::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    pub async fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64, StoreError> {
+        Ok(match self {
+            Tx::Postgres(tx) => bind_pg(sqlx::query(sql), args)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            Tx::Sqlite(tx) => {
+                let sql = sqlite_sql(sql);
+                bind_sqlite(sqlx::query(&sql), args)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+            }
+        })
+    }
+
+    pub async fn fetch(&mut self, sql: &str, args: &[Val], tys: &[Ty]) -> Result<Vec<Vec<Val>>, StoreError> {
+        match self {
+            Tx::Postgres(tx) => {
+                let rows = bind_pg(sqlx::query(sql), args).fetch_all(&mut **tx).await?;
+                rows.iter().map(|r| read_pg(r, tys)).collect()
+            }
+            Tx::Sqlite(tx) => {
+                let sql = sqlite_sql(sql);
+                let rows = bind_sqlite(sqlx::query(&sql), args).fetch_all(&mut **tx).await?;
+                rows.iter().map(|r| read_sqlite(r, tys)).collect()
+            }
+        }
+    }
+
+    /// The first row's first column as an integer (0 when there is none or it is NULL).
+    pub async fn fetch_int(&mut self, sql: &str, args: &[Val]) -> Result<i64, StoreError> {
+        Ok(self
+            .fetch(sql, args, &[Ty::Int])
+            .await?
+            .first()
+            .and_then(|r| r[0].as_int())
+            .unwrap_or(0))
+    }
+
+    /// Inserts rows of `(name, type)` columns: one statement on PostgreSQL.
+    pub async fn insert(&mut self, table: &str, cols: &[(&str, Ty)], rows: Vec<Vec<Val>>) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let names = cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        match self {
+            Tx::Postgres(tx) => {
+                let arrays = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, t))| format!("${}::{}", i + 1, t.pg_array()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let aliases = (1..=cols.len()).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ");
+                let select = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, t))| match t {
+                        Ty::Json => format!("c{}::json", i + 1),
+                        _ => format!("c{}", i + 1),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql =
+                    format!("INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS u({aliases})");
+                let mut columns: Vec<PgColumn> = cols.iter().map(|(_, t)| PgColumn::new(*t)).collect();
+                for row in rows {
+                    for (i, v) in row.into_iter().enumerate() {
+                        columns[i].push(v);
+                    }
+                }
+                let mut q = sqlx::query(&sql);
+                for c in columns {
+                    q = c.bind(q);
+                }
+                q.execute(&mut **tx).await?;
+            }
+            Tx::Sqlite(tx) => {
+                let marks = (1..=cols.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let sql = format!("INSERT INTO {table} ({names}) VALUES ({marks})");
+                for r in &rows {
+                    bind_sqlite(sqlx::query(&sql), r).execute(&mut **tx).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the open versions (`known_to IS NULL`) of the given keys at the given positions.
+    pub async fn close_versions(&mut self, table: &str, key: &str, closes: &[(String, i64)]) -> Result<(), StoreError> {
+        if closes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Tx::Postgres(tx) => {
+                let sql = format!(
+                    "UPDATE {table} t SET known_to = u.p FROM UNNEST($1::text[], $2::bigint[]) AS u(k, p) \
+                     WHERE t.{key} = u.k AND t.known_to IS NULL"
+                );
+                let (keys, positions): (Vec<String>, Vec<i64>) = closes.iter().cloned().unzip();
+                sqlx::query(&sql).bind(keys).bind(positions).execute(&mut **tx).await?;
+            }
+            Tx::Sqlite(tx) => {
+                let sql = format!("UPDATE {table} SET known_to = ?2 WHERE {key} = ?1 AND known_to IS NULL");
+                for (k, p) in closes {
+                    sqlx::query(&sql).bind(k).bind(p).execute(&mut **tx).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Sqlite(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// One column of a PostgreSQL bulk insert, as a typed array.
+enum PgColumn {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+    Bool(Vec<bool>),
+    Bytes(Vec<Option<Vec<u8>>>),
+    Instant(Vec<Option<DateTime<Utc>>>),
+}
+
+impl PgColumn {
+    fn new(t: Ty) -> Self {
+        match t {
+            Ty::Text | Ty::Json => PgColumn::Text(Vec::new()),
+            Ty::Int => PgColumn::Int(Vec::new()),
+            Ty::Bool => PgColumn::Bool(Vec::new()),
+            Ty::Bytes => PgColumn::Bytes(Vec::new()),
+            Ty::Instant => PgColumn::Instant(Vec::new()),
+        }
+    }
+    /// Moves the value in (no copy of the text).
+    fn push(&mut self, v: Val) {
+        match (self, v) {
+            (PgColumn::Text(c), Val::Text(t) | Val::Json(t)) => c.push(t),
+            (PgColumn::Int(c), Val::Int(n)) => c.push(n),
+            (PgColumn::Bool(c), Val::Bool(b)) => c.push(b),
+            (PgColumn::Bytes(c), Val::Bytes(b)) => c.push(b),
+            (PgColumn::Instant(c), Val::Instant(t)) => c.push(t),
+            (c, v) => panic!("column type mismatch: {v:?} in a {} column", c.name()),
+        }
+    }
+    fn name(&self) -> &'static str {
+        match self {
+            PgColumn::Text(_) => "text",
+            PgColumn::Int(_) => "integer",
+            PgColumn::Bool(_) => "boolean",
+            PgColumn::Bytes(_) => "bytes",
+            PgColumn::Instant(_) => "instant",
+        }
+    }
+    fn bind(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        match self {
+            PgColumn::Text(c) => q.bind(c),
+            PgColumn::Int(c) => q.bind(c),
+            PgColumn::Bool(c) => q.bind(c),
+            PgColumn::Bytes(c) => q.bind(c),
+            PgColumn::Instant(c) => q.bind(c),
+        }
+    }
+}
+
+/// `$1` → `?1`: SQLite's numbered parameters (a `$` not followed by a digit, as in a JSON path
+/// `'$.field'`, stays).
+fn sqlite_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|n| n.is_ascii_digit()) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn bind_pg<'q>(mut q: PgQuery<'q>, args: &'q [Val]) -> PgQuery<'q> {
+    for a in args {
+        q = match a {
+            Val::Text(t) | Val::Json(t) => q.bind(t.as_deref()),
+            Val::Int(i) => q.bind(*i),
+            Val::Bool(b) => q.bind(*b),
+            Val::Bytes(b) => q.bind(b.as_deref()),
+            Val::Instant(t) => q.bind(*t),
+        };
+    }
+    q
+}
+
+fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, args: &'q [Val]) -> SqliteQuery<'q> {
+    for a in args {
+        q = match a {
+            Val::Text(t) | Val::Json(t) => q.bind(t.as_deref()),
+            Val::Int(i) => q.bind(*i),
+            Val::Bool(b) => q.bind(*b),
+            Val::Bytes(b) => q.bind(b.as_deref()),
+            Val::Instant(t) => q.bind(t.map(|t| format_instant(&t))),
+        };
+    }
+    q
+}
+
+fn read_pg(row: &PgRow, tys: &[Ty]) -> Result<Vec<Val>, StoreError> {
+    tys.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok(match t {
+                Ty::Text => Val::Text(row.try_get(i)?),
+                // Selected as text (`Dialect::json_text`): the stored JSON, byte for byte.
+                Ty::Json => Val::Json(row.try_get(i)?),
+                Ty::Int => Val::Int(row.try_get(i)?),
+                Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i)?.unwrap_or(false)),
+                Ty::Bytes => Val::Bytes(row.try_get(i)?),
+                Ty::Instant => Val::Instant(row.try_get(i)?),
+            })
+        })
+        .collect()
+}
+
+fn read_sqlite(row: &SqliteRow, tys: &[Ty]) -> Result<Vec<Val>, StoreError> {
+    tys.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok(match t {
+                Ty::Text => Val::Text(row.try_get(i)?),
+                Ty::Json => Val::Json(row.try_get(i)?),
+                Ty::Int => Val::Int(row.try_get(i)?),
+                Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i)?.unwrap_or(false)),
+                Ty::Bytes => Val::Bytes(row.try_get(i)?),
+                Ty::Instant => Val::Instant(
+                    row.try_get::<Option<String>, _>(i)?
+                        .map(|s| super::parse_instant(&s))
+                        .transpose()?,
+                ),
+            })
+        })
+        .collect()
+}
