@@ -761,3 +761,69 @@ fn the_independent_verifier_accepts_the_documented_example_and_nothing_else() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED at position 3"));
     }
 }
+
+on_both!(verify_and_export_pass_while_eight_writers_append, |kind| async move {
+    let signer = Arc::new(Signer::generate());
+    let t = audited_ledger_on(TestDb::new(kind).await, true, signer.clone()).await;
+    populate(&t.ledger, 0, 20).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (l, stop) = (t.ledger.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let id = format!("{}{:05}", 9 - w, i);
+                    person(
+                        &l,
+                        &id,
+                        json!({"type": "registered", "effective_date": "2020-01-01", "name": "並行 次郎",
+                        "name_kana": "ヘイコウ　ジロウ", "birth_date": "1980-01-01", "sex": "1"}),
+                    )
+                    .await;
+                    person(
+                        &l,
+                        &id,
+                        json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad",
+                        "household_id": format!("{}", 900 + w * 1000 + i / 2)}),
+                    )
+                    .await;
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let key = parse_public_key(&signer.public_key()).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/verify_audit.py");
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let report = verify::verify(&t.store, &key, Start::Genesis, |_| {}).await.unwrap();
+        assert!(report.failure.is_none(), "round {round}: {:?}", report.failure);
+        let out = dir.path().join(format!("audit-{round}.jsonl"));
+        kokuho_ledger::audit::export::export(&t.store, &out, "test.kokuho-ledger", &signer.public_key())
+            .await
+            .unwrap();
+        let checked = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&out)
+            .arg("--public-key")
+            .arg(signer.public_key())
+            .output()
+            .unwrap();
+        assert!(
+            checked.status.success(),
+            "round {round}: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    assert!(written > 8, "the writers kept appending ({written})");
+    t.db.cleanup().await;
+});

@@ -876,3 +876,129 @@ async fn audit_keygen_never_overwrites_and_postgres_serve_needs_a_key() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("KOKUHO_AUDIT_KEY_FILE"));
     db.cleanup().await;
 }
+
+/// `serve` on PostgreSQL with the given environment; what it said and how it ended.
+fn serve_refused(
+    db: &TestDb,
+    dir: &std::path::Path,
+    env: &[(&str, std::ffi::OsString)],
+    unset: &[&str],
+) -> (Option<i32>, String) {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
+        .current_dir(dir);
+    for name in [
+        "KOKUHO_VAULT_KEY_FILE",
+        "KOKUHO_VAULT_KEY",
+        "KOKUHO_AUDIT_KEY_FILE",
+        "KOKUHO_AUDIT_KEY",
+        "KOKUHO_INSURER_NUMBER",
+    ] {
+        command.env_remove(name);
+    }
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    for k in unset {
+        command.env_remove(k);
+    }
+    let out = command.output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_serve_needs_its_configuration() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [
+        ("KOKUHO_VAULT_KEY_FILE", vault_key(dir.path()).into_os_string()),
+        ("KOKUHO_AUDIT_KEY_FILE", audit_key(dir.path()).into_os_string()),
+    ];
+    let insurer = ("KOKUHO_INSURER_NUMBER", std::ffi::OsString::from("131999"));
+    // Without the insurer number.
+    let (code, said) = serve_refused(&db, dir.path(), &keys, &[]);
+    assert_eq!(code, Some(1));
+    assert!(said.contains("KOKUHO_INSURER_NUMBER"), "{said}");
+    // Without the vault key: refused, and no key is made in the working directory.
+    let (code, said) = serve_refused(&db, dir.path(), &[keys[1].clone(), insurer.clone()], &[]);
+    assert_eq!(code, Some(1));
+    assert!(said.contains("KOKUHO_VAULT_KEY_FILE"), "{said}");
+    assert!(!dir.path().join("kokuho-ledger.vault.key").exists());
+    // A configured vault key file that does not exist is refused too, never created.
+    let missing = dir.path().join("absent.key");
+    let (code, said) = serve_refused(
+        &db,
+        dir.path(),
+        &[
+            ("KOKUHO_VAULT_KEY_FILE", missing.clone().into_os_string()),
+            keys[1].clone(),
+            insurer.clone(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(said.contains("vault keygen"), "{said}");
+    assert!(!missing.exists());
+    db.cleanup().await;
+}
+
+#[test]
+fn errors_name_what_went_wrong_once() {
+    // A key into a directory that does not exist: the OS error once, with the path.
+    let out = Command::new(BIN)
+        .args(["audit", "keygen", "--out", "/nonexistent-dir/audit.key"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(said.matches("No such file or directory").count(), 1, "{said}");
+    assert!(said.contains("/nonexistent-dir/audit.key"), "{said}");
+    // An unreachable PostgreSQL: at once, naming where and why.
+    let started = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(["migrate", "--database-url", "postgres://postgres@127.0.0.1:1/kokuho"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("127.0.0.1:1") && said.to_lowercase().contains("refused"),
+        "{said}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    // --help lists the environment.
+    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "KOKUHO_INSURER_NUMBER",
+        "KOKUHO_VAULT_KEY_FILE",
+        "KOKUHO_AUDIT_KEY_FILE",
+        "DATABASE_URL",
+    ] {
+        assert!(help.contains(var), "{var} not in --help");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_database_reads_the_first_ones_writes() {
+    let db = TestDb::new(Kind::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&db, dir.path());
+    let b = start(&db, dir.path());
+    for i in 0..10 {
+        let id = format!("88{i}");
+        assert_eq!(register(&a.addr, &id).0, 201);
+        // No header: the other process's read includes the write.
+        let (status, body) = http(&b.addr, "GET", &format!("/v1/persons/{id}"), "");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["person_id"], id.as_str());
+    }
+    stop(a);
+    stop(b);
+    db.cleanup().await;
+}

@@ -5,94 +5,11 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use axum::Router;
-use common::{ledger, Kind, TestLedger};
+use common::api::{code, Api};
+use common::Kind;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
-
-struct Api {
-    t: TestLedger,
-    router: Router,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-impl Api {
-    async fn new(kind: Kind) -> Self {
-        Self::with(ledger(kind).await)
-    }
-
-    fn with(t: TestLedger) -> Self {
-        let router = kokuho_ledger::http::router(t.ledger.clone());
-        Self { t, router }
-    }
-
-    async fn send(&self, req: Request<Body>) -> Reply {
-        let res = self.router.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        Reply { status, headers, body }
-    }
-
-    async fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut b = Request::post(path).header("content-type", "application/json");
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        self.send(b.body(Body::from(body.to_owned())).unwrap()).await
-    }
-
-    /// A GET as a client that reads its own writes: it names the log head as the position
-    /// the projections must have reached.
-    async fn get(&self, path: &str) -> Reply {
-        let head = self.head().await;
-        let req = Request::get(path).header("x-min-position", head.to_string());
-        self.send(req.body(Body::empty()).unwrap()).await
-    }
-
-    /// A GET with no read-your-writes wait.
-    async fn get_now(&self, path: &str) -> Reply {
-        self.send(Request::get(path).body(Body::empty()).unwrap()).await
-    }
-
-    async fn head(&self) -> i64 {
-        self.t.store.head().await.unwrap()
-    }
-
-    async fn register(&self, id: &str, birth: &str) -> Reply {
-        let body = json!({"type": "registered", "effective_date": "2020-01-01", "name": "山田 太郎",
-            "name_kana": "ヤマダ　タロウ", "birth_date": birth, "sex": "1", "my_number": "123456789018"});
-        self.post(&format!("/v1/persons/{id}/events"), &body.to_string(), &[])
-            .await
-    }
-
-    async fn household(&self, id: &str, body: Value) -> Reply {
-        self.post(&format!("/v1/households/{id}/events"), &body.to_string(), &[])
-            .await
-    }
-
-    async fn event(&self, id: &str, body: Value) -> Reply {
-        self.post(&format!("/v1/persons/{id}/events"), &body.to_string(), &[])
-            .await
-    }
-}
-
-fn code(r: &Reply) -> &str {
-    r.body["error"]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error body: {} {}", r.status, r.body))
-}
 
 on_both!(records_a_move_in_and_reads_the_timeline, |kind| async move {
     let api = Api::new(kind).await;
@@ -898,5 +815,59 @@ on_both!(household_and_card_reads, |kind| async move {
         let r = api.get(path).await;
         assert_eq!((r.status, code(&r)), (status, expected), "{path}");
     }
+    api.t.db.cleanup().await;
+});
+
+on_both!(what_a_new_user_meets, |kind| async move {
+    let api = Api::new(kind).await;
+    api.register("1", "1980-06-15").await;
+    // An impossible day in the right format says so.
+    for day in ["2025-02-30", "2010-13-01"] {
+        let r = api.event("1", json!({"type": "died", "effective_date": day})).await;
+        assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_date"));
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("is not a day of the calendar") && message.contains(day),
+            "{message}"
+        );
+    }
+    // A misspelt query parameter is refused, not ignored.
+    let r = api.get("/v1/persons/1/eligibility?date=2025-01-01").await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "unknown_parameter"));
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains("on, as_of"),
+        "{}",
+        r.body
+    );
+    let r = api.get("/v1/persons/1?on=2025-01-01").await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "unknown_parameter"));
+    let r = api.get("/v1/persons/1/eligibility?on=2025-02-30").await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_on"));
+    // An as_of pasted with an unencoded `+` (which arrives as a space) is read as meant.
+    let r = api.get("/v1/persons/1?as_of=2099-01-01T12:00:00+09:00").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = api.get("/v1/persons/1?as_of=2099-01-01T12:00:00%2B09:00").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = api.get("/v1/persons/1?as_of=yesterday").await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_as_of"));
+    // A method a route does not take: 405 with Allow and the error body.
+    let r = api
+        .send(
+            axum::http::Request::delete("/v1/persons/1")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, code(&r)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+    let allow = r.headers.get("allow").unwrap().to_str().unwrap();
+    assert!(allow.contains("GET"), "{allow}");
+    let r = api
+        .send(Request::get("/v1/persons/1/events").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers.get("allow").unwrap().to_str().unwrap().contains("POST"));
     api.t.db.cleanup().await;
 });

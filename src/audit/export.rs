@@ -64,9 +64,13 @@ pub async fn export(store: &Store, out: &Path, origin: &str, public_key: &str) -
         after += events.len() as i64;
         entries += events.len() as u64;
     }
+    // Checkpoints signed while the entries were written may cover more than was exported:
+    // only those within the exported entries go in.
     let (mut after, mut checkpoints) = (0i64, 0u64);
     loop {
-        let page = store::checkpoints_after(&db, after, PAGE).await?;
+        let mut page = store::checkpoints_after(&db, after, PAGE).await?;
+        let full = page.len() as i64 == PAGE;
+        page.retain(|c| c.signed.checkpoint.size as i64 <= chained);
         for c in &page {
             serde_json::to_writer(
                 &mut w,
@@ -76,7 +80,7 @@ pub async fn export(store: &Store, out: &Path, origin: &str, public_key: &str) -
         }
         checkpoints += page.len() as u64;
         match page.last() {
-            Some(c) if page.len() as i64 == PAGE => after = c.signed.checkpoint.size as i64,
+            Some(c) if full => after = c.signed.checkpoint.size as i64,
             _ => break,
         }
     }

@@ -213,8 +213,27 @@ pub async fn verify(
             }
         }
     };
-    let streams = tokio::spawn(stream_continuity(db.clone(), from));
-    report.failure = walk(store, &db, key, from, &mut frontier, &mut chain, &mut report, &progress).await?;
+    // What the walk covers is fixed first, in the order things are written (checkpoints after
+    // their entries, entries after their events): a row chained or a checkpoint signed while
+    // the walk runs lies beyond these bounds and is neither read nor taken for a mismatch.
+    let bounds = Bounds {
+        checkpoints: store::latest_size(&db).await?,
+        entries: store::chained_size(&db).await?,
+        events: store.head().await?,
+    };
+    let streams = tokio::spawn(stream_continuity(db.clone(), from, bounds.events));
+    report.failure = walk(
+        store,
+        &db,
+        key,
+        from,
+        bounds,
+        &mut frontier,
+        &mut chain,
+        &mut report,
+        &progress,
+    )
+    .await?;
     if report.failure.is_none() {
         if let Some(c) = &trusted {
             report.failure = consistency_to_latest(store, &db, c).await?;
@@ -253,12 +272,27 @@ async fn resume(db: &Db, c: &SignedCheckpoint) -> Result<Result<(Frontier, Hash)
     Ok(Ok((frontier, row.chain)))
 }
 
+/// The last checkpoint, audit entry and event a verification covers.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    checkpoints: i64,
+    entries: i64,
+    events: i64,
+}
+
+/// A page cut at `bound` (pages are in key order).
+fn upto<T>(mut page: Vec<T>, key: fn(&T) -> i64, bound: i64) -> Vec<T> {
+    page.truncate(page.partition_point(|x| key(x) <= bound));
+    page
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn walk(
     store: &Store,
     db: &Db,
     key: &VerifyingKey,
     from: i64,
+    bounds: Bounds,
     frontier: &mut Frontier,
     chain: &mut Hash,
     report: &mut Report,
@@ -269,7 +303,13 @@ async fn walk(
         pages(
             move |after| {
                 let store = store.clone();
-                async move { store.read_log_raw(after, PAGE).await }
+                async move {
+                    Ok(upto(
+                        store.read_log_raw(after, PAGE).await?,
+                        |e| e.position,
+                        bounds.events,
+                    ))
+                }
             },
             |e: &RawEvent| e.position,
             from,
@@ -281,7 +321,13 @@ async fn walk(
         pages(
             move |after| {
                 let db = db.clone();
-                async move { store::rows_after(&db, after, PAGE).await }
+                async move {
+                    Ok(upto(
+                        store::rows_after(&db, after, PAGE).await?,
+                        |r| r.0,
+                        bounds.entries,
+                    ))
+                }
             },
             |r: &(i64, Row)| r.0,
             from,
@@ -292,7 +338,13 @@ async fn walk(
         pages(
             move |after| {
                 let db = db.clone();
-                async move { store::checkpoints_after(&db, after, PAGE).await }
+                async move {
+                    Ok(upto(
+                        store::checkpoints_after(&db, after, PAGE).await?,
+                        |c| c.signed.checkpoint.size as i64,
+                        bounds.checkpoints,
+                    ))
+                }
             },
             |c: &StoredCheckpoint| c.signed.checkpoint.size as i64,
             from,
@@ -488,9 +540,13 @@ async fn consistency_to_latest(
 /// walks the streams (a window over the primary key's order) and returns only the first
 /// break, so nothing is held per stream on this side and the event rows are not sent twice.
 /// Breaks at or before `from` (vouched for by a trusted checkpoint) are not reported.
-async fn stream_continuity(db: Db, from: i64) -> Result<(u64, Option<Failure>), StoreError> {
+async fn stream_continuity(db: Db, from: i64, upto: i64) -> Result<(u64, Option<Failure>), StoreError> {
     let count = db
-        .fetch("SELECT count(*) FROM events", &[], &[Ty::Int])
+        .fetch(
+            "SELECT count(*) FROM events WHERE position <= $1",
+            &[Val::int(upto)],
+            &[Ty::Int],
+        )
         .await?
         .first()
         .and_then(|r| r[0].as_int())
@@ -500,10 +556,11 @@ async fn stream_continuity(db: Db, from: i64) -> Result<(u64, Option<Failure>), 
             "SELECT position, aggregate_type, aggregate_id, sequence, prev_sequence, prev_position FROM ( \
                SELECT position, aggregate_type, aggregate_id, sequence, \
                       lag(sequence) OVER w AS prev_sequence, lag(position) OVER w AS prev_position \
-                 FROM events WINDOW w AS (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence)) s \
+                 FROM events WHERE position <= $2 \
+                 WINDOW w AS (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence)) s \
              WHERE position > $1 AND (sequence <> coalesce(prev_sequence, 0) + 1 OR position <= prev_position) \
              ORDER BY position LIMIT 1",
-            &[Val::Int(Some(from))],
+            &[Val::Int(Some(from)), Val::int(upto)],
             &[Ty::Int, Ty::Text, Ty::Text, Ty::Int, Ty::Int, Ty::Int],
         )
         .await?;

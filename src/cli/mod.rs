@@ -114,9 +114,17 @@ fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
 /// Parses the command line, with the environment variables listed in `--help`. Exits with 2
 /// on bad usage (clap's own code).
 pub fn parse() -> Cli {
-    let command = Cli::command().after_help(environment_help());
-    let matches = command.get_matches();
+    let matches = command().get_matches();
     Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The command line with the environment variables after every command's help.
+pub fn command() -> clap::Command {
+    fn with_environment(c: clap::Command, text: &str) -> clap::Command {
+        c.after_help(text.to_owned())
+            .mut_subcommands(|s| with_environment(s, text))
+    }
+    with_environment(Cli::command(), &environment_help())
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
@@ -178,7 +186,11 @@ mod tests {
         let mut missing = Vec::new();
         undescribed(&command, "kokuho-ledger", &mut missing);
         assert!(missing.is_empty(), "without a description: {missing:?}");
-        let help = Cli::command().after_help(environment_help()).render_help().to_string();
+        let help = super::command()
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_help()
+            .to_string();
         for var in [
             "KOKUHO_INSURER_NUMBER",
             "KOKUHO_VAULT_KEY_FILE",

@@ -32,10 +32,14 @@ pub fn parse_date(field: &str, s: &str) -> Result<NaiveDate, InputError> {
         && b.iter()
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    shape
-        .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-        .flatten()
-        .ok_or_else(|| InputError::new("invalid_date", format!("{field} must be a date YYYY-MM-DD")))
+    if !shape {
+        return Err(InputError::new(
+            "invalid_date",
+            format!("{field} must be a date YYYY-MM-DD"),
+        ));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| InputError::new("invalid_date", format!("{field} {s} is not a day of the calendar")))
 }
 
 struct Body<'a> {

@@ -3,6 +3,7 @@
 //! file.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod cqrs_repo;
 
 use std::sync::Arc;
