@@ -1,7 +1,9 @@
 //! The 75th-birthday job: records `late_elderly_age_reached` once for each person insured up to
 //! the birthday, skips the others, and is idempotent (PostgreSQL and SQLite).
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use chrono::NaiveDate;
 use common::ledger;

@@ -3,7 +3,9 @@
 //! every kind of tampering at the right position, the export checked by the independent
 //! Python verifier, and no My Number anywhere in it.
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

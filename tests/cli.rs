@@ -1,7 +1,9 @@
 //! The binary itself: crash survival of acknowledged events (kill -9), graceful shutdown,
 //! `import` (all-or-nothing validation, line numbers), `migrate`, exit codes.
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -16,6 +18,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_kokuho-ledger");
 struct Server {
     child: Child,
     addr: String,
+}
+
+/// A test that fails never leaves its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The checkpoint key a PostgreSQL deployment must configure, made by `audit keygen` once.

@@ -3,11 +3,13 @@
 //! birth dates, the write answer's position, household membership and NHI head designations,
 //! same-day facts in any recording order, consistent reads.
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use axum::http::StatusCode;
-use common::api::{code, Api};
 use kokuho_ledger::jobs::age_out;
+use kokuho_testing::api::{code, Api};
 use serde_json::{json, Value};
 
 fn d(s: &str) -> chrono::NaiveDate {

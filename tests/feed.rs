@@ -1,7 +1,9 @@
 //! The change feed (feed.md): groups, changes, no-ops, long-poll, resume by cursor — on
 //! PostgreSQL and SQLite.
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use std::time::Duration;
 

@@ -11,7 +11,9 @@
 //! A changed rule shows up as a diff against a reviewed file. To regenerate after a deliberate
 //! change, run with `KOKUHO_UPDATE_GOLDEN=1` and review the diff before committing it.
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use common::ledger_with;
 use kokuho_ledger::domain::{HouseholdId, PersonId};

@@ -1,13 +1,15 @@
 //! The HTTP API against the router (tower oneshot), on SQLite and PostgreSQL: every status
 //! code of api.md, idempotent retries, If-Match, and that refused requests write nothing.
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::api::{code, Api};
 use common::Kind;
 use http_body_util::BodyExt;
+use kokuho_testing::api::{code, Api};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 

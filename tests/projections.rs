@@ -1,7 +1,9 @@
 //! Projections: exactly-once application across faults and restarts, rebuild equality, card
 //! and branch numbers under concurrency, on PostgreSQL and SQLite.
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use std::sync::Arc;
 

@@ -1,7 +1,9 @@
 //! The event log on PostgreSQL and SQLite alike: atomicity, optimistic concurrency, gapless
 //! global positions, append-only enforcement, as-of reads, cqrs-es compatibility.
 
-mod common;
+use kokuho_testing as common;
+#[allow(unused_imports)]
+use kokuho_testing::on_both;
 
 use std::collections::HashMap;
 
@@ -273,8 +275,8 @@ on_both!(cqrs_es_framework_runs_on_the_log, |kind| async move {
 
     let db = TestDb::new(kind).await;
     let store = db.store().await;
-    let event_store = PersistedEventStore::<common::cqrs_repo::LogRepository, Person>::new_event_store(
-        common::cqrs_repo::LogRepository(store.clone()),
+    let event_store = PersistedEventStore::<kokuho_testing::cqrs_repo::LogRepository, Person>::new_event_store(
+        kokuho_testing::cqrs_repo::LogRepository(store.clone()),
     );
     let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
     let cqrs = CqrsFramework::new(event_store, vec![], PersonServices { today });

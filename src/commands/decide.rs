@@ -4,14 +4,11 @@
 
 use std::sync::Arc;
 
-use chrono::NaiveDate;
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
-
+use super::aggregate::decide;
 use super::issuance::{issuance, Follow};
 use super::source::{Folded, Source, SourceDirectory};
 use super::Commands;
-use crate::codec::{new_event, Origin};
+use crate::codec::Origin;
 use crate::domain::input::PersonInput;
 use crate::domain::{
     age, CommandError, Household, HouseholdEvent, HouseholdFact, HouseholdId, HouseholdServices, InputError, Person,
@@ -21,30 +18,6 @@ use crate::error::LedgerError;
 use crate::request::RequestContext;
 use crate::store::{NewEvent, VaultEntry};
 use crate::vault::Vault;
-
-/// Runs a command through an aggregate (applying what it emits) and serialises the events for
-/// the log; the inner error is the aggregate's refusal.
-pub(crate) async fn decide<A>(
-    aggregate: &mut A,
-    command: A::Command,
-    services: &A::Services,
-    origin: Origin<'_>,
-    reported: NaiveDate,
-) -> Result<Result<Vec<NewEvent>, CommandError>, LedgerError>
-where
-    A: Aggregate<Error = CommandError>,
-{
-    let sink = EventSink::default();
-    if let Err(e) = aggregate.handle(command, services, &sink).await {
-        return Ok(Err(e));
-    }
-    let events = sink.collect().await;
-    Ok(events
-        .iter()
-        .map(|e| new_event(e, origin, reported))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Ok)?)
-}
 
 /// Completes a parsed person event with what depends on the stream: the vault entry and
 /// commitment of a My Number, and the defaults of a correction's replacement.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cqrs_es::Aggregate;
 
-use super::decide::decide;
+use super::aggregate::decide;
 use super::locks::StreamGuard;
 use super::source::{Folded, Source, SourceDirectory};
 use crate::codec::Origin;
@@ -20,8 +20,7 @@ use crate::domain::{
 use crate::error::LedgerError;
 use crate::request::RequestContext;
 use crate::settings::Settings;
-use crate::store::sql::{Db, Dialect, Ty, Val};
-use crate::store::{CardClaim, NewEvent, StoreError, StreamAppend};
+use crate::store::{CardClaim, NewEvent, StreamAppend};
 
 /// What a command causes in other streams: the events, the card numbers taken, the
 /// households as they stand after them, and the locks that keep concurrent joins in this
@@ -33,27 +32,6 @@ pub struct Follow {
     pub households: Vec<(HouseholdId, Folded<Household>)>,
     pub(super) guards: Vec<StreamGuard>,
     pub(super) card_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-/// The household a card symbol and number was assigned to (the log's unique index on card
-/// numbers answers it, also for numbers the read models have not caught up with).
-pub async fn card_holder(db: &Db, symbol: &str, number: &str) -> Result<Option<String>, StoreError> {
-    let sql = match db.dialect() {
-        Dialect::Postgres => {
-            "SELECT aggregate_id FROM events WHERE event_type = 'card_number_assigned' \
-             AND payload ->> 'symbol' = $1 AND payload ->> 'number' = $2"
-        }
-        Dialect::Sqlite => {
-            "SELECT aggregate_id FROM events WHERE event_type = 'card_number_assigned' \
-             AND json_extract(payload, '$.symbol') = $1 AND json_extract(payload, '$.number') = $2"
-        }
-    };
-    Ok(db
-        .fetch(sql, &[Val::text(symbol), Val::text(number)], &[Ty::Text])
-        .await?
-        .into_iter()
-        .next()
-        .and_then(|mut r| r.swap_remove(0).into_text()))
 }
 
 /// The household events that give `person_id` (insured there from `first_day`) a branch number

@@ -6,6 +6,7 @@
 //! is appended atomically through the group-commit writer, expecting the sequences read —
 //! again from the top when another process moved a stream first.
 
+mod aggregate;
 mod decide;
 pub mod issuance;
 pub(crate) mod locks;

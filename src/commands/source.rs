@@ -8,11 +8,32 @@ use std::sync::{Arc, Mutex};
 use cqrs_es::Aggregate;
 use tokio::sync::OwnedMutexGuard;
 
-use super::issuance::card_holder;
 use super::locks::{StreamGuard, StreamLocks};
 use crate::codec::fold;
 use crate::domain::{CardNumber, CardSymbol, Directory, Household, HouseholdId, Person, PersonId, ServiceError};
+use crate::store::sql::{Db, Dialect, Ty, Val};
 use crate::store::{Store, StoreError};
+
+/// The household a card symbol and number was assigned to (the log's unique index on card
+/// numbers answers it, also for numbers the read models have not caught up with).
+pub async fn card_holder(db: &Db, symbol: &str, number: &str) -> Result<Option<String>, StoreError> {
+    let sql = match db.dialect() {
+        Dialect::Postgres => {
+            "SELECT aggregate_id FROM events WHERE event_type = 'card_number_assigned' \
+             AND payload ->> 'symbol' = $1 AND payload ->> 'number' = $2"
+        }
+        Dialect::Sqlite => {
+            "SELECT aggregate_id FROM events WHERE event_type = 'card_number_assigned' \
+             AND json_extract(payload, '$.symbol') = $1 AND json_extract(payload, '$.number') = $2"
+        }
+    };
+    Ok(db
+        .fetch(sql, &[Val::text(symbol), Val::text(number)], &[Ty::Text])
+        .await?
+        .into_iter()
+        .next()
+        .and_then(|mut r| r.swap_remove(0).into_text()))
+}
 
 /// An aggregate as folded from its stream, with the stream's last sequence.
 #[derive(Clone, Debug, Default)]

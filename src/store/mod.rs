@@ -7,6 +7,7 @@
 //! streams, positions and JSON text — nothing of the domain's event types.
 
 mod append;
+mod careful;
 mod postgres;
 pub mod sql;
 pub mod writer;
@@ -299,7 +300,7 @@ impl Store {
     /// Appends a batch of requests in one transaction (group commit). Each request is
     /// all-or-nothing; a rejected request does not affect the others.
     pub async fn append_batch(&self, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
-        append::append_batch(&self.db, requests).await
+        careful::append_batch(&self.db, requests).await
     }
 
     /// Appends every request or none: on the first rejection nothing is written and the
@@ -309,7 +310,7 @@ impl Store {
         &self,
         requests: &[AppendRequest],
     ) -> Result<Result<Vec<Appended>, (Option<usize>, Rejection)>, StoreError> {
-        append::append_atomic(&self.db, requests).await
+        careful::append_atomic(&self.db, requests).await
     }
 
     /// A stream's events in sequence order; with `as_of`, only those recorded by then.

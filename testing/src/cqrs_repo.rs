@@ -1,7 +1,6 @@
 //! cqrs-es's repository interface over the ledger's log, so a `CqrsFramework` in event-store
 //! mode can run on the same tables (positions and commit instants are assigned as for every
 //! other append): the tests' proof that the log keeps cqrs-es's shape.
-#![allow(dead_code)]
 
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
 use cqrs_es::Aggregate;

@@ -1,7 +1,7 @@
-//! Test harness: a fresh database per test, on the real PostgreSQL server named by
-//! `DATABASE_URL` (never skipped: an unreachable server fails the test) or a temporary SQLite
-//! file.
-#![allow(dead_code)]
+//! Test support for kokuho-ledger, shared by its tests and its benchmarks: a fresh database
+//! per test, on the real PostgreSQL server named by `DATABASE_URL` (never skipped: an
+//! unreachable server fails the test) or a temporary SQLite file; ledgers with a fixed clock;
+//! an HTTP client of the router.
 
 pub mod api;
 pub mod cqrs_repo;
@@ -38,7 +38,7 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn pg_admin_url() -> String {
+pub fn pg_admin_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.to_owned())
 }
 
@@ -61,23 +61,7 @@ fn with_database(url: &str, db: &str) -> String {
 impl TestDb {
     pub async fn new(kind: Kind) -> Self {
         match kind {
-            Kind::Postgres => {
-                let admin = pg_admin_url();
-                let name = format!("kl_test_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL at DATABASE_URL is required for this test: {e}"));
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                conn.close().await.unwrap();
-                TestDb {
-                    url: with_database(&admin, &name),
-                    pg_admin: Some((admin, name)),
-                    _dir: None,
-                }
-            }
+            Kind::Postgres => Self::postgres_at(&pg_admin_url(), "kl_test").await,
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
@@ -87,6 +71,24 @@ impl TestDb {
                     _dir: Some(dir),
                 }
             }
+        }
+    }
+
+    /// A fresh database named `<prefix>_<random>` on the PostgreSQL server of `admin`.
+    pub async fn postgres_at(admin: &str, prefix: &str) -> Self {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at DATABASE_URL is required: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        TestDb {
+            url: with_database(admin, &name),
+            pg_admin: Some((admin.to_owned(), name)),
+            _dir: None,
         }
     }
 
@@ -208,11 +210,11 @@ macro_rules! on_both {
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                ($body)(common::Kind::Postgres).await
+                ($body)($crate::Kind::Postgres).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite() {
-                ($body)(common::Kind::Sqlite).await
+                ($body)($crate::Kind::Sqlite).await
             }
         }
     };

@@ -1,0 +1,63 @@
+//! Single-event appends from concurrent clients against plain single-row INSERT commits of the
+//! same rows, on the same server, in the same run.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::support::{command_rate, ledger, PLAIN_TABLE};
+
+pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> anyhow::Result<()> {
+    let ledger = ledger(url, None).await?;
+    let store = ledger.store().clone();
+    let pool = store.pg_pool().context("appends needs PostgreSQL")?.clone();
+    sqlx::query(PLAIN_TABLE).execute(&pool).await?;
+
+    // The ledger: each client records single-event commands (a new person's registration).
+    let ledger_rate = command_rate(&ledger, clients, seconds, idempotency).await?;
+
+    // Baseline: the same rows, one INSERT and one commit each, from the same number of clients.
+    let sample = store.read_log(0, 1).await?.pop().context("a stored row")?;
+    let payload = serde_json::to_string(&sample.payload)?;
+    let metadata = serde_json::to_string(&sample.metadata)?;
+    let next = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for c in 0..clients {
+        let (pool, stop, next, payload, metadata) = (
+            pool.clone(),
+            stop.clone(),
+            next.clone(),
+            payload.clone(),
+            metadata.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let p = next.fetch_add(1, Ordering::Relaxed) as i64 + 1;
+                sqlx::query("INSERT INTO bench_plain VALUES ($1, 'person', $2, 1, 'registered', '1', $3::json, $4::json, now())")
+                    .bind(p)
+                    .bind(format!("{c}-{p}"))
+                    .bind(&payload)
+                    .bind(&metadata)
+                    .execute(&pool)
+                    .await
+                    .expect("plain insert");
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    let plain_rate = next.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    println!("appends: {clients} clients, {seconds} s each, idempotency keys: {idempotency}");
+    println!("  ledger single-event commands: {ledger_rate:.0} events/s");
+    println!("  plain INSERT, one commit each: {plain_rate:.0} rows/s");
+    println!("  ratio: {:.2}", ledger_rate / plain_rate);
+    store.close().await;
+    Ok(())
+}

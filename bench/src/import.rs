@@ -1,0 +1,83 @@
+//! `kokuho-ledger import` of 10 events per person, run as users run it (its own process, peak
+//! memory measured), against a plain batched INSERT of the same rows in the same run.
+
+use anyhow::Context as _;
+use kokuho_ledger::store::Store;
+
+use crate::support::{product_binary, timed, write_import_file, PLAIN_TABLE};
+
+pub async fn run(url: &str, persons: usize, batch_lines: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bench.jsonl");
+    write_import_file(&file, 0..persons)?;
+    let bin = product_binary()?;
+    let key = dir.path().join("vault.key");
+    let keygen = std::process::Command::new(&bin)
+        .args(["vault", "keygen", "--out"])
+        .arg(&key)
+        .output()?;
+    anyhow::ensure!(keygen.status.success(), "vault keygen failed");
+    let (secs, rss, said) = timed(
+        std::process::Command::new(&bin)
+            .arg("import")
+            .arg(&file)
+            .args(["--database-url", url, "--batch-size", &batch_lines.to_string()])
+            .env("KOKUHO_VAULT_KEY_FILE", &key)
+            .env("RUST_LOG", "warn"),
+    )?;
+    let store = Store::connect(url).await?;
+    let n = store.head().await?;
+    println!("import: {}", said.trim());
+    println!(
+        "  end to end, own process (parse, check, write, read models and feed caught up): {secs:.1} s, \
+         {:.0} events/s over {n} events; peak RSS {:.0} MiB",
+        n as f64 / secs,
+        rss as f64 / 1024.0
+    );
+
+    // Baseline: the same rows into a plain table, batches of the same size, one commit each.
+    let pool = store
+        .pg_pool()
+        .context("the import benchmark needs PostgreSQL")?
+        .clone();
+    sqlx::query(PLAIN_TABLE).execute(&pool).await?;
+    let rows = store.read_log(0, i64::MAX).await?;
+    let started = std::time::Instant::now();
+    let per_batch = batch_lines * 12 / 10;
+    for chunk in rows.chunks(per_batch.max(1)) {
+        let mut c: [Vec<String>; 6] = Default::default();
+        let (mut seqs, mut pos) = (Vec::new(), Vec::new());
+        for r in chunk {
+            c[0].push(r.aggregate_type.clone());
+            c[1].push(r.aggregate_id.clone());
+            c[2].push(r.event_type.clone());
+            c[3].push(r.event_version.clone());
+            c[4].push(serde_json::to_string(&r.payload)?);
+            c[5].push(serde_json::to_string(&r.metadata)?);
+            seqs.push(r.sequence);
+            pos.push(r.position);
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO bench_plain SELECT pos, t, i, s, et, ev, p::json, m::json, now() FROM \
+             UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]) \
+             AS u(t, i, s, et, ev, p, m, pos)",
+        )
+        .bind(&c[0])
+        .bind(&c[1])
+        .bind(&seqs)
+        .bind(&c[2])
+        .bind(&c[3])
+        .bind(&c[4])
+        .bind(&c[5])
+        .bind(&pos)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let plain = rows.len() as f64 / started.elapsed().as_secs_f64();
+    println!("  plain batched INSERT of the same rows: {plain:.0} rows/s");
+    println!("  ratio (end to end / plain): {:.2}", n as f64 / secs / plain);
+    store.close().await;
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! What the benchmarks share: ledgers as `serve` runs them, generated persons and import
+//! files, a minimal keep-alive HTTP client, percentiles, and the plain-INSERT baseline table.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use kokuho_ledger::app::Builder;
+use kokuho_ledger::audit::keys::Signer;
+use kokuho_ledger::domain::PersonId;
+use kokuho_ledger::ledger::Ledger;
+use kokuho_ledger::request::RequestContext;
+use kokuho_ledger::settings::{Secret, Settings};
+use serde_json::{json, Value};
+
+/// The benchmarks' deployment: a vault key of their own, everything else default.
+pub fn settings() -> Settings {
+    let mut key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+    Settings {
+        vault_key: Some(Secret(hex::encode(key))),
+        ..Settings::default()
+    }
+}
+
+/// A ledger as `serve` runs it (projection runners beside the commands); with a signer, the
+/// audit chainer too.
+pub async fn ledger(url: &str, audit: Option<Arc<Signer>>) -> anyhow::Result<Arc<Ledger>> {
+    let mut builder = Builder::new(url).settings(settings());
+    if let Some(signer) = audit {
+        builder = builder.audit(signer);
+    }
+    let app = builder.build().await?;
+    // As in `serve`: the projection runners share the machine with the commands.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    app.ledger.projections().spawn(stopped);
+    std::mem::forget(stop);
+    Ok(app.ledger)
+}
+
+/// A registration body for person number `i`.
+pub fn registration(i: usize) -> Value {
+    json!({"type": "registered", "effective_date": "2000-01-01", "reported_date": "2000-01-05",
+        "name": "山田 太郎", "name_kana": "ヤマダ　タロウ", "birth_date": format!("19{:02}-0{}-1{}", 45 + i % 40, 1 + i % 9, i % 10),
+        "sex": if i % 2 == 0 { "1" } else { "2" }})
+}
+
+/// The person id of generated person `i`.
+pub fn person_id(i: usize) -> String {
+    format!("{}", 100_000_000_000u64 + i as u64)
+}
+
+/// Ten events of generated person `i` (households of three): the reference history.
+pub fn person_lines(i: usize) -> Vec<Value> {
+    let pid = person_id(i);
+    let hid = format!("{}", 200_000_000_000u64 + (i / 3) as u64);
+    let mut reg = registration(i);
+    reg["person_id"] = json!(pid);
+    let ev =
+        |ty: &str, date: &str| json!({"person_id": pid, "type": ty, "effective_date": date, "reported_date": date});
+    let mut moved = ev("moved_in", "2001-04-01");
+    moved["from"] = json!("other_prefecture");
+    moved["household_id"] = json!(hid);
+    let mut renamed = ev("name_changed", "2015-02-02");
+    renamed["name"] = json!("山田 花子");
+    renamed["name_kana"] = json!("ヤマダ　ハナコ");
+    vec![
+        reg,
+        moved,
+        ev("employee_insurance_joined", "2005-04-01"),
+        ev("employee_insurance_left", "2008-10-01"),
+        ev("welfare_started", "2012-06-10"),
+        ev("welfare_ended", "2013-01-05"),
+        renamed,
+        ev("document_collected", "2016-03-03"),
+        ev("disclosure_restricted", "2018-01-01"),
+        ev("disclosure_restriction_lifted", "2019-01-01"),
+    ]
+}
+
+/// An import file of the generated persons in `persons`.
+pub fn write_import_file(path: &std::path::Path, persons: std::ops::Range<usize>) -> anyhow::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for i in persons {
+        for l in person_lines(i) {
+            serde_json::to_writer(&mut w, &l)?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Imports a file in process (as `kokuho-ledger import` does).
+pub async fn import(ledger: &Ledger, file: &std::path::Path) -> anyhow::Result<kokuho_ledger::import::Report> {
+    let options = kokuho_ledger::import::Options {
+        batch_lines: 5_000,
+        actor: "bench".into(),
+    };
+    let report = kokuho_ledger::import::run(ledger, file, &options, |_| {}).await?;
+    anyhow::ensure!(report.failure.is_none(), "import failed: {:?}", report.failure);
+    Ok(report)
+}
+
+/// (p50, p99, max).
+pub fn percentiles(mut all: Vec<Duration>) -> (Duration, Duration, Duration) {
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    (pct(0.50), pct(0.99), *all.last().unwrap())
+}
+
+/// The plain table of the INSERT baselines: the log's columns, nothing else.
+pub const PLAIN_TABLE: &str = "CREATE TABLE bench_plain (position bigint PRIMARY KEY, aggregate_type text NOT NULL, \
+    aggregate_id text NOT NULL, sequence bigint NOT NULL, event_type text NOT NULL, event_version text NOT NULL, \
+    payload json NOT NULL, metadata json NOT NULL, recorded_at timestamptz NOT NULL)";
+
+/// One keep-alive HTTP/1.1 connection: a minimal client, so the measured time is the
+/// server's and the loopback's, not a client library's.
+pub struct Conn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Conn {
+    pub async fn open(addr: &str) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream: tokio::io::BufReader::new(stream),
+        })
+    }
+
+    /// (status, body length).
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<(u16, usize)> {
+        self.request("GET", path, "").await
+    }
+
+    pub async fn request(&mut self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, usize)> {
+        use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.get_mut().write_all(req.as_bytes()).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line.split(' ').nth(1).context("status line")?.parse()?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, len))
+    }
+}
+
+/// Serves `ledger` over TCP on a free port; its address.
+pub async fn serve(ledger: Arc<Ledger>) -> anyhow::Result<String> {
+    let router = kokuho_ledger::http::router(ledger);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(addr)
+}
+
+/// `clients` record single-event commands (new persons' registrations) through the full
+/// command path for `seconds`, each with its own Idempotency-Key if asked: events/s.
+pub async fn command_rate(
+    ledger: &Arc<Ledger>,
+    clients: usize,
+    seconds: u64,
+    idempotency: bool,
+) -> anyhow::Result<f64> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (ledger, stop, count) = (ledger.clone(), stop.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = PersonId::parse(&format!("{}{:09}", c + 1, i)).unwrap();
+                    let key = idempotency.then(|| format!("bench-{c}-{i}"));
+                    let ctx = RequestContext {
+                        actor: "bench".into(),
+                        request_id: format!("{c}-{i}"),
+                        fingerprint: key.clone(),
+                        idempotency_key: key,
+                        ..Default::default()
+                    };
+                    ledger
+                        .record_person_event(&id, &registration(i), &ctx)
+                        .await
+                        .expect("append");
+                    count.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await?;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The product binary beside this one (build both: `cargo build --release --workspace`).
+pub fn product_binary() -> anyhow::Result<std::path::PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("kokuho-ledger");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --release --workspace`",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Runs a command under `/usr/bin/time`: (seconds, peak resident KiB, stdout).
+pub fn timed(command: &mut std::process::Command) -> anyhow::Result<(f64, u64, String)> {
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+    let mut timed = std::process::Command::new("/usr/bin/time");
+    timed.args(["-f", "peak-rss-kib %M"]).arg(program).args(args);
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let started = Instant::now();
+    let out = timed
+        .output()
+        .context("running /usr/bin/time (Debian package `time`)")?;
+    let secs = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(out.status.success(), "the command failed: {stderr}");
+    let rss = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no peak RSS from /usr/bin/time")?;
+    Ok((secs, rss, String::from_utf8_lossy(&out.stdout).into_owned()))
+}

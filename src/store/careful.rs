@@ -1,0 +1,227 @@
+//! Writing a batch: PostgreSQL takes its one-statement fast path first ([`super::postgres`]);
+//! the careful path here, one transaction written once for both backends, serves SQLite and
+//! the PostgreSQL batches the fast path cannot take. Either way positions follow commit order
+//! without gaps.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::append::{plan, AppendRequest, Appended, Outcome, Rejection, EVENT_COLS};
+use super::sql::{Db, Tx, Ty, Val};
+use super::{commit_instant, corrupt, idempotency_record, StoreError};
+
+pub(super) async fn append_batch(db: &Db, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Db::Postgres(pool) = db {
+        match super::postgres::fast_append(pool, requests).await {
+            Ok(Some(outcomes)) => return Ok(outcomes),
+            // A stale expectation, a used Idempotency-Key or a uniqueness rule: nothing was
+            // written; decide request by request on the careful path.
+            Ok(None) => {}
+            Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {}
+            Err(other) => return Err(other),
+        }
+    }
+    match careful(db, requests, false).await {
+        Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            let constraint = e.constraint().unwrap_or("unique").to_owned();
+            if requests.len() == 1 {
+                return Ok(vec![Err(Rejection::Unique(constraint))]);
+            }
+            // One request broke a uniqueness rule: find it by appending one at a time.
+            let mut out = Vec::with_capacity(requests.len());
+            for r in requests {
+                out.extend(Box::pin(append_batch(db, std::slice::from_ref(r))).await?);
+            }
+            Ok(out)
+        }
+        other => other,
+    }
+}
+
+pub(super) async fn append_atomic(
+    db: &Db,
+    requests: &[AppendRequest],
+) -> Result<Result<Vec<Appended>, (Option<usize>, Rejection)>, StoreError> {
+    let outcomes = match careful(db, requests, true).await {
+        Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+            let constraint = e.constraint().unwrap_or("unique").to_owned();
+            return Ok(Err((None, Rejection::Unique(constraint))));
+        }
+        other => other?,
+    };
+    let mut appended = Vec::with_capacity(outcomes.len());
+    for (i, o) in outcomes.into_iter().enumerate() {
+        match o {
+            Ok(a) => appended.push(a),
+            Err(r) => return Ok(Err((Some(i), r))),
+        }
+    }
+    Ok(Ok(appended))
+}
+
+/// One transaction on either backend: lock the head, read the heads of the streams concerned
+/// and the keys claimed, plan, write. With `atomic`, a single rejection rolls everything back.
+/// The transaction runs to its end in a task of its own, so a caller that goes away never
+/// leaves a connection inside a transaction.
+async fn careful(db: &Db, requests: &[AppendRequest], atomic: bool) -> Result<Vec<Outcome>, StoreError> {
+    let db = db.clone();
+    let requests = requests.to_vec();
+    tokio::spawn(async move {
+        let mut tx = db.begin().await?;
+        let outcomes = careful_in(&mut tx, &requests, atomic).await?;
+        if atomic && outcomes.iter().any(|o| o.is_err()) {
+            // Dropped uncommitted: nothing of the batch is written.
+            return Ok(outcomes);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    })
+    .await
+    .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
+async fn careful_in(tx: &mut Tx, requests: &[AppendRequest], atomic: bool) -> Result<Vec<Outcome>, StoreError> {
+    let d = tx.dialect();
+    // The log head lock: held until commit, it orders every writer.
+    let head = tx
+        .fetch(
+            &format!(
+                "SELECT last_position, last_recorded_at FROM log_head WHERE id = true{}",
+                d.for_update()
+            ),
+            &[],
+            &[Ty::Int, Ty::Instant],
+        )
+        .await?;
+    let head = head.first().ok_or_else(|| corrupt("log_head row missing"))?;
+    let last_position = head[0].as_int().unwrap_or(0);
+    let recorded_at = commit_instant(head[1].as_instant().unwrap_or(DateTime::<Utc>::UNIX_EPOCH));
+
+    let mut by_type: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (t, i, _) in requests.iter().flat_map(|r| r.streams()) {
+        by_type.entry(t).or_default().push(i);
+    }
+    let mut heads: HashMap<(String, String), i64> = HashMap::new();
+    for (t, ids) in by_type {
+        let sql = format!(
+            "SELECT aggregate_id, max(sequence) FROM events WHERE aggregate_type = $1 AND {} GROUP BY aggregate_id",
+            d.in_json_array("aggregate_id", 2)
+        );
+        for r in tx
+            .fetch(
+                &sql,
+                &[Val::text(t), super::sql::json_array(&ids)],
+                &[Ty::Text, Ty::Int],
+            )
+            .await?
+        {
+            heads.insert(
+                (t.to_owned(), r[0].as_text().unwrap_or_default().to_owned()),
+                r[1].as_int().unwrap_or(0),
+            );
+        }
+    }
+
+    let claimed: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r.idempotency.as_ref().map(|c| c.key.as_str()))
+        .collect();
+    let mut used = HashMap::new();
+    if !claimed.is_empty() {
+        let sql = format!(
+            "SELECT key, fingerprint, {} FROM idempotency_keys WHERE {}",
+            d.json_text("response"),
+            d.in_json_array("key", 1)
+        );
+        for r in tx
+            .fetch(
+                &sql,
+                &[super::sql::json_array(&claimed)],
+                &[Ty::Text, Ty::Text, Ty::Json],
+            )
+            .await?
+        {
+            let key = r[0].as_text().unwrap_or_default().to_owned();
+            let rec = idempotency_record(r[1].as_text().unwrap_or_default(), r[2].as_text().unwrap_or_default())?;
+            used.insert(key, rec);
+        }
+    }
+
+    let plan = plan(requests, heads, used, last_position, recorded_at)?;
+    if atomic && plan.outcomes.iter().any(|o| o.is_err()) {
+        return Ok(plan.outcomes);
+    }
+    let at = Val::Instant(Some(recorded_at));
+    let rows: Vec<Vec<Val>> = plan
+        .rows
+        .into_iter()
+        .map(|r| {
+            vec![
+                Val::Text(Some(r.aggregate_type)),
+                Val::Text(Some(r.aggregate_id)),
+                Val::int(r.sequence),
+                Val::Text(Some(r.event_type)),
+                Val::Text(Some(r.event_version)),
+                Val::Json(Some(r.payload)),
+                Val::Json(Some(r.metadata)),
+                Val::int(r.position),
+                at.clone(),
+            ]
+        })
+        .collect();
+    tx.insert("events", &EVENT_COLS, rows).await?;
+    for (v, position) in &plan.vault {
+        tx.execute(
+            "INSERT INTO my_number_vault (commitment, person_id, salt, nonce, ciphertext, position, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (commitment) DO NOTHING",
+            &[
+                Val::text(&v.commitment),
+                Val::text(&v.person_id),
+                Val::Bytes(Some(v.salt.clone())),
+                Val::Bytes(Some(v.nonce.clone())),
+                Val::Bytes(Some(v.ciphertext.clone())),
+                Val::int(*position),
+                at.clone(),
+            ],
+        )
+        .await?;
+    }
+    for (claim, first, last) in &plan.keys {
+        let response = serde_json::json!({"first_position": first, "last_position": last}).to_string();
+        tx.execute(
+            &format!(
+                "INSERT INTO idempotency_keys (key, fingerprint, response, position, created_at) VALUES ($1, $2, {}, $4, $5)",
+                d.json_param(3)
+            ),
+            &[
+                Val::text(&claim.key),
+                Val::text(&claim.fingerprint),
+                Val::Json(Some(response)),
+                Val::int(*last),
+                at.clone(),
+            ],
+        )
+        .await?;
+    }
+    for ((symbol, width), number) in &plan.cards {
+        tx.execute(
+            "INSERT INTO card_sequence (symbol, width, last) VALUES ($1, $2, $3) \
+             ON CONFLICT (symbol, width) DO UPDATE SET last = CASE WHEN excluded.last > card_sequence.last \
+             THEN excluded.last ELSE card_sequence.last END",
+            &[Val::text(symbol), Val::int(*width), Val::int(*number)],
+        )
+        .await?;
+    }
+    if plan.last_position != last_position {
+        tx.execute(
+            "UPDATE log_head SET last_position = $1, last_recorded_at = $2 WHERE id = true",
+            &[Val::int(plan.last_position), at],
+        )
+        .await?;
+    }
+    Ok(plan.outcomes)
+}
