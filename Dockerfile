@@ -1,7 +1,9 @@
+# The service image: `docker compose up --build` (docker-compose.yml) builds it once.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --bin kokuho-ledger
+# --locked: exactly the dependency versions of Cargo.lock, as tested.
+RUN cargo build --release --locked --bin kokuho-ledger
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/* \

@@ -85,6 +85,23 @@ pub async fn check_vault_key(store: &Store, vault: &Vault) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Refuses settings a deployment cannot run with: on PostgreSQL the insurer number must be set
+/// (feed records carry it for good); the embedded default only warns. Every command that
+/// writes (serve, import, age-out, rebuild) checks this first.
+pub fn check_settings(url: &str, settings: &Settings) -> anyhow::Result<()> {
+    if settings.insurer_number.is_placeholder() {
+        match database_kind(url)? {
+            DatabaseKind::Postgres => anyhow::bail!(
+                "KOKUHO_INSURER_NUMBER is not set: a PostgreSQL deployment must name its insurer number (保険者番号, six digits)"
+            ),
+            DatabaseKind::Sqlite => tracing::warn!(
+                "KOKUHO_INSURER_NUMBER is not set: feed records carry the placeholder 000000 (set it before sending anything)"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// The deployment's configured checkpoint key, if there is one (never creates a key): inline,
 /// by path, or the embedded default's file when it exists.
 pub fn configured_audit_key(url: &str, settings: &Settings) -> anyhow::Result<Option<Signer>> {

@@ -72,3 +72,14 @@ pub fn new_event<E: DomainEvent>(
         metadata: Value::Object(metadata),
     })
 }
+
+/// Whether the ledger recorded this event as the consequence of another one in the same
+/// append (card and branch numbers of a join, confirmations brought in line with a corrected
+/// birth date): it is no cause of its own.
+pub fn is_consequence(e: &StoredEvent) -> bool {
+    e.metadata.get("consequence").and_then(Value::as_bool) == Some(true)
+        // Card and branch numbers recorded before the flag existed.
+        || (e.aggregate_type == "household"
+            && matches!(e.event_type.as_str(), "card_number_assigned" | "branch_number_issued")
+            && e.metadata.get("actor").and_then(Value::as_str) == Some("system"))
+}

@@ -233,14 +233,25 @@ async fn write_batch(
         let todo: Vec<&Line> = lines.iter().filter(|l| !known.contains(&l.key)).collect();
         let already = lines.len() - todo.len();
         // The batch's streams stay locked until its append is answered.
+        let decided = Instant::now();
         let (requests, failure, _guards) = decide_batch(ledger, &todo, actor).await?;
+        let decided = decided.elapsed();
         let written = requests.len();
         if requests.is_empty() {
             report.already += already;
             return Ok(failure);
         }
         let events: usize = requests.iter().map(AppendRequest::size).sum();
-        match ledger.commands.append_all(requests).await? {
+        let writing = Instant::now();
+        let outcome = ledger.commands.append_all(requests).await?;
+        tracing::debug!(
+            lines = lines.len(),
+            events,
+            decide_ms = decided.as_millis() as u64,
+            write_ms = writing.elapsed().as_millis() as u64,
+            "import batch"
+        );
+        match outcome {
             Ok(appended) => {
                 report.written += written;
                 report.already += already;

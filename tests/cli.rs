@@ -234,6 +234,7 @@ fn import(db: &TestDb, dir: &std::path::Path, lines: &[Value]) -> std::process::
             "7",
         ])
         .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
+        .env("KOKUHO_INSURER_NUMBER", "131999")
         .output()
         .unwrap()
 }
@@ -340,6 +341,7 @@ async fn import_on(kind: Kind) {
     // `rebuild` builds the projections from the log and ends with a summary.
     let out = Command::new(BIN)
         .args(["rebuild", "--database-url", &db.url])
+        .env("KOKUHO_INSURER_NUMBER", "131999")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -432,6 +434,7 @@ async fn import_resumes_after_kill_9_on(kind: Kind) {
             "100",
         ])
         .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir.path()))
+        .env("KOKUHO_INSURER_NUMBER", "131999")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -455,6 +458,7 @@ async fn import_resumes_after_kill_9_on(kind: Kind) {
             "100",
         ])
         .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir.path()))
+        .env("KOKUHO_INSURER_NUMBER", "131999")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -548,6 +552,7 @@ async fn age_out_command_records_and_is_idempotent() {
         Command::new(BIN)
             .args(["age-out", "--through", through, "--database-url", &db.url])
             .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir.path()))
+            .env("KOKUHO_INSURER_NUMBER", "131999")
             .output()
             .unwrap()
     };

@@ -420,3 +420,41 @@ on_both!(reads_on_another_ledger_see_the_write, |kind| async move {
     );
     a.t.db.cleanup().await;
 });
+
+on_both!(a_register_head_who_leaves_heads_nothing, |kind| async move {
+    let api = Api::new(kind).await;
+    resident(&api, "55", "1980-01-01", "56").await;
+    resident(&api, "57", "1982-01-01", "56").await;
+    let head = json!({"type": "household_head_changed", "effective_date": "2020-01-10", "person_id": "55"});
+    assert_eq!(api.household("56", head).await.status, StatusCode::CREATED);
+    let r = api
+        .event(
+            "55",
+            json!({"type": "moved_out", "effective_date": "2026-09-01", "to": "abroad"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let h = api.get("/v1/households/56").await;
+    assert_eq!(
+        (
+            &h.body["head_person_id"],
+            &h.body["nhi_head_person_id"],
+            &h.body["deemed_head"]
+        ),
+        (&Value::Null, &Value::Null, &json!(false)),
+        "{}",
+        h.body
+    );
+    api.t.ledger.projections().catch_up().await.unwrap();
+    let feed = api.get_now("/v1/feed?after=0&limit=1000").await.body["records"].clone();
+    let last = feed
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|r| r["kind"] == "household" && r["household_id"] == "56")
+        .unwrap()
+        .clone();
+    assert_eq!(last["nhi_head_person_id"], Value::Null, "{last}");
+    api.t.db.cleanup().await;
+});

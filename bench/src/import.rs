@@ -23,6 +23,7 @@ pub async fn run(url: &str, persons: usize, batch_lines: usize) -> anyhow::Resul
             .arg(&file)
             .args(["--database-url", url, "--batch-size", &batch_lines.to_string()])
             .env("KOKUHO_VAULT_KEY_FILE", &key)
+            .env("KOKUHO_INSURER_NUMBER", "131999")
             .env("RUST_LOG", "warn"),
     )?;
     let store = Store::connect(url).await?;

@@ -172,6 +172,8 @@ pub async fn serve(ledger: Arc<Ledger>) -> anyhow::Result<String> {
     Ok(addr)
 }
 
+static NEXT_PERSON: AtomicU64 = AtomicU64::new(0);
+
 /// `clients` record single-event commands (new persons' registrations) through the full
 /// command path for `seconds`, each with its own Idempotency-Key if asked: events/s.
 pub async fn command_rate(
@@ -189,7 +191,9 @@ pub async fn command_rate(
             tokio::spawn(async move {
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    let id = PersonId::parse(&format!("{}{:09}", c + 1, i)).unwrap();
+                    // Fresh persons across calls (a run may append more than once).
+                    let n = NEXT_PERSON.fetch_add(1, Ordering::Relaxed);
+                    let id = PersonId::parse(&format!("{}", 900_000_000_000u64 + n)).unwrap();
                     let key = idempotency.then(|| format!("bench-{c}-{i}"));
                     let ctx = RequestContext {
                         actor: "bench".into(),

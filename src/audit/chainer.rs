@@ -53,10 +53,6 @@ pub struct Chainer {
     covered: AtomicI64,
 }
 
-fn corrupt(e: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Corrupt(e.to_string())
-}
-
 impl Chainer {
     pub fn new(origin: &str, signer: Arc<Signer>) -> Self {
         Self {
@@ -91,7 +87,7 @@ impl Chainer {
                 .iter()
                 .map(|(level, index)| {
                     store::subtree(&rows, *level, *index).ok_or_else(|| {
-                        corrupt(format!(
+                        ProjectionError::corrupt(format!(
                             "audit entry for subtree ({level}, {index}) of size {size} is missing"
                         ))
                     })
@@ -100,10 +96,11 @@ impl Chainer {
             let chain = rows
                 .get(&size)
                 .map(|r| r.chain)
-                .ok_or_else(|| corrupt(format!("audit entry {size} is missing")))?;
+                .ok_or_else(|| ProjectionError::corrupt(format!("audit entry {size} is missing")))?;
             State {
                 chain,
-                frontier: Frontier::from_nodes(size as u64, nodes).ok_or_else(|| corrupt("frontier"))?,
+                frontier: Frontier::from_nodes(size as u64, nodes)
+                    .ok_or_else(|| ProjectionError::corrupt("frontier"))?,
             }
         };
         Ok(state)
@@ -175,14 +172,14 @@ impl Projection for Chainer {
         let (mut buf, mut done) = (Vec::with_capacity(1024), Vec::new());
         for e in batch {
             if e.position != state.frontier.size() as i64 + 1 {
-                return Err(corrupt(format!(
+                return Err(ProjectionError::corrupt(format!(
                     "the log jumps from position {} to {}",
                     state.frontier.size(),
                     e.position
                 )));
             }
             let (leaf, chain) = entry::hashes(e, &state.chain, &mut buf)
-                .map_err(|err| corrupt(format!("position {}: {err}", e.position)))?;
+                .map_err(|err| ProjectionError::corrupt(format!("position {}: {err}", e.position)))?;
             done.clear();
             state.frontier.push(leaf, &mut done);
             state.chain = chain;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::checkpoint::{Checkpoint, SignedCheckpoint};
 use super::merkle::Hash;
 use crate::store::sql::{Db, Tx, Ty, Val};
-use crate::store::StoreError;
+use crate::store::{corrupt, StoreError};
 
 /// One stored audit entry's hashes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,10 +22,6 @@ pub struct Row {
 pub struct StoredCheckpoint {
     pub signed: SignedCheckpoint,
     pub public_key: String,
-}
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
 }
 
 fn hash(v: &Val, what: &str) -> Result<Hash, StoreError> {

@@ -1,16 +1,17 @@
 //! `kokuho-ledger age-out [--through DATE]`.
 
-use crate::app::Builder;
+use crate::app::{self, Builder};
 use crate::jobs::age_out;
+use crate::settings::Settings;
 
 pub async fn run(through: Option<chrono::NaiveDate>, url: &str) -> anyhow::Result<()> {
-    let app = Builder::new(url).build().await?;
+    let settings = Settings::from_env()?;
+    app::check_settings(url, &settings)?;
+    let app = Builder::new(url).settings(settings).build().await?;
     let ledger = app.ledger.clone();
-    // The job reads the read models: bring them up to the log first.
-    ledger
-        .projections()
-        .catch_up_lane(crate::projections::Lane::Reads)
-        .await?;
+    // The job reads the read models (consistently): they run beside it, as in `serve`.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let runner = ledger.projections().spawn(stopped);
     let through = through.unwrap_or_else(|| ledger.clock().today());
     let summary = age_out::run(&ledger, through).await?;
     println!(
@@ -22,6 +23,8 @@ pub async fn run(through: Option<chrono::NaiveDate>, url: &str) -> anyhow::Resul
     for (person_id, why) in &summary.failed {
         eprintln!("person {person_id}: {why}");
     }
+    let _ = stop.send(true);
+    let _ = runner.await;
     ledger.store().close().await;
     anyhow::ensure!(
         summary.failed.is_empty(),

@@ -9,6 +9,7 @@ use crate::settings::Settings;
 
 pub async fn run(file: &Path, url: &str, batch_lines: usize, actor: String) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
+    app::check_settings(url, &settings)?;
     // With the deployment's checkpoint key the import chains what it writes too, so `serve`
     // starts with nothing to catch up.
     let audit = app::configured_audit_key(url, &settings)?.map(std::sync::Arc::new);

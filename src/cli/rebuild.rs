@@ -2,13 +2,15 @@
 //! projections (the feed) verified against a recomputation from the log (never rewritten).
 
 use super::progress;
-use crate::ledger;
 use crate::settings::Settings;
 use crate::store::Store;
+use crate::{app, ledger};
 
 pub async fn run(url: &str) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    app::check_settings(url, &settings)?;
     let store = Store::connect(url).await?;
-    let projections = ledger::projections(&store, &Settings::from_env()?, None);
+    let projections = ledger::projections(&store, &settings, None);
     let head = store.head().await?;
     let rebuilt = projections.rebuildable_names();
     let pb = progress::bar((head.max(0) as u64) * rebuilt.len() as u64, "rebuilding");

@@ -8,20 +8,10 @@ use anyhow::Context as _;
 use crate::app::{self, Builder};
 use crate::jobs::age_out;
 use crate::settings::Settings;
-use crate::store::{database_kind, DatabaseKind};
 
 pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    if settings.insurer_number.is_placeholder() {
-        match database_kind(url)? {
-            DatabaseKind::Postgres => anyhow::bail!(
-                "KOKUHO_INSURER_NUMBER is not set: a PostgreSQL deployment must name its insurer number (保険者番号, six digits)"
-            ),
-            DatabaseKind::Sqlite => tracing::warn!(
-                "KOKUHO_INSURER_NUMBER is not set: feed records carry the placeholder 000000 (set it before sending anything)"
-            ),
-        }
-    }
+    app::check_settings(url, &settings)?;
     // Refuse to start without the checkpoint key rather than run with an unsigned trail.
     let signer = app::audit_signer(url, &settings)?;
     let app = Builder::new(url).settings(settings).audit(signer).build().await?;

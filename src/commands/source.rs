@@ -35,6 +35,41 @@ pub async fn card_holder(db: &Db, symbol: &str, number: &str) -> Result<Option<S
         .and_then(|mut r| r.swap_remove(0).into_text()))
 }
 
+/// Every card number of `symbol` and `width` digits above `last` (what a sequence at `last`
+/// must skip): typed-in numbers ahead of the sequence, usually none.
+async fn cards_above(db: &Db, symbol: &str, width: usize, last: i64) -> Result<HashMap<String, String>, StoreError> {
+    let (number, sym) = match db.dialect() {
+        Dialect::Postgres => ("payload ->> 'number'", "payload ->> 'symbol'"),
+        Dialect::Sqlite => ("json_extract(payload, '$.number')", "json_extract(payload, '$.symbol')"),
+    };
+    let sql = format!(
+        "SELECT {number}, aggregate_id FROM events WHERE event_type = 'card_number_assigned' \
+         AND {sym} = $1 AND length({number}) = $2 AND {number} > $3"
+    );
+    let floor = format!("{:0width$}", last.max(0));
+    Ok(db
+        .fetch(
+            &sql,
+            &[Val::text(symbol), Val::int(width as i64), Val::text(floor)],
+            &[Ty::Text, Ty::Text],
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            let mut it = r.into_iter();
+            let n = it.next().and_then(Val::into_text).unwrap_or_default();
+            let h = it.next().and_then(Val::into_text).unwrap_or_default();
+            (n, h)
+        })
+        .collect())
+}
+
+/// A sequence's numbers held above its stored last one, read once per batch.
+struct Held {
+    last: i64,
+    numbers: HashMap<String, String>,
+}
+
 /// An aggregate as folded from its stream, with the stream's last sequence.
 #[derive(Clone, Debug, Default)]
 pub struct Folded<A> {
@@ -120,6 +155,9 @@ pub struct BatchSource {
     cards: Mutex<HashMap<(CardSymbol, CardNumber), HouseholdId>>,
     /// Each sequence's last number: as stored when first asked, then as the batch took them.
     sequences: Mutex<HashMap<(CardSymbol, usize), i64>>,
+    /// Per sequence, the numbers held above its stored last one (so checking a number the
+    /// sequence offers costs no query).
+    held: tokio::sync::Mutex<HashMap<(CardSymbol, usize), Held>>,
 }
 
 fn group<A: Aggregate>(events: Vec<crate::store::StoredEvent>) -> Result<Vec<(String, Folded<A>)>, StoreError> {
@@ -162,12 +200,24 @@ impl BatchSource {
         for (id, folded) in group::<Household>(store.load_streams(Household::TYPE, &household_ids).await?)? {
             household_map.insert(HouseholdId::parse(&id).map_err(crate::store::corrupt)?, folded);
         }
+        // What the store does not hold is new: no need to ask again.
+        for id in persons {
+            if let Ok(id) = PersonId::parse(id) {
+                person_map.entry(id).or_default();
+            }
+        }
+        for id in &household_ids {
+            if let Ok(id) = HouseholdId::parse(id) {
+                household_map.entry(id).or_default();
+            }
+        }
         Ok(Self {
             store: store.clone(),
             persons: Mutex::new(person_map),
             households: Mutex::new(household_map),
             cards: Mutex::default(),
             sequences: Mutex::default(),
+            held: tokio::sync::Mutex::default(),
         })
     }
 
@@ -225,6 +275,23 @@ impl Source for BatchSource {
     async fn card_holder(&self, symbol: &CardSymbol, number: &CardNumber) -> Result<Option<HouseholdId>, StoreError> {
         if let Some(h) = self.cards.lock().expect("batch").get(&(symbol.clone(), number.clone())) {
             return Ok(Some(h.clone()));
+        }
+        let width = number.as_str().len();
+        if let Ok(n) = number.as_str().parse::<i64>() {
+            let mut held = self.held.lock().await;
+            let key = (symbol.clone(), width);
+            if !held.contains_key(&key) {
+                let last = self.store.card_sequence(symbol.as_str(), width).await?;
+                let numbers = cards_above(self.store.db(), symbol.as_str(), width, last).await?;
+                held.insert(key.clone(), Held { last, numbers });
+            }
+            let h = &held[&key];
+            if n > h.last {
+                return Ok(h
+                    .numbers
+                    .get(number.as_str())
+                    .and_then(|id| HouseholdId::parse(id).ok()));
+            }
         }
         Ok(card_holder(self.store.db(), symbol.as_str(), number.as_str())
             .await?

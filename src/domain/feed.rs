@@ -186,8 +186,18 @@ pub fn group(
     let (symbol, number) = household.card()?;
     let spans: Vec<Option<Span>> = members.iter().map(|m| span_in(m, household_id)).collect();
     let insured = |i: usize| spans[i].as_ref().is_some_and(|s| s.to.is_none());
-    let head = household.head_on(END_OF_KNOWN_TIME);
     let index_of = |p: &PersonId| members.iter().position(|m| m.person_id == p);
+    // The register head named last, while still a member of the household (after moving out
+    // or dying they head nothing until the register names a new head).
+    let head = household.head_on(END_OF_KNOWN_TIME).filter(|h| {
+        index_of(h).is_some_and(|i| {
+            members[i]
+                .derived
+                .memberships
+                .last()
+                .is_some_and(|m| m.to.is_none() && m.household_id.as_str() == household_id)
+        })
+    });
     // A designation lapses when its person stops being an insured member (their stretch in
     // the household has an end, or began again after the designation).
     let designated = household

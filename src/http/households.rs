@@ -8,8 +8,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::extract::{context, json_body, path, Params};
-use super::persons::created;
+use super::extract::{path, Params};
+use super::persons::record;
 use super::{ApiError, AppState};
 use crate::commands::Command;
 use crate::domain::input::parse_household_event;
@@ -36,16 +36,14 @@ async fn record_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    params.finish()?;
-    let (bytes, value) = json_body(body)?;
     let household_id = household_id(id)?;
-    let ctx = context(&headers, uri.path(), &bytes, s.ledger.vault())?;
-    let event = parse_household_event(&value, s.ledger.clock().today())?;
-    let r = s
-        .ledger
-        .record(&Command::Household { household_id, event }, &ctx)
-        .await?;
-    Ok(created("household_id", r))
+    record(&s, params, &uri, &headers, body, "household_id", |body, today| {
+        Ok(Command::Household {
+            household_id,
+            event: parse_household_event(body, today)?,
+        })
+    })
+    .await
 }
 
 async fn household(

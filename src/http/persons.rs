@@ -56,13 +56,33 @@ async fn record_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let person_id = person_id(id)?;
+    record(&s, params, &uri, &headers, body, "person_id", |body, today| {
+        Ok(Command::Person {
+            person_id,
+            input: parse_person_event(body, today)?,
+        })
+    })
+    .await
+}
+
+/// A write: the body parsed under the size limit, the request metadata read, the command
+/// built by `command` from the body and today, recorded, answered 201.
+pub(super) async fn record(
+    s: &AppState,
+    params: Params,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    id_field: &str,
+    command: impl FnOnce(&serde_json::Value, chrono::NaiveDate) -> Result<Command, ApiError>,
+) -> Result<Response, ApiError> {
     params.finish()?;
     let (bytes, value) = json_body(body)?;
-    let person_id = person_id(id)?;
-    let ctx = context(&headers, uri.path(), &bytes, s.ledger.vault())?;
-    let input = parse_person_event(&value, s.ledger.clock().today())?;
-    let r = s.ledger.record(&Command::Person { person_id, input }, &ctx).await?;
-    Ok(created("person_id", r))
+    let ctx = context(headers, uri.path(), &bytes, s.ledger.vault())?;
+    let command = command(&value, s.ledger.clock().today())?;
+    let r = s.ledger.record(&command, &ctx).await?;
+    Ok(created(id_field, r))
 }
 
 async fn person(

@@ -15,7 +15,9 @@ pub mod households;
 pub mod persons;
 mod runner;
 
-pub use runner::{Faults, Projections};
+#[cfg(feature = "test-hooks")]
+pub use runner::Faults;
+pub use runner::Projections;
 
 use crate::store::sql::{Db, Tx, Ty};
 use crate::store::{Store, StoreError, StoredEvent};
@@ -26,8 +28,16 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("event cannot be projected: {0}")]
     Corrupt(String),
+    /// A test hook's fault (feature `test-hooks`).
     #[error("injected fault before commit")]
     Injected,
+}
+
+impl ProjectionError {
+    /// An event or row that cannot be what the log or the projection promises.
+    pub fn corrupt(e: impl std::fmt::Display) -> Self {
+        ProjectionError::Corrupt(e.to_string())
+    }
 }
 
 impl From<sqlx::Error> for ProjectionError {

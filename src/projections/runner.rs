@@ -1,6 +1,7 @@
 //! The projection runner: one task per lane, checkpoints, read-your-writes waits, lag
 //! status, start-up version checks and `rebuild`.
 
+#[cfg(feature = "test-hooks")]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use crate::metrics;
 use crate::store::sql::{Db, Ty, Val};
 use crate::store::{Store, StoreError, StoredEvent};
 
-/// Test hook: one batch fails after its rows and checkpoint are written and before the commit,
+#[cfg(feature = "test-hooks")]
+/// Test hook (feature `test-hooks`, for the crash tests): one batch fails after its rows and checkpoint are written and before the commit,
 /// as a process killed at that instant would.
 #[derive(Debug)]
 pub struct Faults {
@@ -21,6 +23,7 @@ pub struct Faults {
     commits_before_failure: AtomicU64,
 }
 
+#[cfg(feature = "test-hooks")]
 impl Default for Faults {
     fn default() -> Self {
         Self {
@@ -29,6 +32,7 @@ impl Default for Faults {
     }
 }
 
+#[cfg(feature = "test-hooks")]
 impl Faults {
     /// Lets `n` batches commit, then fails the next one.
     pub fn fail_after_commits(&self, n: u64) {
@@ -64,6 +68,7 @@ pub struct Projections {
     committed: Notify,
     /// Set once the checkpoints were read from the database (before that, positions are 0).
     loaded: tokio::sync::OnceCell<()>,
+    #[cfg(feature = "test-hooks")]
     pub faults: Faults,
 }
 
@@ -95,6 +100,7 @@ impl Projections {
             wakes: std::array::from_fn(|_| Notify::new()),
             committed: Notify::new(),
             loaded: tokio::sync::OnceCell::new(),
+            #[cfg(feature = "test-hooks")]
             faults: Faults::default(),
         }
     }
@@ -278,6 +284,7 @@ impl Projections {
             &[Val::text(name), Val::Int(Some(last))],
         )
         .await?;
+        #[cfg(feature = "test-hooks")]
         if self.faults.take() {
             // The transaction is dropped uncommitted, exactly as if the process died here.
             return Err(ProjectionError::Injected);

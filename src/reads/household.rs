@@ -59,7 +59,11 @@ impl Reads {
                 insured,
             });
         }
-        let head = sql::in_force_on(&facts, &["head"], day).and_then(|f| f.person_id.clone());
+        // The register head named last, while they are a member that day (after moving out or
+        // dying they head nothing until the register names a new head).
+        let head = sql::in_force_on(&facts, &["head"], day)
+            .and_then(|f| f.person_id.clone())
+            .filter(|h| members.iter().any(|m| m.person_id == *h));
         let designation = sql::in_force_on(&facts, &["designation", "revocation"], day)
             .filter(|f| f.kind == "designation")
             .and_then(|f| f.person_id.clone().map(|p| (p, f.effective_date)));

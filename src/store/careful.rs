@@ -8,6 +8,26 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 
 use super::append::{plan, AppendRequest, Appended, Outcome, Rejection, EVENT_COLS};
+
+/// The vault's columns, for bulk inserts.
+const VAULT_COLS: [(&str, Ty); 7] = [
+    ("commitment", Ty::Text),
+    ("person_id", Ty::Text),
+    ("salt", Ty::Bytes),
+    ("nonce", Ty::Bytes),
+    ("ciphertext", Ty::Bytes),
+    ("position", Ty::Int),
+    ("created_at", Ty::Instant),
+];
+
+/// The Idempotency-Key records' columns.
+const KEY_COLS: [(&str, Ty); 5] = [
+    ("key", Ty::Text),
+    ("fingerprint", Ty::Text),
+    ("response", Ty::Json),
+    ("position", Ty::Int),
+    ("created_at", Ty::Instant),
+];
 use super::sql::{Db, Tx, Ty, Val};
 use super::{commit_instant, corrupt, idempotency_record, StoreError};
 
@@ -46,6 +66,21 @@ pub(super) async fn append_atomic(
     db: &Db,
     requests: &[AppendRequest],
 ) -> Result<Result<Vec<Appended>, (Option<usize>, Rejection)>, StoreError> {
+    if requests.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
+    // The fast path is all or nothing already: one statement that writes everything or nothing.
+    if let Db::Postgres(pool) = db {
+        match super::postgres::fast_append(pool, requests).await {
+            Ok(Some(outcomes)) if outcomes.iter().all(Result::is_ok) => {
+                return Ok(Ok(outcomes.into_iter().filter_map(Result::ok).collect()));
+            }
+            // Nothing was written: the careful path finds which request is refused.
+            Ok(_) => {}
+            Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {}
+            Err(other) => return Err(other),
+        }
+    }
     let outcomes = match careful(db, requests, true).await {
         Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
             let constraint = e.constraint().unwrap_or("unique").to_owned();
@@ -174,39 +209,43 @@ async fn careful_in(tx: &mut Tx, requests: &[AppendRequest], atomic: bool) -> Re
         })
         .collect();
     tx.insert("events", &EVENT_COLS, rows).await?;
-    for (v, position) in &plan.vault {
-        tx.execute(
-            "INSERT INTO my_number_vault (commitment, person_id, salt, nonce, ciphertext, position, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (commitment) DO NOTHING",
-            &[
-                Val::text(&v.commitment),
-                Val::text(&v.person_id),
-                Val::Bytes(Some(v.salt.clone())),
-                Val::Bytes(Some(v.nonce.clone())),
-                Val::Bytes(Some(v.ciphertext.clone())),
-                Val::int(*position),
+    let vault: Vec<Vec<Val>> = plan
+        .vault
+        .into_iter()
+        .map(|(v, position)| {
+            vec![
+                Val::Text(Some(v.commitment)),
+                Val::Text(Some(v.person_id)),
+                Val::Bytes(Some(v.salt)),
+                Val::Bytes(Some(v.nonce)),
+                Val::Bytes(Some(v.ciphertext)),
+                Val::int(position),
                 at.clone(),
-            ],
-        )
-        .await?;
-    }
-    for (claim, first, last) in &plan.keys {
-        let response = serde_json::json!({"first_position": first, "last_position": last}).to_string();
-        tx.execute(
-            &format!(
-                "INSERT INTO idempotency_keys (key, fingerprint, response, position, created_at) VALUES ($1, $2, {}, $4, $5)",
-                d.json_param(3)
-            ),
-            &[
-                Val::text(&claim.key),
-                Val::text(&claim.fingerprint),
+            ]
+        })
+        .collect();
+    tx.insert_with(
+        "my_number_vault",
+        &VAULT_COLS,
+        vault,
+        "ON CONFLICT (commitment) DO NOTHING",
+    )
+    .await?;
+    let keys: Vec<Vec<Val>> = plan
+        .keys
+        .into_iter()
+        .map(|(claim, first, last)| {
+            let response = serde_json::json!({"first_position": first, "last_position": last}).to_string();
+            vec![
+                Val::Text(Some(claim.key)),
+                Val::Text(Some(claim.fingerprint)),
                 Val::Json(Some(response)),
-                Val::int(*last),
+                Val::int(last),
                 at.clone(),
-            ],
-        )
-        .await?;
-    }
+            ]
+        })
+        .collect();
+    tx.insert("idempotency_keys", &KEY_COLS, keys).await?;
     for ((symbol, width), number) in &plan.cards {
         tx.execute(
             "INSERT INTO card_sequence (symbol, width, last) VALUES ($1, $2, $3) \

@@ -54,19 +54,6 @@ pub struct StoredEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
-impl StoredEvent {
-    /// Whether the ledger recorded this event as the consequence of another one in the same
-    /// append (card and branch numbers of a join, confirmations brought in line with a
-    /// corrected birth date): it is no cause of its own.
-    pub fn is_consequence(&self) -> bool {
-        self.metadata.get("consequence").and_then(Value::as_bool) == Some(true)
-            // Card and branch numbers recorded before the flag existed.
-            || (self.aggregate_type == "household"
-                && matches!(self.event_type.as_str(), "card_number_assigned" | "branch_number_issued")
-                && self.metadata.get("actor").and_then(Value::as_str) == Some("system"))
-    }
-}
-
 /// An event as stored with its payload and metadata still JSON text: what the audit verifier
 /// hashes without building values.
 #[derive(Clone, Debug, PartialEq)]

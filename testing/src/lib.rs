@@ -9,11 +9,11 @@ pub mod cqrs_repo;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use kokuho_ledger::app::Builder;
 use kokuho_ledger::clock::FixedClock;
 use kokuho_ledger::domain::InsurerNumber;
 use kokuho_ledger::ledger::Ledger;
 use kokuho_ledger::settings::Settings;
-use kokuho_ledger::store::writer::Writer;
 use kokuho_ledger::store::Store;
 use kokuho_ledger::vault::Vault;
 use sqlx::Connection;
@@ -178,17 +178,19 @@ async fn ledger_full(
     settings: Settings,
     signer: Option<Arc<kokuho_ledger::audit::keys::Signer>>,
 ) -> TestLedger {
-    let store = db.store().await;
     let clock = Arc::new(FixedClock::new(test_now()));
-    let (writer, _task) = Writer::spawn(store.clone(), 64);
-    let ledger = Arc::new(Ledger::new(
-        store.clone(),
-        writer,
-        clock.clone(),
-        Arc::new(Vault::from_key([42; 32])),
-        settings,
-        signer,
-    ));
+    let mut builder = Builder::new(&db.url)
+        .settings(Settings {
+            max_batch: 64,
+            ..settings
+        })
+        .clock(clock.clone())
+        .vault(Vault::from_key([42; 32]));
+    if let Some(signer) = signer {
+        builder = builder.audit(signer);
+    }
+    let ledger = builder.build().await.expect("the ledger opens").ledger;
+    let store = ledger.store().clone();
     let (stop_projections, stopped) = tokio::sync::watch::channel(false);
     if run_projections {
         ledger.projections().spawn(stopped);

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use super::slice::{prefix, Folds, Slice, Unit};
-use super::{corrupt, Feed, Last};
+use super::{Feed, Last};
 use crate::domain::feed::{group, Change, HouseholdRecord, IndividualRecord, Member};
 use crate::domain::PersonId;
 use crate::projections::ProjectionError;
@@ -59,14 +59,16 @@ impl Feed {
         let ids = slice.members.get(household_id).map_or(&[][..], Vec::as_slice);
         for id in ids {
             if let Some((_, _, Err(e))) = folds.person(slice, id, upto)? {
-                return Err(corrupt(format!("person {id}: stored history does not derive: {e}")));
+                return Err(ProjectionError::corrupt(format!(
+                    "person {id}: stored history does not derive: {e}"
+                )));
             }
         }
         let mut folded = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some((_, person, Ok(derived))) = folds.persons.get(id.as_str()) {
                 if !prefix(slice.persons.get(id), upto).is_empty() {
-                    let pid = PersonId::parse(id).map_err(|e| corrupt(e.message))?;
+                    let pid = PersonId::parse(id).map_err(|e| ProjectionError::corrupt(e.message))?;
                     folded.push((pid, person, derived));
                 }
             }
@@ -132,9 +134,12 @@ impl Feed {
             return Ok(None);
         };
         let mut now: Vec<(String, String)> = Vec::with_capacity(individuals.len() + 1);
-        now.push((String::new(), serde_json::to_string(&household).map_err(corrupt)?));
+        now.push((
+            String::new(),
+            serde_json::to_string(&household).map_err(ProjectionError::corrupt)?,
+        ));
         for (pid, r) in &individuals {
-            now.push((pid.clone(), serde_json::to_string(r).map_err(corrupt)?));
+            now.push((pid.clone(), serde_json::to_string(r).map_err(ProjectionError::corrupt)?));
         }
         if now.len() == last.len() && now.iter().all(|(k, v)| last.get(k) == Some(v)) {
             return Ok(None);
@@ -143,7 +148,7 @@ impl Feed {
             last.get(pid)
                 .map(|s| serde_json::from_str(s))
                 .transpose()
-                .map_err(corrupt)
+                .map_err(ProjectionError::corrupt)
         };
         let recorded_at = json!(format_instant(&cause.recorded_at));
         let mut records = Vec::with_capacity(individuals.len() + 2);
@@ -187,7 +192,7 @@ impl Feed {
             let change = Change::between(before(&pid)?.as_ref(), &r);
             let json = match json {
                 Some(j) => j,
-                None => serde_json::to_string(&r).map_err(corrupt)?,
+                None => serde_json::to_string(&r).map_err(ProjectionError::corrupt)?,
             };
             issue("individual", Some(pid), json, Some(change));
         }

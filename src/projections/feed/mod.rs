@@ -31,11 +31,7 @@ const RECORD_COLS: [(&str, Ty); 6] = [
 
 /// An event the ledger recorded as the consequence of the event before it, in the same append.
 fn is_consequence(e: &StoredEvent) -> bool {
-    e.is_consequence()
-}
-
-fn corrupt(e: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Corrupt(e.to_string())
+    crate::codec::is_consequence(e)
 }
 
 pub struct Feed {
