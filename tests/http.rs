@@ -248,6 +248,65 @@ on_both!(if_match_conflicts_are_409, |kind| async move {
     api.t.db.cleanup().await;
 });
 
+// The forms src/http/openapi.json states, at their edges (the schemathesis run of
+// scripts/schemathesis.sh holds the whole document against the server).
+on_both!(headers_and_numbers_take_the_documented_forms, |kind| async move {
+    let api = Api::new(kind).await;
+    api.register("7", "1980-06-15").await;
+    let collected = json!({"type": "document_collected", "effective_date": "2025-04-01"}).to_string();
+    // If-Match: "N", N or W/"N", at most 18 digits.
+    for bad in ["\"\"1\"\"", "W/W/1", "+1", "\"1", "1234567890123456789", "W/ \"1\""] {
+        let r = api.post("/v1/persons/7/events", &collected, &[("if-match", bad)]).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (StatusCode::BAD_REQUEST, "invalid_if_match"),
+            "{bad}"
+        );
+    }
+    let r = api
+        .post("/v1/persons/7/events", &collected, &[("if-match", "W/\"1\"")])
+        .await;
+    assert_eq!((r.status, r.body["sequence"].as_i64()), (StatusCode::CREATED, Some(2)));
+    let r = api
+        .post(
+            "/v1/persons/7/events",
+            &collected,
+            &[("if-match", "000000000000000002")],
+        )
+        .await;
+    assert_eq!((r.status, r.body["sequence"].as_i64()), (StatusCode::CREATED, Some(3)));
+    // A whole number written with a fraction is that integer.
+    let correction = json!({"type": "corrected", "target_sequence": 2.0,
+        "replacement": {"type": "document_collected", "effective_date": "2025-04-02"}});
+    let r = api.event("7", correction).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    for bad in [json!(2.5), json!(0.0), json!(-1.0)] {
+        let body = json!({"type": "rescinded", "target_sequence": bad, "reason": "x"});
+        let r = api.event("7", body).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (StatusCode::BAD_REQUEST, "invalid_field"),
+            "{bad}"
+        );
+    }
+    // The query parameter wins over its header, but a malformed header is refused all the same.
+    let r = api
+        .get_with("/v1/persons/7?min_position=1", &[("x-min-position", "one")])
+        .await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_min_position"));
+    let r = api.get_with("/v1/persons/7", &[("x-min-position", "é")]).await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_min_position"));
+    let r = api
+        .get_with("/v1/persons/7?consistency=eventual", &[("x-consistency", "later")])
+        .await;
+    assert_eq!((r.status, code(&r)), (StatusCode::BAD_REQUEST, "invalid_consistency"));
+    let r = api
+        .get_with("/v1/persons/7?min_position=1", &[("x-min-position", "99")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    api.t.db.cleanup().await;
+});
+
 on_both!(idempotent_retry_returns_the_first_response, |kind| async move {
     let api = Api::new(kind).await;
     api.register("8", "1980-06-15").await;

@@ -115,12 +115,21 @@ impl<'a> Body<'a> {
                 "missing_field",
                 format!("{} is required", self.name(key)),
             )),
-            Some(Value::Number(n)) => n.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
-                InputError::new(
-                    "invalid_field",
-                    format!("{} must be a positive integer", self.name(key)),
-                )
-            }),
+            // `3.0` is the integer 3: JSON (and the JSON Schema `integer`) do not tell them apart.
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(f))
+                        .map(|f| f as u64)
+                })
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    InputError::new(
+                        "invalid_field",
+                        format!("{} must be a positive integer", self.name(key)),
+                    )
+                }),
             Some(_) => Err(InputError::new(
                 "invalid_field",
                 format!("{} must be a positive integer", self.name(key)),

@@ -82,32 +82,37 @@ impl Params {
     /// `X-Min-Position`), `consistency` (or `X-Consistency`).
     pub fn read(&mut self, headers: &HeaderMap) -> Result<Read, ApiError> {
         let as_of = self.take("as_of").map(|s| as_of(&s)).transpose()?;
-        let min_position = self
-            .take("min_position")
-            .or_else(|| header_text(headers, "x-min-position"))
-            .map(|v| {
-                v.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_min_position",
-                        "min_position must be a log position (an integer ≥ 0)",
-                    )
-                })
+        // The query parameter wins over its header, but a malformed header is refused all the
+        // same: nothing the client sent is silently ignored.
+        let position = |v: String| {
+            v.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_min_position",
+                    "min_position must be a log position (an integer ≥ 0)",
+                )
             })
-            .transpose()?;
-        let consistency = match self
-            .take("consistency")
-            .or_else(|| header_text(headers, "x-consistency"))
-            .as_deref()
-        {
-            None | Some("consistent") => Consistency::Consistent,
-            Some("eventual") => Consistency::Eventual,
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_consistency",
-                    "consistency must be consistent or eventual",
-                ))
-            }
         };
+        let header_position = header_text(headers, "x-min-position", "invalid_min_position")?
+            .map(position)
+            .transpose()?;
+        let min_position = self.take("min_position").map(position).transpose()?.or(header_position);
+        let consistency = |v: String| match v.as_str() {
+            "consistent" => Ok(Consistency::Consistent),
+            "eventual" => Ok(Consistency::Eventual),
+            _ => Err(ApiError::bad_request(
+                "invalid_consistency",
+                "consistency must be consistent or eventual",
+            )),
+        };
+        let header_consistency = header_text(headers, "x-consistency", "invalid_consistency")?
+            .map(consistency)
+            .transpose()?;
+        let consistency = self
+            .take("consistency")
+            .map(consistency)
+            .transpose()?
+            .or(header_consistency)
+            .unwrap_or(Consistency::Consistent);
         Ok(Read {
             as_of,
             min_position,
@@ -134,8 +139,16 @@ impl Params {
     }
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+/// A header's text; one that is not visible ASCII is refused with `code`, not taken as absent.
+fn header_text(headers: &HeaderMap, name: &str, code: &'static str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::bad_request(code, format!("{name} must be visible ASCII")))
+        })
+        .transpose()
 }
 
 /// An RFC 3339 instant. A `+` of the offset that arrived as a space (an unencoded `+` in a
@@ -177,12 +190,20 @@ fn header<'a>(headers: &'a HeaderMap, name: &str, code: &'static str, max: usize
 /// fingerprint of path and body: a body may carry a My Number) and If-Match.
 pub fn context(headers: &HeaderMap, path: &str, body: &[u8], vault: &Vault) -> Result<RequestContext, ApiError> {
     let idempotency_key = header(headers, "idempotency-key", "invalid_idempotency_key", 255)?.map(str::to_owned);
+    // `"N"`, `N` or weak `W/"N"`, with at most 18 digits (so that it is an i64).
     let if_match = header(headers, "if-match", "invalid_if_match", 32)?
         .map(|v| {
-            let v = v.trim().trim_start_matches("W/").trim_matches('"');
-            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                ApiError::bad_request("invalid_if_match", "If-Match must be a sequence number, e.g. \"3\"")
-            })
+            let v = v.strip_prefix("W/").unwrap_or(v);
+            let digits = v.strip_prefix('"').and_then(|d| d.strip_suffix('"')).unwrap_or(v);
+            Some(digits)
+                .filter(|d| (1..=18).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<i64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_if_match",
+                        "If-Match must be a sequence number of at most 18 digits, e.g. \"3\"",
+                    )
+                })
         })
         .transpose()?;
     let actor = header(headers, "x-actor", "invalid_header", 64)?
