@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Schemathesis against the OpenAPI document the server itself serves (GET /v1/openapi.json):
+# every check, every phase (examples, coverage, fuzzing, stateful through the document's
+# links), bounded and seeded so that a run is deterministic. Any finding, and anything that
+# keeps schemathesis from running, fails.
+#
+# Builds nothing. Usage:
+#   scripts/schemathesis.sh [PATH/TO/kokuho-ledger [ST_RUN_ARGS...]]   (or KOKUHO_BIN=PATH)
+# Further arguments go to `st run` (e.g. `--report har` to look at every exchange).
+# Environment:
+#   KOKUHO_TEST_TOKEN       when set, sent as `Authorization: Bearer <token>` on every request
+#   KOKUHO_ST_VENV          the Python venv to create or use (default: target/venv)
+#   KOKUHO_ST_MAX_EXAMPLES  test cases per operation and phase, examples/coverage/fuzzing (default 200)
+#   KOKUHO_ST_STATEFUL_EXAMPLES  stateful scenarios budget (default 100)
+#   KOKUHO_ST_SEED          explore: generate from this seed instead of the deterministic mode
+#   KOKUHO_ST_REPORT_DIR    where `--report` writes (default: the temporary directory, removed)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+here=$repo/scripts/schemathesis
+ST_VERSION=4.32.5
+
+fail() { echo "schemathesis.sh: $*" >&2; exit 1; }
+
+bin=${1:-${KOKUHO_BIN:-}}
+[ $# -gt 0 ] && shift
+[ -n "$bin" ] || fail "give the path of the built kokuho-ledger binary (argument or KOKUHO_BIN)"
+[ -x "$bin" ] || fail "$bin is not an executable"
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+
+# The pinned schemathesis in its venv; never skipped: no Python, no venv or no pip is a failure.
+venv=${KOKUHO_ST_VENV:-$repo/target/venv}
+st=$venv/bin/st
+if ! "$st" --version 2>/dev/null | grep -qx "st, version $ST_VERSION"; then
+  command -v python3 >/dev/null || fail "python3 is required"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || fail "cannot create the venv $venv (python3-venv missing?)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION" \
+    || fail "cannot install schemathesis $ST_VERSION into $venv"
+  "$st" --version 2>/dev/null | grep -qx "st, version $ST_VERSION" || fail "schemathesis $ST_VERSION is not runnable from $venv"
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kokuho-schemathesis.XXXXXX")
+server=
+cleanup() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A fresh embedded database and the default configuration: no KOKUHO_* setting of the caller
+# leaks in; the card-number width is the document's (8).
+unset_kokuho=()
+for v in $(compgen -e); do
+  case $v in KOKUHO_*) unset_kokuho+=(-u "$v") ;; esac
+done
+env "${unset_kokuho[@]}" -u DATABASE_URL KOKUHO_CARD_NUMBER_WIDTH=8 RUST_LOG=info NO_COLOR=1 \
+  "$bin" serve --listen 127.0.0.1:0 --database-url "sqlite://$work/ledger.db" >"$work/server.log" 2>&1 &
+server=$!
+addr=
+for _ in $(seq 1 300); do
+  addr=$(sed -n 's/\x1b\[[0-9;]*m//g; s/.*serving addr=\([0-9.]*:[0-9]*\).*/\1/p' "$work/server.log" | head -n 1)
+  [ -n "$addr" ] && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; fail "the server did not start"; }
+  sleep 0.1
+done
+[ -n "$addr" ] || { cat "$work/server.log" >&2; fail "the server did not report its address within 30 s"; }
+base=http://$addr
+echo "schemathesis.sh: server at $base (database $work/ledger.db)"
+
+head=$("$venv/bin/python" "$here/seed.py" "$base") || { tail -n 50 "$work/server.log" >&2; fail "seeding failed"; }
+echo "schemathesis.sh: seeded, log head $head"
+
+generation=(--generation-deterministic)
+if [ -n "${KOKUHO_ST_SEED:-}" ]; then
+  generation=(--seed "$KOKUHO_ST_SEED")
+fi
+auth=()
+if [ -n "${KOKUHO_TEST_TOKEN:-}" ]; then
+  auth=(--header "Authorization: Bearer $KOKUHO_TEST_TOKEN")
+fi
+
+# Two runs against the same server: the generated phases, then the stateful one (sequences of
+# calls through the document's links) with its own budget; both must be clean.
+failed_runs=()
+counts=()
+run_st() { # NAME PHASES MAX_EXAMPLES
+  local name=$1 phases=$2 examples=$3 started status result
+  started=$(date +%s)
+  echo "schemathesis.sh: $name: st run --checks all --phases $phases --max-examples $examples"
+  set +e
+  (
+    cd "$work" &&
+      KOKUHO_ST_LOG_HEAD=$head SCHEMATHESIS_HOOKS=$here/hooks.py \
+        "$st" --config-file "$here/schemathesis.toml" run "$base/v1/openapi.json" \
+        --checks all \
+        --phases "$phases" \
+        --max-examples "$examples" \
+        "${generation[@]}" \
+        --no-color \
+        --report-dir "${KOKUHO_ST_REPORT_DIR:-$work/report}" \
+        --report-json-path "$work/$name.json" \
+        "${auth[@]}" "${st_args[@]}"
+  )
+  status=$?
+  set -e
+  echo "schemathesis.sh: $name: st exited $status after $(($(date +%s) - started)) s"
+  if ! kill -0 "$server" 2>/dev/null; then
+    tail -n 50 "$work/server.log" >&2
+    fail "the server died during the run"
+  fi
+  # `st` exits 0 on test cases it could not run ("errored"); those fail here too.
+  if ! result=$("$venv/bin/python" - "$work/$name.json" "$phases" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r["test_cases"]
+problems = []
+if r["exit_code"] != 0 or not r["complete"] or r["stop_reason"] != "completed":
+    problems.append(f"exit code {r['exit_code']}, stop reason {r['stop_reason']}")
+if t["with_failures"] or r["failures"]:
+    problems.append(f"{t['with_failures']} test cases with failures")
+if t["errored"] or r["errors"]:
+    problems.append(f"{t['errored']} test cases errored, {len(r['errors'])} errors")
+for phase in sys.argv[2].split(","):
+    p = r["phases"].get(phase, {"status": "missing"})
+    if p["status"] != "success":
+        problems.append(f"phase {phase}: {p['status']} {p.get('skip_reason') or ''}")
+for p in problems:
+    print(f"schemathesis.sh: {p}", file=sys.stderr)
+failed = t["with_failures"] + t["errored"]
+print(t["generated"] - failed, failed)
+sys.exit(1 if problems else 0)
+PY
+  ); then
+    failed_runs+=("$name")
+  fi
+  [ "$status" -eq 0 ] || failed_runs+=("$name")
+  counts+=(${result:-0 1})
+}
+
+st_args=("$@")
+run_st generated examples,coverage,fuzzing "${KOKUHO_ST_MAX_EXAMPLES:-200}"
+run_st stateful stateful "${KOKUHO_ST_STATEFUL_EXAMPLES:-100}"
+
+passed=0
+failed=0
+for ((i = 0; i < ${#counts[@]}; i += 2)); do
+  passed=$((passed + counts[i]))
+  failed=$((failed + counts[i + 1]))
+done
+if grep -q ' ERROR ' "$work/server.log"; then
+  grep ' ERROR ' "$work/server.log" | head -n 20 >&2
+  failed_runs+=("server log")
+  echo "schemathesis.sh: the server logged errors during the run" >&2
+fi
+echo "schemathesis: $passed passed, $failed failed"
+[ ${#failed_runs[@]} -eq 0 ] || fail "findings in: ${failed_runs[*]}"
+echo "schemathesis.sh: no findings"
