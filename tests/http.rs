@@ -304,6 +304,15 @@ on_both!(headers_and_numbers_take_the_documented_forms, |kind| async move {
         .get_with("/v1/persons/7?min_position=1", &[("x-min-position", "99")])
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // An as_of past the year 9999 in UTC is after everything, like any later instant.
+    for t in [
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:00:00-05:00",
+        "9999-12-31T23:59:60-23:59",
+    ] {
+        let r = api.get(&format!("/v1/persons/7?as_of={t}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{t}: {}", r.body);
+    }
     api.t.db.cleanup().await;
 });
 

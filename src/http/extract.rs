@@ -152,14 +152,20 @@ fn header_text(headers: &HeaderMap, name: &str, code: &'static str) -> Result<Op
 }
 
 /// An RFC 3339 instant. A `+` of the offset that arrived as a space (an unencoded `+` in a
-/// query string means a space) is read as the `+` it was.
+/// query string means a space) is read as the `+` it was. An instant past the year 9999 in UTC
+/// (`9999-12-31T23:00:00-05:00`) is after every recorded event, as is the last microsecond of
+/// 9999, which it becomes: the stores compare instants with four-digit years.
 pub fn as_of(s: &str) -> Result<DateTime<Utc>, ApiError> {
     let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc));
+    let last = NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+        .map(|t| t.and_utc());
     parse(s)
         .or_else(|e| match s.rfind(' ') {
             Some(i) if s[..i].contains('T') => parse(&format!("{}+{}", &s[..i], &s[i + 1..])),
             _ => Err(e),
         })
+        .map(|t| last.map_or(t, |last| t.min(last)))
         .map_err(|_| {
             ApiError::bad_request(
                 "invalid_as_of",
