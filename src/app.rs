@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::access::oidc::OidcVerifier;
+use crate::access::tokens::TokenStore;
+use crate::access::{Access, Recorder};
 use crate::audit::keys::Signer;
 use crate::clock::{Clock, SystemClock};
 use crate::ledger::Ledger;
 use crate::settings::Settings;
-use crate::store::sql::{Ty, Val};
 use crate::store::writer::Writer;
-use crate::store::{database_kind, sqlite_path, DatabaseKind, Store, VaultEntry};
+use crate::store::{database_kind, sqlite_path, DatabaseKind, Store};
 use crate::vault::Vault;
 
 /// The embedded default: an SQLite file in the working directory.
@@ -56,32 +58,18 @@ pub fn vault(url: &str, settings: &Settings) -> anyhow::Result<Vault> {
     Ok(vault)
 }
 
-/// Refuses a vault key that cannot open the numbers already sealed: a deployment keeps one key.
+/// Refuses a vault key that cannot open the numbers already sealed (a deployment keeps one
+/// key), after moving entries of the old plain-salt table into the sealed one.
 pub async fn check_vault_key(store: &Store, vault: &Vault) -> anyhow::Result<()> {
-    let rows = store
-        .db()
-        .fetch(
-            "SELECT commitment, person_id, salt, nonce, ciphertext FROM my_number_vault ORDER BY position LIMIT 1",
-            &[],
-            &[Ty::Text, Ty::Text, Ty::Bytes, Ty::Bytes, Ty::Bytes],
-        )
-        .await?;
-    if let Some(r) = rows.into_iter().next() {
-        let mut it = r.into_iter();
-        let mut next = || it.next().unwrap_or(Val::Bytes(None));
-        let entry = VaultEntry {
-            commitment: next().into_text().unwrap_or_default(),
-            person_id: next().into_text().unwrap_or_default(),
-            salt: next().into_bytes().unwrap_or_default(),
-            nonce: next().into_bytes().unwrap_or_default(),
-            ciphertext: next().into_bytes().unwrap_or_default(),
-        };
-        anyhow::ensure!(
-            vault.open(&entry).is_ok(),
-            "the configured My Number vault key does not open the numbers already stored: \
-             configure the key this ledger was started with"
-        );
+    let moved = crate::vault::numbers::move_plain_salts(store.db(), vault).await?;
+    if moved > 0 {
+        tracing::info!(entries = moved, "sealed the salts of My Number entries stored before");
     }
+    anyhow::ensure!(
+        crate::vault::numbers::key_opens_stored(store.db(), vault).await?,
+        "the configured My Number vault key does not open the numbers already stored: \
+         configure the key this ledger was started with"
+    );
     Ok(())
 }
 
@@ -158,6 +146,18 @@ pub async fn check_audit_key(store: &Store, signer: &Signer) -> anyhow::Result<(
 pub struct Application {
     pub ledger: Arc<Ledger>,
     pub writer_task: tokio::task::JoinHandle<()>,
+    /// Identity, roles and the access log's writer.
+    pub access: Arc<Access>,
+    /// The access log's writer: it stops when the last [`Access`] is dropped, after writing
+    /// what was queued.
+    pub access_task: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// The HTTP service over this application.
+    pub fn router(&self) -> axum::Router {
+        crate::http::router(self.ledger.clone(), self.access.clone())
+    }
 }
 
 /// What an application is built from; `Builder::new(url)` takes the environment's settings,
@@ -218,10 +218,21 @@ impl Builder {
             check_audit_key(&store, signer).await?;
         }
         let (writer, writer_task) = Writer::spawn(store.clone(), settings.max_batch);
+        let (recorder, access_task) = Recorder::spawn(store.db().clone());
+        let access = Access {
+            roles: settings.role_table.clone(),
+            tokens: TokenStore::new(store.db().clone()),
+            oidc: settings.oidc.clone().map(OidcVerifier::new),
+            recorder,
+            proxies: settings.trusted_proxies.clone(),
+            unusual: settings.unusual.clone(),
+        };
         let ledger = Ledger::new(store, writer, self.clock, Arc::new(vault), settings, self.audit);
         Ok(Application {
             ledger: Arc::new(ledger),
             writer_task,
+            access: Arc::new(access),
+            access_task,
         })
     }
 }

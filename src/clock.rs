@@ -13,6 +13,16 @@ pub fn tokyo_date(t: DateTime<Utc>) -> NaiveDate {
     t.with_timezone(&tokyo()).date_naive()
 }
 
+/// The instant a Tokyo calendar day begins.
+pub fn tokyo_midnight(d: NaiveDate) -> DateTime<Utc> {
+    d.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_local_timezone(tokyo())
+        .single()
+        .expect("a fixed offset has one local time")
+        .with_timezone(&Utc)
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
     fn today(&self) -> NaiveDate {

@@ -5,6 +5,7 @@
 //! | malformed input (`domain::InputError`) | `Input` | 400 with its code |
 //! | a rule of the history (`domain::DomainError`) | `Rule` | 422 with its code |
 //! | unknown person, household, card | `NotFound` | 404 |
+//! | a My Number erased | `Gone` | 410 |
 //! | `If-Match` or the stream moved under a retry loop | `Conflict`, `ConflictPersisted` | 409 |
 //! | projections behind the position a read needs | `Lagging` | 503 `projection_lagging` |
 //! | the database unreachable or failing (`store::StoreError`, or a `domain::ServiceError` a rule met) | `Store`, `Service` | 500, logged once at the door |
@@ -25,6 +26,8 @@ pub enum LedgerError {
     Rule(#[from] DomainError),
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     #[error("expected sequence {expected}, the stream is at {actual}")]
     Conflict { expected: i64, actual: i64 },
     #[error("other writers kept changing the stream")]

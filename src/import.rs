@@ -19,6 +19,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use serde_json::Value;
 
+use crate::access::record::{named_persons, AccessRecord};
+use crate::access::Recorder;
 use crate::commands::source::{BatchSource, Folded, Source};
 use crate::commands::Decision;
 use crate::domain::event::{HOUSEHOLD_EVENT_TYPES, PERSON_EVENT_TYPES};
@@ -72,12 +74,15 @@ fn parse_line(text: &str, today: chrono::NaiveDate) -> Result<Target, InputError
 }
 
 /// How an import runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     /// Lines per batch (one transaction each).
     pub batch_lines: usize,
     /// The principal recorded as the events' actor.
     pub actor: String,
+    /// Where each written batch leaves its access record (kind `update`, the persons it
+    /// changed), completed from this template, right after the batch commits.
+    pub access: Option<(Recorder, AccessRecord)>,
 }
 
 impl Default for Options {
@@ -85,8 +90,27 @@ impl Default for Options {
         Self {
             batch_lines: 5_000,
             actor: "import".into(),
+            access: None,
         }
     }
+}
+
+/// The persons a batch changes: the person streams it writes and the persons its household
+/// events name.
+fn batch_persons(requests: &[AppendRequest]) -> Vec<String> {
+    let mut persons = Vec::new();
+    for r in requests {
+        let streams = std::iter::once((&r.aggregate_type, &r.aggregate_id, &r.events))
+            .chain(r.also.iter().map(|a| (&a.aggregate_type, &a.aggregate_id, &a.events)));
+        for (ty, id, events) in streams {
+            if ty == "person" {
+                persons.push(id.clone());
+            } else {
+                persons.extend(events.iter().flat_map(|e| named_persons(&e.payload)));
+            }
+        }
+    }
+    persons
 }
 
 /// The line that stopped an import, and why.
@@ -176,7 +200,7 @@ pub async fn run(ledger: &Ledger, file: &Path, options: &Options, progress: impl
         if batch.len() >= options.batch_lines || (end && !batch.is_empty()) {
             let lines = std::mem::take(&mut batch);
             let last = lines.last().map_or(0, |l| l.number);
-            match write_batch(ledger, &lines, &options.actor, &mut report).await? {
+            match write_batch(ledger, &lines, options, &mut report).await? {
                 Some(failure) => {
                     report.failure = Some(failure);
                     break;
@@ -225,9 +249,10 @@ async fn known_keys(ledger: &Ledger, lines: &[Line]) -> Result<std::collections:
 async fn write_batch(
     ledger: &Ledger,
     lines: &[Line],
-    actor: &str,
+    options: &Options,
     report: &mut Report,
 ) -> anyhow::Result<Option<LineFailure>> {
+    let actor = options.actor.as_str();
     for attempt in 0.. {
         let known = known_keys(ledger, lines).await?;
         let todo: Vec<&Line> = lines.iter().filter(|l| !known.contains(&l.key)).collect();
@@ -242,6 +267,7 @@ async fn write_batch(
             return Ok(failure);
         }
         let events: usize = requests.iter().map(AppendRequest::size).sum();
+        let persons = options.access.as_ref().map(|_| batch_persons(&requests));
         let writing = Instant::now();
         let outcome = ledger.commands.append_all(requests).await?;
         tracing::debug!(
@@ -253,6 +279,12 @@ async fn write_batch(
         );
         match outcome {
             Ok(appended) => {
+                if let (Some((recorder, template)), Some(persons)) = (&options.access, persons) {
+                    let mut record = template.clone();
+                    record.at = crate::access::record::micros(chrono::Utc::now());
+                    record.set_persons(persons);
+                    recorder.record(record).await?;
+                }
                 report.written += written;
                 report.already += already;
                 report.events += events;

@@ -1,6 +1,7 @@
 //! kokuho-ledger: an event-sourced eligibility history ledger for a municipality's National
 //! Health Insurance (国民健康保険).
 
+pub mod access;
 pub mod app;
 pub mod audit;
 pub mod cli;
@@ -9,6 +10,7 @@ pub mod codec;
 pub mod commands;
 pub mod domain;
 pub mod error;
+pub mod exports;
 pub mod feed;
 pub mod http;
 pub mod import;

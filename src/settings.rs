@@ -4,6 +4,10 @@
 
 use std::path::PathBuf;
 
+use crate::access::oidc::OidcConfig;
+use crate::access::terminal::TrustedProxies;
+use crate::access::unusual::UnusualRules;
+use crate::access::RoleTable;
 use crate::domain::{CardSymbol, InsurerNumber};
 
 /// The environment variables the ledger reads, with what each means (for `--help`).
@@ -44,8 +48,39 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "requests committed together by the group-commit writer (default 256)",
     ),
     (
-        "KOKUHO_FEED_MY_NUMBER",
-        "true: the feed shows my_number to its consumers (default false)",
+        "KOKUHO_ROLE_TABLE",
+        "role table file (TOML, role = [permissions]); default: access.md's table",
+    ),
+    (
+        "KOKUHO_OIDC_ISSUER",
+        "OpenID Connect issuer URL of the staff identity provider",
+    ),
+    (
+        "KOKUHO_OIDC_CLIENT_ID",
+        "the ledger's client id at the identity provider",
+    ),
+    ("KOKUHO_OIDC_CLIENT_SECRET", "its client secret (console sign-in)"),
+    (
+        "KOKUHO_OIDC_AUDIENCE",
+        "the aud API tokens must carry (default: the client id)",
+    ),
+    ("KOKUHO_OIDC_USER_CLAIM", "claim naming the staff member (default sub)"),
+    ("KOKUHO_OIDC_ROLES_CLAIM", "claim listing their groups (default groups)"),
+    (
+        "KOKUHO_OIDC_ROLE_MAP",
+        "group=role pairs, comma-separated (role names map to themselves)",
+    ),
+    (
+        "KOKUHO_TRUSTED_PROXIES",
+        "proxies (addresses, networks) whose X-Terminal-Id / X-Forwarded-For name the terminal",
+    ),
+    (
+        "KOKUHO_BUSINESS_HOURS",
+        "business hours, Asia/Tokyo, Mon–Fri (default 08:30-17:15)",
+    ),
+    (
+        "KOKUHO_BULK_ACCESS_THRESHOLD",
+        "distinct persons per actor and hour above which access is unusual (default 100)",
     ),
     (
         "RUST_LOG",
@@ -85,8 +120,12 @@ pub struct Settings {
     /// The same key given inline (`KOKUHO_AUDIT_KEY`, PEM), for secret stores that pass
     /// environment variables rather than files.
     pub audit_key: Option<Secret>,
-    /// Whether `GET /v1/feed` adds `my_number` to individual records (feed.md). Off by default.
-    pub feed_my_number: bool,
+    /// The role table (`KOKUHO_ROLE_TABLE`), access.md's defaults when unset.
+    pub role_table: RoleTable,
+    /// The staff identity provider, when configured.
+    pub oidc: Option<OidcConfig>,
+    pub trusted_proxies: TrustedProxies,
+    pub unusual: UnusualRules,
 }
 
 impl Default for Settings {
@@ -99,7 +138,10 @@ impl Default for Settings {
             vault_key_file: None,
             vault_key: None,
             max_batch: 256,
-            feed_my_number: false,
+            role_table: RoleTable::default(),
+            oidc: None,
+            trusted_proxies: TrustedProxies::default(),
+            unusual: UnusualRules::default(),
             audit_key_file: None,
             audit_key: None,
         }
@@ -154,15 +196,74 @@ impl Settings {
             anyhow::ensure!(!v.trim().is_empty(), "KOKUHO_AUDIT_KEY must not be empty");
             s.audit_key = Some(Secret(v));
         }
-        if let Some(v) = var("KOKUHO_FEED_MY_NUMBER") {
-            s.feed_my_number = match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => anyhow::bail!("KOKUHO_FEED_MY_NUMBER must be true or false"),
-            };
+        if var("KOKUHO_FEED_MY_NUMBER").is_some() {
+            anyhow::bail!(
+                "KOKUHO_FEED_MY_NUMBER is no longer read: a feed consumer sees my_number when its credential holds the my_number role"
+            );
+        }
+        if let Some(v) = var("KOKUHO_ROLE_TABLE") {
+            s.role_table =
+                RoleTable::load(std::path::Path::new(&v)).map_err(|e| anyhow::anyhow!("KOKUHO_ROLE_TABLE: {e}"))?;
+        }
+        s.oidc = oidc_from_env()?;
+        if let Some(v) = var("KOKUHO_TRUSTED_PROXIES") {
+            s.trusted_proxies =
+                TrustedProxies::parse(&v).map_err(|e| anyhow::anyhow!("KOKUHO_TRUSTED_PROXIES: {e}"))?;
+        }
+        if let Some(v) = var("KOKUHO_BUSINESS_HOURS") {
+            s.unusual
+                .parse_hours(&v)
+                .map_err(|e| anyhow::anyhow!("KOKUHO_BUSINESS_HOURS: {e}"))?;
+        }
+        if let Some(v) = var("KOKUHO_BULK_ACCESS_THRESHOLD") {
+            s.unusual.bulk_threshold = v
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| anyhow::anyhow!("KOKUHO_BULK_ACCESS_THRESHOLD must be a positive integer"))?;
         }
         Ok(s)
     }
+}
+
+/// The identity provider's settings: all of issuer and client id, or none.
+fn oidc_from_env() -> anyhow::Result<Option<OidcConfig>> {
+    let issuer = var("KOKUHO_OIDC_ISSUER").filter(|v| !v.trim().is_empty());
+    let client_id = var("KOKUHO_OIDC_CLIENT_ID").filter(|v| !v.trim().is_empty());
+    let (issuer, client_id) = match (issuer, client_id) {
+        (Some(i), Some(c)) => (i, c),
+        (None, None) => {
+            for other in [
+                "KOKUHO_OIDC_CLIENT_SECRET",
+                "KOKUHO_OIDC_AUDIENCE",
+                "KOKUHO_OIDC_USER_CLAIM",
+                "KOKUHO_OIDC_ROLES_CLAIM",
+                "KOKUHO_OIDC_ROLE_MAP",
+            ] {
+                anyhow::ensure!(var(other).is_none(), "{other} is set but KOKUHO_OIDC_ISSUER is not");
+            }
+            return Ok(None);
+        }
+        _ => anyhow::bail!("KOKUHO_OIDC_ISSUER and KOKUHO_OIDC_CLIENT_ID go together"),
+    };
+    let url = reqwest::Url::parse(&issuer).map_err(|e| anyhow::anyhow!("KOKUHO_OIDC_ISSUER: {e}"))?;
+    anyhow::ensure!(
+        url.scheme() == "https" || url.host_str().is_some_and(|h| h == "localhost" || h == "127.0.0.1"),
+        "KOKUHO_OIDC_ISSUER must be an https URL (plain http only on localhost)"
+    );
+    let role_map = match var("KOKUHO_OIDC_ROLE_MAP") {
+        Some(v) => OidcConfig::parse_role_map(&v).map_err(|e| anyhow::anyhow!("KOKUHO_OIDC_ROLE_MAP: {e}"))?,
+        None => Default::default(),
+    };
+    Ok(Some(OidcConfig {
+        audience: var("KOKUHO_OIDC_AUDIENCE").unwrap_or_else(|| client_id.clone()),
+        issuer,
+        client_id,
+        client_secret: var("KOKUHO_OIDC_CLIENT_SECRET").map(Secret),
+        user_claim: var("KOKUHO_OIDC_USER_CLAIM").unwrap_or_else(|| "sub".into()),
+        roles_claim: var("KOKUHO_OIDC_ROLES_CLAIM").unwrap_or_else(|| "groups".into()),
+        role_map,
+    }))
 }
 
 /// A secret setting: never printed (its Debug form is redacted).

@@ -68,6 +68,7 @@ on_both!(records_each_insured_75th_birthday_once, |kind| async move {
         first,
         AgeOutSummary {
             recorded: 1,
+            recorded_persons: vec!["901".into()],
             already: 0,
             failed: vec![]
         }

@@ -238,14 +238,33 @@ fn reference_root(leaves: &[Hash]) -> Hash {
 
 on_both!(the_http_api_serves_checkpoints_entries_and_proofs, |kind| async move {
     let f = Fixture::new(kind, 3).await;
-    let router = kokuho_ledger::http::router(f.t.ledger.clone());
+    let router = kokuho_ledger::http::router(f.t.ledger.clone(), f.t.access.clone())
+        .layer(axum::extract::connect_info::MockConnectInfo(common::api::peer()));
+    let token =
+        f.t.access
+            .tokens
+            .create(
+                "auditor",
+                &[kokuho_ledger::access::Role::Auditor],
+                None,
+                "test",
+                common::test_now(),
+            )
+            .await
+            .unwrap();
     let get = |path: String| {
         let router = router.clone();
+        let auth = format!("Bearer {token}");
         async move {
             use http_body_util::BodyExt as _;
             use tower::ServiceExt as _;
             let res = router
-                .oneshot(axum::http::Request::get(&path).body(axum::body::Body::empty()).unwrap())
+                .oneshot(
+                    axum::http::Request::get(&path)
+                        .header("authorization", auth)
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
                 .await
                 .unwrap();
             let status = res.status().as_u16();
@@ -336,6 +355,7 @@ on_both!(checkpoints_every_thousand_entries_and_for_the_tail, |kind| async move 
     let options = kokuho_ledger::import::Options {
         batch_lines: 10_000,
         actor: "test".into(),
+        access: None,
     };
     let report = kokuho_ledger::import::run(&t.ledger, &file, &options, |_| {})
         .await

@@ -56,7 +56,40 @@ fn vault_key(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// Tokens of the running servers by address: every request of [`http`] carries its server's.
+static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// A token made by `token create` (the last line of its stdout).
+fn create_token(db: &TestDb, dir: &std::path::Path, name: &str, roles: &[&str]) -> String {
+    let mut command = Command::new(BIN);
+    command.args(["token", "create", "--name", name, "--database-url", &db.url]);
+    for r in roles {
+        command.args(["--role", r]);
+    }
+    let out = command.env("KOKUHO_VAULT_KEY_FILE", vault_key(dir)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().last().unwrap().to_owned()
+}
+
 fn start(db: &TestDb, dir: &std::path::Path) -> Server {
+    let server = start_bare(db, dir);
+    let name = format!("cli-test-{}", uuid::Uuid::new_v4().simple());
+    let token = create_token(db, dir, &name, &["clerk", "auditor", "feed_consumer"]);
+    TOKENS.lock().unwrap().push((server.addr.clone(), token));
+    server
+}
+
+fn token_of(addr: &str) -> Option<String> {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| a == addr)
+        .map(|(_, t)| t.clone())
+}
+
+fn start_bare(db: &TestDb, dir: &std::path::Path) -> Server {
     let mut command = Command::new(BIN);
     if db.is_postgres() {
         command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
@@ -89,9 +122,12 @@ fn start(db: &TestDb, dir: &std::path::Path) -> Server {
 }
 
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let auth = token_of(addr)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -305,7 +341,34 @@ async fn import_on(kind: Kind) {
         events[1].payload["name_kana"], "カゾク　イチロウ",
         "half-width kana stored full width"
     );
-    assert_eq!(events[1].metadata["actor"], "import");
+    // The events' actor is the host's user who ran the import, and each batch left its
+    // access record naming the persons it wrote.
+    let actor = events[1].metadata["actor"].as_str().unwrap().to_owned();
+    assert!(actor.starts_with("os:") && actor.contains('@'), "{actor}");
+    let records = kokuho_ledger::access::log::list(
+        store.db(),
+        &kokuho_ledger::access::log::Filter {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let imports: Vec<_> = records.iter().filter(|r| r.screen == "cli import").collect();
+    assert!(!imports.is_empty());
+    assert!(imports
+        .iter()
+        .all(|r| r.actor == actor && r.kind.as_str() == "update" && r.outcome == 200));
+    let named: std::collections::BTreeSet<&str> = imports
+        .iter()
+        .flat_map(|r| r.persons.iter().map(String::as_str))
+        .collect();
+    let written: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.aggregate_type == "person")
+        .map(|e| e.aggregate_id.as_str())
+        .collect();
+    assert_eq!(named, written);
     let branches: Vec<(String, String, String)> = events
         .iter()
         .filter(|e| e.event_type == "branch_number_issued")
@@ -815,7 +878,7 @@ async fn audit_commands_on(kind: Kind) {
 
     // A changed event: exit 1 naming its position.
     let store = db.store().await;
-    let change = "UPDATE events SET metadata = replace(metadata, 'anonymous', 'anonymouz') WHERE position = 2";
+    let change = "UPDATE events SET metadata = replace(metadata, 'cli-test', 'cli-tesT') WHERE position = 2";
     if let Some(pool) = store.pg_pool() {
         sqlx::query("ALTER TABLE events DISABLE TRIGGER USER")
             .execute(pool)
@@ -824,7 +887,7 @@ async fn audit_commands_on(kind: Kind) {
         sqlx::query(
             &change
                 .replace("replace(metadata,", "replace(metadata::text,")
-                .replace("'anonymouz')", "'anonymouz')::json"),
+                .replace("'cli-tesT')", "'cli-tesT')::json"),
         )
         .execute(pool)
         .await

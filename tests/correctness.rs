@@ -409,7 +409,7 @@ on_both!(reads_on_another_ledger_see_the_write, |kind| async move {
     // Two ledgers on one database ("two instances"): the second has no runner of its own
     // started before the write, and reads what the first wrote, with no header.
     let a = Api::new(kind).await;
-    let b = Api::with(common::ledger_on(a.t.db.share(), true).await);
+    let b = Api::with(common::ledger_on(a.t.db.share(), true).await).await;
     resident(&a, "801", "1980-01-01", "80").await;
     let p = b.get("/v1/persons/801").await;
     assert_eq!(

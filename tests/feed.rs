@@ -57,11 +57,7 @@ async fn feed(l: &Ledger) -> Vec<Value> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    l.feed
-        .page(0, 1000, Duration::ZERO, l.settings().feed_my_number)
-        .await
-        .unwrap()
-        .records
+    l.feed.page(0, 1000, Duration::ZERO, false).await.unwrap().records
 }
 
 /// The stored feed records as text, exactly as issued.
@@ -293,11 +289,7 @@ on_both!(long_poll_and_resume_from_a_cursor, |kind| async move {
     let waiting = {
         let l = l.clone();
         tokio::spawn(async move {
-            let page: FeedPage = l
-                .feed
-                .page(0, 10, Duration::from_secs(10), l.settings().feed_my_number)
-                .await
-                .unwrap();
+            let page: FeedPage = l.feed.page(0, 10, Duration::from_secs(10), false).await.unwrap();
             (page, tokio::time::Instant::now())
         })
     };
@@ -346,11 +338,7 @@ on_both!(long_poll_and_resume_from_a_cursor, |kind| async move {
     writers.await.unwrap();
     let all = feed(&l).await;
     assert!(all.len() > 30);
-    let page = l
-        .feed
-        .page(after, 1000, Duration::ZERO, l.settings().feed_my_number)
-        .await
-        .unwrap();
+    let page = l.feed.page(after, 1000, Duration::ZERO, false).await.unwrap();
     seen.extend(page.records.iter().map(|r| r["position"].as_i64().unwrap()));
     assert_eq!(
         seen,
@@ -499,20 +487,10 @@ on_both!(my_number_only_when_the_server_allows_it, |kind| async move {
     .await;
     let records = feed(l).await;
     assert!(records.iter().all(|r| r.get("my_number").is_none()), "off by default");
-    // The stored records never hold it; a server with the setting on adds it when it answers.
+    // The stored records never hold it; a page for a consumer with the my_number role adds it.
     let stored = serde_json::to_string(&records).unwrap();
     assert!(!stored.contains("123456789018"));
-    let settings = kokuho_ledger::settings::Settings {
-        feed_my_number: true,
-        ..common::test_settings()
-    };
-    let allowed = common::ledger_on_with(t.db.share(), false, settings).await;
-    let page = allowed
-        .ledger
-        .feed
-        .page(0, 100, Duration::ZERO, allowed.ledger.settings().feed_my_number)
-        .await
-        .unwrap();
+    let page = l.feed.page(0, 100, Duration::ZERO, true).await.unwrap();
     let individual = page.records.iter().find(|r| r["kind"] == "individual").unwrap();
     assert_eq!(individual["my_number"], "123456789018");
     assert!(page
@@ -557,12 +535,7 @@ on_both!(concurrent_consumers_see_the_same_sequence, |kind| async move {
                     let page = c
                         .ledger
                         .feed
-                        .page(
-                            after,
-                            limit,
-                            Duration::from_millis(400),
-                            c.ledger.settings().feed_my_number,
-                        )
+                        .page(after, limit, Duration::from_millis(400), false)
                         .await
                         .unwrap();
                     seen.extend(page.records.into_iter().map(|r| (r["position"].as_i64().unwrap(), r)));

@@ -10,7 +10,8 @@ use anyhow::Context as _;
 use crate::support::{command_rate, ledger, PLAIN_TABLE};
 
 pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> anyhow::Result<()> {
-    let ledger = ledger(url, None).await?;
+    let app = ledger(url, None).await?;
+    let ledger = app.ledger.clone();
     let store = ledger.store().clone();
     let pool = store.pg_pool().context("appends needs PostgreSQL")?.clone();
     sqlx::query(PLAIN_TABLE).execute(&pool).await?;

@@ -18,7 +18,8 @@ use crate::support::{command_rate, import, ledger, product_binary, settings, tim
 async fn append_rate(admin: &str, clients: usize, seconds: u64, audit: bool) -> anyhow::Result<f64> {
     let db = TestDb::postgres_at(admin, "kl_bench").await;
     let signer = audit.then(|| Arc::new(Signer::generate()));
-    let ledger = ledger(&db.url, signer).await?;
+    let app = ledger(&db.url, signer).await?;
+    let ledger = app.ledger.clone();
     let store = ledger.store().clone();
     let rate = command_rate(&ledger, clients, seconds, false).await?;
     if audit {

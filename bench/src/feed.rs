@@ -24,7 +24,8 @@ pub async fn run(url: &str, persons: usize, export_records: usize) -> anyhow::Re
     let file = dir.path().join("bench.jsonl");
     write_import_file(&file, 0..persons)?;
     // The feed consumer runs (as in `serve`) while the import writes the log.
-    let ledger = ledger(url, None).await?;
+    let app = ledger(url, None).await?;
+    let ledger = app.ledger.clone();
     let store = ledger.store().clone();
     let p = ledger.projections().clone();
     let started = Instant::now();
@@ -61,7 +62,7 @@ pub async fn run(url: &str, persons: usize, export_records: usize) -> anyhow::Re
         after += 1000;
     }
     let sql_rate = records as f64 / started.elapsed().as_secs_f64();
-    let addr = serve(ledger.clone()).await?;
+    let addr = serve(&app).await?;
     let mut conn = Conn::open(&addr).await?;
     let started = Instant::now();
     let (mut after, mut bytes, mut pages) = (0i64, 0usize, 0usize);

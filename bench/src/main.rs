@@ -6,6 +6,7 @@
 //! Build the product binary beside it: `cargo build --release --workspace`, then
 //! `target/release/ledger-bench <what>`.
 
+mod access;
 mod appends;
 mod audit;
 mod feed;
@@ -105,6 +106,20 @@ enum What {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// What access recording costs: timeline reads and single-event appends over HTTP with
+    /// access records vs the same through a recorder that writes nothing; record size.
+    Access {
+        #[arg(long, default_value_t = 20_000)]
+        persons: usize,
+        /// Reading connections.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Appending connections.
+        #[arg(long, default_value_t = 8)]
+        writers: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
         #[arg(long, default_value_t = 50)]
@@ -133,6 +148,12 @@ async fn main() -> anyhow::Result<()> {
             requests,
             clients,
         } => reads::timeline(&url, events, requests, clients).await,
+        What::Access {
+            persons,
+            clients,
+            writers,
+            seconds,
+        } => access::run(&url, persons, clients, writers, seconds).await,
         What::Projections {
             persons,
             clients,

@@ -14,13 +14,14 @@ use serde_json::json;
 use tower::ServiceExt;
 
 use crate::support::{
-    command_rate, import, ledger, percentiles, person_id, registration, serve, settings, write_import_file, Conn,
+    bench_token, command_rate, import, ledger, percentiles, person_id, registration, serve, settings,
+    write_import_file, Conn, Served,
 };
 
 /// Timeline GETs of random generated persons from `clients` connections for `seconds`; with
 /// `rate`, an open loop at that total rate (latency from each request's scheduled time).
-async fn timelines(
-    addr: &str,
+pub async fn timelines(
+    addr: &Served,
     persons: usize,
     clients: usize,
     seconds: u64,
@@ -30,7 +31,7 @@ async fn timelines(
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let addr = addr.to_owned();
+        let addr = addr.clone();
         let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r as f64));
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await?;
@@ -69,7 +70,8 @@ pub async fn projections(url: &str, persons: usize, clients: usize, seconds: u64
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bench.jsonl");
     write_import_file(&file, 0..persons)?;
-    let ledger = ledger(url, None).await?;
+    let app = ledger(url, None).await?;
+    let ledger = app.ledger.clone();
     let report = import(&ledger, &file).await?;
     println!("import: {report}");
     let store = ledger.store().clone();
@@ -103,7 +105,7 @@ pub async fn projections(url: &str, persons: usize, clients: usize, seconds: u64
         println!("  {table}: {rows} rows");
     }
 
-    let addr = serve(ledger.clone()).await?;
+    let addr = serve(&app).await?;
     for (label, pace) in [("closed loop", None), ("open loop", Some(rate))] {
         let (all, rate) = timelines(&addr, persons, clients, seconds, pace, "").await?;
         let (p50, p99, max) = percentiles(all);
@@ -127,10 +129,11 @@ pub async fn consistency(
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bench.jsonl");
     write_import_file(&file, 0..persons)?;
-    let ledger = ledger(url, None).await?;
+    let app = ledger(url, None).await?;
+    let ledger = app.ledger.clone();
     import(&ledger, &file).await?;
     ledger.projections().catch_up().await?;
-    let addr = serve(ledger.clone()).await?;
+    let addr = serve(&app).await?;
     for load in [false, true] {
         for (label, query) in [("consistent", ""), ("eventual", "?consistency=eventual")] {
             let writing = load.then(|| {
@@ -154,7 +157,8 @@ pub async fn consistency(
 }
 
 pub async fn timeline(url: &str, events: usize, requests: usize, clients: usize) -> anyhow::Result<()> {
-    let ledger = ledger(url, None).await?;
+    let app = ledger(url, None).await?;
+    let ledger = app.ledger.clone();
     let id = PersonId::parse("1")?;
     let ctx = RequestContext {
         actor: "bench".into(),
@@ -169,11 +173,15 @@ pub async fn timeline(url: &str, events: usize, requests: usize, clients: usize)
         ledger.record_person_event(&id, &body, &ctx).await?;
     }
     ledger.projections().catch_up().await?;
-    let router = kokuho_ledger::http::router(ledger.clone());
+    let router = kokuho_ledger::http::router(ledger.clone(), app.access.clone()).layer(
+        axum::extract::connect_info::MockConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 9))),
+    );
+    let auth = format!("Bearer {}", bench_token(&app.access).await?);
     for (label, concurrency) in [("sequential", 1usize), ("concurrent", clients)] {
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
             let router = router.clone();
+            let auth = auth.clone();
             let n = requests / concurrency;
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(n);
@@ -181,7 +189,12 @@ pub async fn timeline(url: &str, events: usize, requests: usize, clients: usize)
                     let t = Instant::now();
                     let res = router
                         .clone()
-                        .oneshot(Request::get("/v1/persons/1/timeline").body(Body::empty()).unwrap())
+                        .oneshot(
+                            Request::get("/v1/persons/1/timeline")
+                                .header("authorization", &auth)
+                                .body(Body::empty())
+                                .unwrap(),
+                        )
                         .await
                         .unwrap();
                     assert!(res.status().is_success());
@@ -209,7 +222,8 @@ pub async fn timeline(url: &str, events: usize, requests: usize, clients: usize)
 }
 
 pub async fn lag(url: &str, clients: usize, seconds: u64) -> anyhow::Result<()> {
-    let ledger = ledger(url, None).await?;
+    let app = ledger(url, None).await?;
+    let ledger = app.ledger.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for c in 0..clients {

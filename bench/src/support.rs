@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use kokuho_ledger::access::{Access, Role};
 use kokuho_ledger::app::Builder;
 use kokuho_ledger::audit::keys::Signer;
 use kokuho_ledger::domain::PersonId;
@@ -25,9 +26,14 @@ pub fn settings() -> Settings {
     }
 }
 
-/// A ledger as `serve` runs it (projection runners beside the commands); with a signer, the
-/// audit chainer too.
-pub async fn ledger(url: &str, audit: Option<Arc<Signer>>) -> anyhow::Result<Arc<Ledger>> {
+/// A ledger as `serve` runs it (projection runners beside the commands) and its identity and
+/// access-log parts; with a signer, the audit chainer too.
+pub struct App {
+    pub ledger: Arc<Ledger>,
+    pub access: Arc<Access>,
+}
+
+pub async fn ledger(url: &str, audit: Option<Arc<Signer>>) -> anyhow::Result<App> {
     let mut builder = Builder::new(url).settings(settings());
     if let Some(signer) = audit {
         builder = builder.audit(signer);
@@ -37,7 +43,42 @@ pub async fn ledger(url: &str, audit: Option<Arc<Signer>>) -> anyhow::Result<Arc
     let (stop, stopped) = tokio::sync::watch::channel(false);
     app.ledger.projections().spawn(stopped);
     std::mem::forget(stop);
-    Ok(app.ledger)
+    Ok(App {
+        ledger: app.ledger,
+        access: app.access,
+    })
+}
+
+/// The benchmarks' principal: reads persons, records events, reads the feed.
+pub async fn bench_token(access: &Access) -> anyhow::Result<String> {
+    let name = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    Ok(access
+        .tokens
+        .create(
+            &name,
+            &[Role::Clerk, Role::FeedConsumer, Role::Auditor],
+            None,
+            "bench",
+            chrono::Utc::now(),
+        )
+        .await?)
+}
+
+/// The same parts with a recorder that writes nothing: the baseline of what access recording
+/// costs (bench only; the product cannot turn recording off).
+pub fn unrecorded(app: &App) -> App {
+    let a = &app.access;
+    App {
+        ledger: app.ledger.clone(),
+        access: Arc::new(Access {
+            roles: a.roles.clone(),
+            tokens: kokuho_ledger::access::tokens::TokenStore::new(app.ledger.store().db().clone()),
+            oidc: None,
+            recorder: kokuho_ledger::access::Recorder::discarding(),
+            proxies: a.proxies.clone(),
+            unusual: a.unusual.clone(),
+        }),
+    }
 }
 
 /// A registration body for person number `i`.
@@ -98,6 +139,7 @@ pub async fn import(ledger: &Ledger, file: &std::path::Path) -> anyhow::Result<k
     let options = kokuho_ledger::import::Options {
         batch_lines: 5_000,
         actor: "bench".into(),
+        access: None,
     };
     let report = kokuho_ledger::import::run(ledger, file, &options, |_| {}).await?;
     anyhow::ensure!(report.failure.is_none(), "import failed: {:?}", report.failure);
@@ -120,14 +162,17 @@ pub const PLAIN_TABLE: &str = "CREATE TABLE bench_plain (position bigint PRIMARY
 /// server's and the loopback's, not a client library's.
 pub struct Conn {
     stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    token: String,
 }
 
 impl Conn {
-    pub async fn open(addr: &str) -> anyhow::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
+    /// A connection whose requests carry `Authorization: Bearer <token>`.
+    pub async fn open(addr: &Served) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(&addr.addr).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream: tokio::io::BufReader::new(stream),
+            token: addr.token.clone(),
         })
     }
 
@@ -139,7 +184,8 @@ impl Conn {
     pub async fn request(&mut self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, usize)> {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.token,
             body.len()
         );
         self.stream.get_mut().write_all(req.as_bytes()).await?;
@@ -163,13 +209,29 @@ impl Conn {
     }
 }
 
-/// Serves `ledger` over TCP on a free port; its address.
-pub async fn serve(ledger: Arc<Ledger>) -> anyhow::Result<String> {
-    let router = kokuho_ledger::http::router(ledger);
+/// A service over TCP and a token for it.
+#[derive(Clone)]
+pub struct Served {
+    pub addr: String,
+    pub token: String,
+}
+
+/// Serves `app` over TCP on a free port, as `serve` does (peer addresses as terminals).
+pub async fn serve(app: &App) -> anyhow::Result<Served> {
+    let router = kokuho_ledger::http::router(app.ledger.clone(), app.access.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(addr)
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    Ok(Served {
+        addr,
+        token: bench_token(&app.access).await?,
+    })
 }
 
 static NEXT_PERSON: AtomicU64 = AtomicU64::new(0);

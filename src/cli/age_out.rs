@@ -1,5 +1,7 @@
 //! `kokuho-ledger age-out [--through DATE]`.
 
+use crate::access::command_line::CommandLine;
+use crate::access::AccessKind;
 use crate::app::{self, Builder};
 use crate::jobs::age_out;
 use crate::settings::Settings;
@@ -14,6 +16,16 @@ pub async fn run(through: Option<chrono::NaiveDate>, url: &str) -> anyhow::Resul
     let runner = ledger.projections().spawn(stopped);
     let through = through.unwrap_or_else(|| ledger.clock().today());
     let summary = age_out::run(&ledger, through).await?;
+    // The job's events are the ledger's own (actor `system`); who ran it is recorded here.
+    let cli = CommandLine::start(ledger.store().db(), "age-out");
+    cli.touched(
+        AccessKind::Update,
+        summary.recorded_persons.clone(),
+        summary.failed.is_empty(),
+        None,
+    )
+    .await?;
+    cli.finish().await;
     println!(
         "age-out through {through}: {} recorded, {} already recorded, {} refused",
         summary.recorded,

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::Database;
+use crate::access::command_line::CommandLine;
+use crate::access::AccessKind;
 use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
@@ -48,9 +50,25 @@ pub async fn run(command: FeedCommand) -> anyhow::Result<()> {
             database,
         } => {
             let store = Store::connect(&database.url()).await?;
-            let result = crate::feed::export::export(&store, after, limit, &out, encoding, replace_unmappable).await;
+            let result = crate::exports::feed(&store, after, limit, &out, encoding, replace_unmappable).await;
+            // The send ledger: the range and each file's SHA-256, recorded before it is reported.
+            let cli = CommandLine::start(store.db(), "feed export");
+            let recorded = match &result {
+                Ok((_, sent)) => {
+                    cli.touched(
+                        AccessKind::Export,
+                        sent.persons.clone(),
+                        true,
+                        Some(sent.export.clone()),
+                    )
+                    .await
+                }
+                Err(_) => cli.touched(AccessKind::Export, Vec::new(), false, None).await,
+            };
+            cli.finish().await;
             store.close().await;
-            let exported = result?;
+            let (exported, _) = result?;
+            recorded?;
             for r in &exported.replaced {
                 eprintln!(
                     "replaced U+{:04X} with 〓 in record {}, field {}",

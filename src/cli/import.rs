@@ -3,11 +3,13 @@
 use std::path::Path;
 
 use super::progress;
+use crate::access::command_line::CommandLine;
+use crate::access::AccessKind;
 use crate::app::{self, Builder};
 use crate::import::{self, Options};
 use crate::settings::Settings;
 
-pub async fn run(file: &Path, url: &str, batch_lines: usize, actor: String) -> anyhow::Result<()> {
+pub async fn run(file: &Path, url: &str, batch_lines: usize) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     app::check_settings(url, &settings)?;
     // With the deployment's checkpoint key the import chains what it writes too, so `serve`
@@ -24,8 +26,16 @@ pub async fn run(file: &Path, url: &str, batch_lines: usize, actor: String) -> a
     let runner = ledger.projections().spawn(stopped);
     let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     let pb = progress::bytes(size, "importing");
-    let options = Options { batch_lines, actor };
+    // The events' actor and the access records' principal: the host's user.
+    let cli = CommandLine::start(ledger.store().db(), "import");
+    let options = Options {
+        batch_lines,
+        actor: cli.actor().to_owned(),
+        access: Some((cli.recorder(), cli.record_of(AccessKind::Update))),
+    };
     let report = import::run(&ledger, file, &options, |n| pb.set_position(n)).await;
+    drop(options);
+    cli.finish().await;
     pb.finish_and_clear();
     let report = report?;
     println!("{report}");

@@ -1,13 +1,16 @@
 //! The command line: one binary, `kokuho-ledger`, with subcommands (api.md). One file per
 //! subcommand; this one parses and dispatches.
 
+mod access;
 mod age_out;
 mod audit;
 mod feed;
 mod import;
+mod my_number;
 mod progress;
 mod rebuild;
 mod serve;
+mod token;
 mod vault;
 
 use std::path::PathBuf;
@@ -70,9 +73,6 @@ pub enum Command {
         /// Lines per batch (one transaction each).
         #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch_size: u32,
-        /// Actor recorded in the events' metadata.
-        #[arg(long, default_value = "import")]
-        actor: String,
     },
     /// Record `late_elderly_age_reached` for everyone whose loss on their 75th birthday is due
     /// on or before DATE (default: today). Idempotent; exit 1 when a person was refused.
@@ -105,10 +105,30 @@ pub enum Command {
         #[command(subcommand)]
         command: vault::VaultCommand,
     },
+    /// Local bearer tokens: create, list, revoke (access.md).
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
+    /// The access log (アクセス記録): verify its chain, purge records past five years.
+    Access {
+        #[command(subcommand)]
+        command: access::AccessCommand,
+    },
+    /// My Numbers in the vault: erasure.
+    MyNumber {
+        #[command(subcommand)]
+        command: my_number::MyNumberCommand,
+    },
 }
 
 fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
     crate::domain::input::parse_date("--through", s).map_err(|e| e.message)
+}
+
+/// A `YYYY-MM-DD` option.
+fn parse_date_arg(s: &str) -> Result<chrono::NaiveDate, String> {
+    crate::domain::input::parse_date("the date", s).map_err(|e| e.message)
 }
 
 /// Parses the command line, with the environment variables listed in `--help`. Exits with 2
@@ -152,13 +172,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             database,
             batch_size,
-            actor,
-        } => import::run(&file, &database.url(), batch_size as usize, actor).await,
+        } => import::run(&file, &database.url(), batch_size as usize).await,
         Command::AgeOut { through, database } => age_out::run(through, &database.url()).await,
         Command::Rebuild { database } => rebuild::run(&database.url()).await,
         Command::Feed { command } => feed::run(command).await,
         Command::Audit { command } => audit::run(command).await,
         Command::Vault { command } => vault::run(command),
+        Command::Token { command } => token::run(command).await,
+        Command::Access { command } => access::run(command).await,
+        Command::MyNumber { command } => my_number::run(command).await,
     }
 }
 

@@ -2,6 +2,8 @@
 //! projections (the feed) verified against a recomputation from the log (never rewritten).
 
 use super::progress;
+use crate::access::command_line::CommandLine;
+use crate::access::AccessKind;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::{app, ledger};
@@ -16,7 +18,15 @@ pub async fn run(url: &str) -> anyhow::Result<()> {
     let pb = progress::bar((head.max(0) as u64) * rebuilt.len() as u64, "rebuilding");
     let summary = projections.rebuild(|n| pb.inc(n)).await;
     pb.finish_and_clear();
+    // A rebuild reads every person's history but shows none of it: recorded without a list
+    // of persons.
+    let cli = CommandLine::start(store.db(), "rebuild");
+    let recorded = cli
+        .touched(AccessKind::Inquiry, Vec::new(), summary.is_ok(), None)
+        .await;
+    cli.finish().await;
     store.close().await;
+    recorded?;
     let summary = summary?;
     println!(
         "rebuilt {} from {} events in {:.1} s ({:.0} events/s per projection)",

@@ -18,17 +18,22 @@ pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
+    let router = app.router();
     let ledger = app.ledger;
+    drop(app.access);
     tracing::info!(addr = %listener.local_addr()?, database = ?ledger.store().kind(), "serving");
-    let router = crate::http::router(ledger.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner = ledger.projections().spawn(stopped);
     let daily = tokio::spawn(age_out::daily(ledger.clone()));
     let store = ledger.store().clone();
     drop(ledger);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer address is the terminal (端末名) of every access record.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     // The daily job holds the ledger too: stop it so the writer can drain.
     daily.abort();
     let _ = daily.await;
@@ -41,6 +46,13 @@ pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("the writer did not drain within 30 s");
+    }
+    // Every answered request's record was written before its answer; this only waits.
+    if tokio::time::timeout(Duration::from_secs(30), app.access_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the access log writer did not stop within 30 s");
     }
     store.close().await;
     tracing::info!("stopped");

@@ -234,6 +234,12 @@ impl Kana {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name without its spaces: what a kana search matches a prefix of (staff type
+    /// ヤマダタロウ or ヤマダ　タロウ alike).
+    pub fn search_key(&self) -> String {
+        self.0.chars().filter(|c| *c != '\u{3000}').collect()
+    }
 }
 
 fn is_kana_char(c: char) -> bool {

@@ -346,3 +346,35 @@ pub fn parse_household_event(v: &Value, today: NaiveDate) -> Result<HouseholdEve
         fact,
     })
 }
+
+/// The criteria of a person search (api.md "Search"); at least one is given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchInput {
+    /// Kana prefix without spaces (half-width kana accepted and widened, as stored).
+    pub name_kana: Option<String>,
+    pub name: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub household_id: Option<HouseholdId>,
+    pub my_number: Option<MyNumber>,
+}
+
+/// Parses a search body: unknown fields and malformed criteria are refused.
+pub fn parse_search(v: &Value) -> Result<SearchInput, InputError> {
+    let b = Body::new(v, "")?;
+    b.only(&[&["name_kana", "name", "birth_date", "household_id", "my_number"]])?;
+    let name_kana = opt(b.opt_str("name_kana")?, Kana::parse)?.map(|k| k.search_key());
+    let input = SearchInput {
+        name_kana: name_kana.filter(|k| !k.is_empty()),
+        name: opt(b.opt_str("name")?, Name::parse)?.map(|n| n.as_str().to_owned()),
+        birth_date: b.opt_date("birth_date")?,
+        household_id: opt(b.opt_str("household_id")?, HouseholdId::parse)?,
+        my_number: opt(b.opt_str("my_number")?, MyNumber::parse)?,
+    };
+    if input == SearchInput::default() {
+        return Err(InputError::new(
+            "empty_search",
+            "give at least one of name_kana, name, birth_date, household_id, my_number",
+        ));
+    }
+    Ok(input)
+}

@@ -72,6 +72,31 @@ pub enum Encoding {
     ShiftJis,
 }
 
+impl Encoding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::ShiftJis => "shift_jis",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Encoding::Utf8, Encoding::ShiftJis].into_iter().find(|e| e.name() == s)
+    }
+}
+
+/// An export stopped by a character Windows-31J cannot represent (feed.md: never dropped
+/// silently).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "record {position}, field {field}: U+{code:04X} cannot be written in Windows-31J (use --replace-unmappable to write 〓 instead)"
+)]
+pub struct UnmappableError {
+    pub position: i64,
+    pub field: &'static str,
+    pub code: u32,
+}
+
 /// A character the chosen encoding cannot represent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unmappable {
@@ -377,11 +402,12 @@ impl Out {
                     let at = read - c.len_utf8();
                     let field = columns[self.starts.partition_point(|s| *s <= at) - 1];
                     if !self.replace {
-                        anyhow::bail!(
-                            "record {position}, field {field}: U+{:04X} cannot be written in Windows-31J \
-                             (use --replace-unmappable to write 〓 instead)",
-                            c as u32
-                        );
+                        return Err(UnmappableError {
+                            position,
+                            field,
+                            code: c as u32,
+                        }
+                        .into());
                     }
                     replaced.push(Unmappable {
                         position,

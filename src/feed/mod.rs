@@ -8,12 +8,9 @@ pub mod export;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::codec::fold;
-use crate::domain::Person;
 use crate::error::LedgerError;
 use crate::projections::feed::{feed_head, feed_records};
 use crate::projections::Projections;
@@ -54,16 +51,21 @@ impl FeedText {
         out
     }
 
-    /// The person ids the page's individual records name (the access record's subjects).
+    /// The person ids the page's records name (the access record's subjects): each individual
+    /// record's person, each household record's NHI head and deemed head.
     pub fn persons(&self) -> Vec<String> {
         #[derive(Deserialize)]
         struct Subject {
             person_id: Option<String>,
+            nhi_head_person_id: Option<String>,
+            deemed_head_person_id: Option<String>,
         }
         let mut out: Vec<String> = self
             .records
             .iter()
-            .filter_map(|r| serde_json::from_str::<Subject>(r).ok()?.person_id)
+            .filter_map(|r| serde_json::from_str::<Subject>(r).ok())
+            .flat_map(|s| [s.person_id, s.nhi_head_person_id, s.deemed_head_person_id])
+            .flatten()
             .collect();
         out.sort();
         out.dedup();
@@ -132,43 +134,54 @@ impl Feed {
         my_numbers: bool,
     ) -> Result<FeedPage, LedgerError> {
         let page = self.page_text(after, limit, wait).await?;
-        let mut records = page
-            .records
-            .iter()
-            .map(|r| serde_json::from_str::<Value>(r).map_err(corrupt))
-            .collect::<Result<Vec<_>, _>>()?;
         if my_numbers {
-            self.add_my_numbers(&mut records).await?;
+            return Ok(self.with_my_numbers(&page).await?.0);
         }
         Ok(FeedPage {
-            records,
+            records: page
+                .records
+                .iter()
+                .map(|r| serde_json::from_str::<Value>(r).map_err(corrupt))
+                .collect::<Result<Vec<_>, _>>()?,
             next_after: page.next_after,
             head: page.head,
         })
     }
 
+    /// The page with `my_number` added to the individual records of persons who have one (the
+    /// intermediate-server channel); true when at least one number was added.
+    pub async fn with_my_numbers(&self, page: &FeedText) -> Result<(FeedPage, bool), LedgerError> {
+        let mut records = page
+            .records
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(r).map_err(corrupt))
+            .collect::<Result<Vec<_>, _>>()?;
+        let revealed = self.add_my_numbers(&mut records).await?;
+        Ok((
+            FeedPage {
+                records,
+                next_after: page.next_after,
+                head: page.head,
+            },
+            revealed,
+        ))
+    }
+
     /// Adds `my_number` to individual records whose person has one in the vault (the
     /// registration in force as of the record's cause names its commitment).
-    async fn add_my_numbers(&self, records: &mut [Value]) -> Result<(), LedgerError> {
+    async fn add_my_numbers(&self, records: &mut [Value]) -> Result<bool, LedgerError> {
+        let mut added = false;
         for r in records.iter_mut().filter(|r| r["kind"] == "individual") {
             let (Some(person_id), Some(cause)) = (r["person_id"].as_str(), r["cause_position"].as_i64()) else {
                 continue;
             };
-            let mut stream = self.store.load_stream(Person::TYPE, person_id, None).await?;
-            stream.retain(|e| e.position <= cause);
-            let commitment = fold::<Person>(&stream)?
-                .registration()
-                .and_then(|reg| reg.my_number_commitment);
-            let Some(commitment) = commitment else { continue };
-            let Some(entry) = self.store.vault_entry(&commitment).await? else {
+            let held = crate::vault::numbers::held(&self.store, &self.vault, person_id, Some(cause)).await?;
+            let Some(crate::vault::numbers::Held::Number(number)) = held else {
                 continue;
             };
-            let number = self
-                .vault
-                .open(&entry)
-                .map_err(|e| LedgerError::Internal(format!("vault: {e}")))?;
             r["my_number"] = Value::String(number.expose().to_owned());
+            added = true;
         }
-        Ok(())
+        Ok(added)
     }
 }

@@ -3,21 +3,49 @@
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use super::extract::{path, Params};
+use super::guard::Touched;
+use super::routes::Route;
 use super::{ApiError, AppState};
+use crate::access::record::named_persons;
+use crate::access::{AccessKind, Permission};
 use crate::audit::{AuditError, ConsistencyProof, EntryView, InclusionProof};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/audit/checkpoint", get(checkpoint))
-        .route("/v1/audit/entries/{position}", get(entry))
-        .route("/v1/audit/proof/inclusion", get(inclusion))
-        .route("/v1/audit/proof/consistency", get(consistency))
+pub fn routes() -> Vec<Route> {
+    let audit = &[Permission::Audit];
+    vec![
+        // Published so that others can witness the log (access.md): no personal data.
+        Route::new(Method::GET, "/v1/audit/checkpoint", &[], AccessKind::Inquiry, || {
+            get(checkpoint)
+        }),
+        Route::new(
+            Method::GET,
+            "/v1/audit/entries/{position}",
+            audit,
+            AccessKind::Inquiry,
+            || get(entry),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/audit/proof/inclusion",
+            audit,
+            AccessKind::Inquiry,
+            || get(inclusion),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/audit/proof/consistency",
+            audit,
+            AccessKind::Inquiry,
+            || get(consistency),
+        ),
+    ]
 }
 
 impl From<AuditError> for ApiError {
@@ -50,7 +78,7 @@ async fn entry(
     State(s): State<AppState>,
     p: Result<Path<String>, PathRejection>,
     params: Params,
-) -> Result<Json<EntryView>, ApiError> {
+) -> Result<Response, ApiError> {
     params.finish()?;
     let raw = path(p)?;
     let position = raw
@@ -58,7 +86,13 @@ async fn entry(
         .ok()
         .filter(|p| *p >= 1)
         .ok_or_else(|| ApiError::bad_request("invalid_position", "position must be a positive integer"))?;
-    Ok(Json(s.ledger.audit().entry(position).await?))
+    let view: EntryView = s.ledger.audit().entry(position).await?;
+    // An entry shows its event: the person of a person stream, and whoever its payload names.
+    let mut persons = named_persons(&view.entry["payload"]);
+    if view.entry["stream"] == "person" {
+        persons.extend(view.entry["stream_id"].as_str().map(str::to_owned));
+    }
+    Ok(Touched::persons(persons).on(Json(view)))
 }
 
 async fn inclusion(State(s): State<AppState>, mut params: Params) -> Result<Json<InclusionProof>, ApiError> {

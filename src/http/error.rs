@@ -52,6 +52,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::Input(i) => Self::bad_request(i.code, i.message),
             LedgerError::Rule(r) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, r.code, r.message),
             LedgerError::NotFound { code, message } => Self::new(StatusCode::NOT_FOUND, code, message),
+            LedgerError::Gone { code, message } => Self::new(StatusCode::GONE, code, message),
             LedgerError::Conflict { expected, actual } => Self::new(
                 StatusCode::CONFLICT,
                 "sequence_conflict",

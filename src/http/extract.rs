@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
+use super::guard::Caller;
 use super::ApiError;
 use crate::domain::input::parse_date;
 use crate::reads::{Consistency, Read};
@@ -192,46 +193,45 @@ fn header<'a>(headers: &'a HeaderMap, name: &str, code: &'static str, max: usize
     }
 }
 
-/// The request metadata of a write: actor, terminal, request id, Idempotency-Key (with a keyed
-/// fingerprint of path and body: a body may carry a My Number) and If-Match.
-pub fn context(headers: &HeaderMap, path: &str, body: &[u8], vault: &Vault) -> Result<RequestContext, ApiError> {
+/// The request context of a write: the caller's identity (the actor is the principal, never a
+/// header), `Idempotency-Key` with its keyed fingerprint (the actor, path and body: the same
+/// key from another principal or for another request is a conflict, and the body, which may
+/// hold a My Number, is never hashed without the vault's key), and `If-Match`.
+pub fn context(
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: &str,
+    body: &[u8],
+    vault: &Vault,
+) -> Result<RequestContext, ApiError> {
     let idempotency_key = header(headers, "idempotency-key", "invalid_idempotency_key", 255)?.map(str::to_owned);
-    // `"N"`, `N` or weak `W/"N"`, with at most 18 digits (so that it is an i64).
     let if_match = header(headers, "if-match", "invalid_if_match", 32)?
-        .map(|v| {
-            let v = v.strip_prefix("W/").unwrap_or(v);
-            let digits = v.strip_prefix('"').and_then(|d| d.strip_suffix('"')).unwrap_or(v);
-            Some(digits)
-                .filter(|d| (1..=18).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|d| d.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_if_match",
-                        "If-Match must be a sequence number of at most 18 digits, e.g. \"3\"",
-                    )
-                })
-        })
+        .map(if_match)
         .transpose()?;
-    let actor = header(headers, "x-actor", "invalid_header", 64)?
-        .unwrap_or("anonymous")
-        .to_owned();
-    let terminal = header(headers, "x-terminal", "invalid_header", 64)?.map(str::to_owned);
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
     let fingerprint = idempotency_key
         .as_ref()
-        .map(|_| vault.fingerprint(&[path.as_bytes(), body]));
+        .map(|_| vault.fingerprint(&[caller.principal.id.as_bytes(), path.as_bytes(), body]));
     Ok(RequestContext {
-        actor,
-        terminal,
-        request_id,
         idempotency_key,
         fingerprint,
         if_match,
+        ..caller.context()
     })
+}
+
+/// `"N"`, `N` or weak `W/"N"`, with at most 18 digits (so that it is an i64).
+fn if_match(v: &str) -> Result<i64, ApiError> {
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    let digits = v.strip_prefix('"').and_then(|d| d.strip_suffix('"')).unwrap_or(v);
+    Some(digits)
+        .filter(|d| (1..=18).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<i64>().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_if_match",
+                "If-Match must be a sequence number of at most 18 digits, e.g. \"3\"",
+            )
+        })
 }
 
 /// A request body read under the size limit and parsed as JSON.

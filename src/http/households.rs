@@ -3,25 +3,47 @@
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json};
 
 use super::extract::{path, Params};
+use super::guard::{Caller, Touched};
 use super::persons::record;
+use super::routes::Route;
 use super::{ApiError, AppState};
+use crate::access::{AccessKind, Permission};
 use crate::commands::Command;
 use crate::domain::input::parse_household_event;
 use crate::domain::{CardNumber, CardSymbol, HouseholdId};
-use crate::reads::views::{CardBranchesView, HouseholdView};
 use crate::reads::{CardBranches, HouseholdQuery};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/households/{household_id}/events", post(record_event))
-        .route("/v1/households/{household_id}", get(household))
-        .route("/v1/cards/{symbol}/{number}/branches", get(card_branches))
+pub fn routes() -> Vec<Route> {
+    use Permission::*;
+    vec![
+        Route::new(
+            Method::POST,
+            "/v1/households/{household_id}/events",
+            &[RecordEvents],
+            AccessKind::Update,
+            || post(record_event),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/households/{household_id}",
+            &[ReadPersons],
+            AccessKind::Inquiry,
+            || get(household),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/cards/{symbol}/{number}/branches",
+            &[ReadPersons],
+            AccessKind::Inquiry,
+            || get(card_branches),
+        ),
+    ]
 }
 
 fn household_id(p: Result<Path<String>, PathRejection>) -> Result<HouseholdId, ApiError> {
@@ -30,6 +52,7 @@ fn household_id(p: Result<Path<String>, PathRejection>) -> Result<HouseholdId, A
 
 async fn record_event(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
     params: Params,
     uri: Uri,
@@ -37,12 +60,21 @@ async fn record_event(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let household_id = household_id(id)?;
-    record(&s, params, &uri, &headers, body, "household_id", |body, today| {
-        Ok(Command::Household {
-            household_id,
-            event: parse_household_event(body, today)?,
-        })
-    })
+    record(
+        &s,
+        &caller,
+        params,
+        &uri,
+        &headers,
+        body,
+        "household_id",
+        |body, today| {
+            Ok(Command::Household {
+                household_id,
+                event: parse_household_event(body, today)?,
+            })
+        },
+    )
     .await
 }
 
@@ -51,11 +83,14 @@ async fn household(
     id: Result<Path<String>, PathRejection>,
     mut params: Params,
     headers: HeaderMap,
-) -> Result<Json<HouseholdView>, ApiError> {
+) -> Result<Response, ApiError> {
     let household_id = household_id(id)?;
     let read = params.read(&headers)?;
     params.finish()?;
-    Ok(Json(s.ledger.ask(&HouseholdQuery { household_id }, &read).await?))
+    let view = s.ledger.ask(&HouseholdQuery { household_id }, &read).await?;
+    // A household read shows every member.
+    let members = view.members.iter().map(|m| m.person_id.clone());
+    Ok(Touched::persons(members).on(Json(view)))
 }
 
 async fn card_branches(
@@ -63,7 +98,7 @@ async fn card_branches(
     card: Result<Path<(String, String)>, PathRejection>,
     mut params: Params,
     headers: HeaderMap,
-) -> Result<Json<CardBranchesView>, ApiError> {
+) -> Result<Response, ApiError> {
     let (symbol, number) = path(card)?;
     let query = CardBranches {
         symbol: CardSymbol::parse(&symbol)?,
@@ -71,5 +106,7 @@ async fn card_branches(
     };
     let read = params.read(&headers)?;
     params.finish()?;
-    Ok(Json(s.ledger.ask(&query, &read).await?))
+    let view = s.ledger.ask(&query, &read).await?;
+    let holders = view.branches.iter().map(|b| b.person_id.clone());
+    Ok(Touched::persons(holders).on(Json(view)))
 }

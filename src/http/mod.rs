@@ -1,13 +1,18 @@
 //! The HTTP API of api.md (axum). One router per resource; one error type maps every failure
 //! to its status and the error body `{"error": {"code", "message"}}`.
 
+mod access_records;
+mod admin;
 mod audit;
 mod error;
+mod exports;
 pub mod extract;
 mod feed;
+pub mod guard;
 mod households;
 mod ops;
 mod persons;
+pub mod routes;
 
 use std::sync::Arc;
 
@@ -18,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 pub use error::ApiError;
+use routes::RouteIndex;
 
+use crate::access::Access;
 use crate::ledger::Ledger;
 use crate::metrics;
 
@@ -28,17 +35,23 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub ledger: Arc<Ledger>,
+    pub access: Arc<Access>,
+    pub routes: Arc<RouteIndex>,
 }
 
-pub fn router(ledger: Arc<Ledger>) -> Router {
-    let state = AppState { ledger };
-    Router::new()
-        .merge(persons::routes())
-        .merge(households::routes())
-        .merge(feed::routes())
-        .merge(audit::routes())
-        .merge(ops::routes())
+/// The service: the route table's routes, each behind the guard (identity, roles, access
+/// record), the JSON 404 (guarded too), and the request-id, body-limit and 405 layers.
+pub fn router(ledger: Arc<Ledger>, access: Arc<Access>) -> Router {
+    let table = routes::table();
+    let state = AppState {
+        ledger,
+        access,
+        routes: Arc::new(RouteIndex::new(&table)),
+    };
+    routes::router(&table)
         .fallback(ops::not_found)
+        // Per route (after routing: the guard sees the matched template) and the fallback.
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(json_method_not_allowed))
         .layer(middleware::from_fn(request_id_and_metrics))

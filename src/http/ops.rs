@@ -1,21 +1,26 @@
 //! Operations endpoints: health, readiness, metrics, the OpenAPI document, and the JSON 404.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
+use super::routes::Route;
 use super::{ApiError, AppState};
+use crate::access::AccessKind;
 use crate::metrics;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/openapi.json", get(openapi))
+/// Open without a credential (access.md): nothing personal.
+pub fn routes() -> Vec<Route> {
+    let open = |path, handler| Route::new(Method::GET, path, &[], AccessKind::Inquiry, handler);
+    vec![
+        open("/healthz", || get(healthz)),
+        open("/readyz", || get(readyz)),
+        open("/metrics", || get(metrics)),
+        open("/v1/openapi.json", || get(openapi)),
+    ]
 }
 
 async fn healthz() -> Json<serde_json::Value> {

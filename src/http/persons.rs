@@ -1,29 +1,74 @@
-//! Person endpoints: record an event, read the person, the timeline, eligibility on a day.
+//! Person endpoints: record an event, read the person, the timeline, eligibility on a day,
+//! search, and the My Number reveal.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json};
 use serde_json::json;
 
 use super::extract::{context, json_body, path, Params};
+use super::guard::{Caller, Touched};
+use super::routes::Route;
 use super::{ApiError, AppState};
+use crate::access::{AccessKind, Permission};
 use crate::commands::{Command, Recorded};
-use crate::domain::input::parse_person_event;
+use crate::domain::input::{parse_person_event, parse_search};
 use crate::domain::PersonId;
-use crate::reads::views::{EligibilityView, PersonView, TimelineView};
-use crate::reads::{EligibilityQuery, PersonQuery, TimelineQuery};
+use crate::error::LedgerError;
+use crate::reads::{EligibilityQuery, PersonQuery, Read, SearchQuery, TimelineQuery};
 use crate::store::format_instant;
+use crate::vault::numbers::{held, Held};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/persons/{person_id}/events", post(record_event))
-        .route("/v1/persons/{person_id}", get(person))
-        .route("/v1/persons/{person_id}/timeline", get(timeline))
-        .route("/v1/persons/{person_id}/eligibility", get(eligibility))
+pub fn routes() -> Vec<Route> {
+    use Permission::*;
+    vec![
+        Route::new(
+            Method::POST,
+            "/v1/persons/{person_id}/events",
+            &[RecordEvents],
+            AccessKind::Update,
+            || post(record_event),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/persons/{person_id}",
+            &[ReadPersons],
+            AccessKind::Inquiry,
+            || get(person),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/persons/{person_id}/timeline",
+            &[ReadPersons],
+            AccessKind::Inquiry,
+            || get(timeline),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/persons/{person_id}/eligibility",
+            &[ReadPersons],
+            AccessKind::Inquiry,
+            || get(eligibility),
+        ),
+        Route::new(
+            Method::POST,
+            "/v1/persons/search",
+            &[ReadPersons],
+            AccessKind::Inquiry,
+            || post(search),
+        ),
+        Route::new(
+            Method::GET,
+            "/v1/persons/{person_id}/my-number",
+            &[ReadPersons, MyNumber],
+            AccessKind::Inquiry,
+            || get(my_number),
+        ),
+    ]
 }
 
 /// 201 with the recorded event's own sequence and position, and its consequences (api.md).
@@ -50,6 +95,7 @@ fn person_id(p: Result<Path<String>, PathRejection>) -> Result<PersonId, ApiErro
 
 async fn record_event(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
     params: Params,
     uri: Uri,
@@ -57,7 +103,7 @@ async fn record_event(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let person_id = person_id(id)?;
-    record(&s, params, &uri, &headers, body, "person_id", |body, today| {
+    record(&s, &caller, params, &uri, &headers, body, "person_id", |body, today| {
         Ok(Command::Person {
             person_id,
             input: parse_person_event(body, today)?,
@@ -67,9 +113,13 @@ async fn record_event(
 }
 
 /// A write: the body parsed under the size limit, the request metadata read, the command
-/// built by `command` from the body and today, recorded, answered 201.
+/// built by `command` from the body and today, recorded, answered 201. The persons changed
+/// (the stream's own and those of its consequences, and any person the body names) go into
+/// the access record.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn record(
     s: &AppState,
+    caller: &Caller,
     params: Params,
     uri: &Uri,
     headers: &HeaderMap,
@@ -79,10 +129,31 @@ pub(super) async fn record(
 ) -> Result<Response, ApiError> {
     params.finish()?;
     let (bytes, value) = json_body(body)?;
-    let ctx = context(headers, uri.path(), &bytes, s.ledger.vault())?;
+    let ctx = context(caller, headers, uri.path(), &bytes, s.ledger.vault())?;
     let command = command(&value, s.ledger.clock().today())?;
+    let mut persons = crate::access::record::named_persons(&value);
+    if let Command::Person { person_id, .. } = &command {
+        persons.push(person_id.to_string());
+    }
     let r = s.ledger.record(&command, &ctx).await?;
-    Ok(created(id_field, r))
+    persons.extend(
+        r.consequences
+            .iter()
+            .filter(|c| c.stream == "person")
+            .map(|c| c.stream_id.clone()),
+    );
+    Ok(Touched::persons(persons).on(created(id_field, r)))
+}
+
+/// A read of one person's data: the person goes into the access record when answered.
+async fn read_person<Q: crate::reads::Query>(
+    s: &AppState,
+    person_id: &PersonId,
+    query: &Q,
+    read: &Read,
+) -> Result<Response, ApiError> {
+    let answer = s.ledger.ask(query, read).await?;
+    Ok(Touched::persons([person_id.to_string()]).on(Json(answer)))
 }
 
 async fn person(
@@ -90,11 +161,14 @@ async fn person(
     id: Result<Path<String>, PathRejection>,
     mut params: Params,
     headers: HeaderMap,
-) -> Result<Json<PersonView>, ApiError> {
+) -> Result<Response, ApiError> {
     let person_id = person_id(id)?;
     let read = params.read(&headers)?;
     params.finish()?;
-    Ok(Json(s.ledger.ask(&PersonQuery { person_id }, &read).await?))
+    let query = PersonQuery {
+        person_id: person_id.clone(),
+    };
+    read_person(&s, &person_id, &query, &read).await
 }
 
 async fn timeline(
@@ -102,11 +176,14 @@ async fn timeline(
     id: Result<Path<String>, PathRejection>,
     mut params: Params,
     headers: HeaderMap,
-) -> Result<Json<TimelineView>, ApiError> {
+) -> Result<Response, ApiError> {
     let person_id = person_id(id)?;
     let read = params.read(&headers)?;
     params.finish()?;
-    Ok(Json(s.ledger.ask(&TimelineQuery { person_id }, &read).await?))
+    let query = TimelineQuery {
+        person_id: person_id.clone(),
+    };
+    read_person(&s, &person_id, &query, &read).await
 }
 
 async fn eligibility(
@@ -114,10 +191,96 @@ async fn eligibility(
     id: Result<Path<String>, PathRejection>,
     mut params: Params,
     headers: HeaderMap,
-) -> Result<Json<EligibilityView>, ApiError> {
+) -> Result<Response, ApiError> {
     let person_id = person_id(id)?;
     let on = params.date("on", "invalid_on")?;
     let read = params.read(&headers)?;
     params.finish()?;
-    Ok(Json(s.ledger.ask(&EligibilityQuery { person_id, on }, &read).await?))
+    let query = EligibilityQuery {
+        person_id: person_id.clone(),
+        on,
+    };
+    read_person(&s, &person_id, &query, &read).await
+}
+
+/// `POST /v1/persons/search`: every result goes into the access record; a search by My
+/// Number needs the `my_number` permission and is flagged.
+async fn search(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    params.finish()?;
+    let (_, value) = json_body(body)?;
+    let input = parse_search(&value)?;
+    let by_number = input.my_number.is_some();
+    if by_number && !caller.principal.may(Permission::MyNumber) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "searching by My Number needs the my_number role",
+        ));
+    }
+    let person_ids = match &input.my_number {
+        Some(n) => Some(
+            crate::vault::numbers::persons_with(s.ledger.store().db(), s.ledger.vault(), n)
+                .await
+                .map_err(LedgerError::from)?,
+        ),
+        None => None,
+    };
+    let query = SearchQuery {
+        name_kana: input.name_kana,
+        name: input.name,
+        birth_date: input.birth_date,
+        household_id: input.household_id,
+        person_ids,
+    };
+    let view = s.ledger.ask(&query, &Read::default()).await?;
+    let mut touched = Touched::persons(view.results.iter().map(|r| r.person_id.clone()));
+    touched.my_number = by_number;
+    Ok(touched.on(Json(view)))
+}
+
+/// `GET /v1/persons/{person_id}/my-number`: the one response that carries a My Number.
+async fn my_number(
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let person_id = person_id(id)?;
+    params.finish()?;
+    let held = held(s.ledger.store(), s.ledger.vault(), person_id.as_str(), None).await?;
+    let touched = Touched {
+        persons: vec![person_id.to_string()],
+        my_number: true,
+        export: None,
+    };
+    let number = match held {
+        None => {
+            return Err(
+                LedgerError::not_found("person_not_found", format!("person {person_id} is not registered")).into(),
+            )
+        }
+        Some(Held::None) => {
+            return Err(LedgerError::not_found(
+                "no_my_number",
+                format!("person {person_id} has no My Number on record"),
+            )
+            .into())
+        }
+        Some(Held::Erased) => {
+            return Err(LedgerError::Gone {
+                code: "my_number_erased",
+                message: format!("the My Number of person {person_id} has been erased"),
+            }
+            .into())
+        }
+        Some(Held::Number(n)) => n,
+    };
+    Ok(touched.on(Json(json!({
+        "person_id": person_id.to_string(),
+        "my_number": number.expose(),
+    }))))
 }

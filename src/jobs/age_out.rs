@@ -23,6 +23,8 @@ use crate::store::sql::{Ty, Val};
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AgeOutSummary {
     pub recorded: usize,
+    /// The persons recorded by this run (for the command line's access record).
+    pub recorded_persons: Vec<String>,
     /// Recorded before (by an earlier or concurrent run).
     pub already: usize,
     /// Persons whose confirmation was refused, with why (ids only).
@@ -88,7 +90,10 @@ pub async fn run(ledger: &Ledger, through: NaiveDate) -> Result<AgeOutSummary, L
         };
         match ledger.commands.execute_system(&command, &ctx).await {
             Ok(r) if r.replayed => summary.already += 1,
-            Ok(_) => summary.recorded += 1,
+            Ok(_) => {
+                summary.recorded += 1;
+                summary.recorded_persons.push(id.clone());
+            }
             Err(LedgerError::Rule(e)) if e.code == "age_reached_already_recorded" => summary.already += 1,
             Err(
                 e @ (LedgerError::Rule(_)

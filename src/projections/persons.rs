@@ -49,6 +49,7 @@ pub fn tables() -> [(&'static str, Vec<(&'static str, Ty)>); 4] {
                 ("deceased_on", Ty::Text),
                 ("disclosure_restricted_from", Ty::Text),
                 ("age_reached_on", Ty::Text),
+                ("name_kana_key", Ty::Text),
             ],
         ),
         ("proj_run", period(("loss_by_age", Ty::Bool))),
@@ -90,6 +91,7 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
         date(derived.death),
         date(derived.disclosure_restricted_from),
         date(person.age_reached_in_force().first().map(|(_, d)| *d)),
+        Val::text(reg.name_kana.search_key()),
     ]];
     let runs = derived
         .runs
@@ -185,8 +187,9 @@ impl Projection for Persons {
     }
 
     /// 2: memberships end with residence (move-out, death); `age_reached_on`.
+    /// 3: `name_kana_key` for search.
     fn version(&self) -> i64 {
-        2
+        3
     }
 
     fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, Ty)>)> {

@@ -11,6 +11,7 @@
 mod cards;
 mod household;
 mod person;
+mod search;
 pub mod sql;
 mod timeline;
 pub mod views;
@@ -24,6 +25,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 pub use cards::CardBranches;
 pub use household::HouseholdQuery;
 pub use person::PersonQuery;
+pub use search::{SearchQuery, SearchView, MAX_RESULTS};
 pub use timeline::{EligibilityQuery, TimelineQuery};
 
 use crate::clock::Clock;
@@ -86,6 +88,23 @@ impl Reads {
             clock,
             settings,
         }
+    }
+
+    /// Whether any of these persons has a DV disclosure restriction (閲覧制限) on record: the
+    /// access record flags such reads for review.
+    pub async fn any_restricted(&self, persons: &[String]) -> Result<bool, LedgerError> {
+        let db = self.store.db();
+        let n = db
+            .fetch_int(
+                &format!(
+                    "SELECT count(*) FROM proj_person WHERE known_to IS NULL \
+                     AND disclosure_restricted_from IS NOT NULL AND {}",
+                    db.dialect().in_json_array("person_id", 1)
+                ),
+                &[crate::store::sql::json_array(persons)],
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     /// Answers a query at the position `r` calls for.

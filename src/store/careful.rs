@@ -13,9 +13,9 @@ use super::append::{plan, AppendRequest, Appended, Outcome, Rejection, EVENT_COL
 const VAULT_COLS: [(&str, Ty); 7] = [
     ("commitment", Ty::Text),
     ("person_id", Ty::Text),
-    ("salt", Ty::Bytes),
     ("nonce", Ty::Bytes),
-    ("ciphertext", Ty::Bytes),
+    ("sealed", Ty::Bytes),
+    ("blind_index", Ty::Text),
     ("position", Ty::Int),
     ("created_at", Ty::Instant),
 ];
@@ -216,21 +216,16 @@ async fn careful_in(tx: &mut Tx, requests: &[AppendRequest], atomic: bool) -> Re
             vec![
                 Val::Text(Some(v.commitment)),
                 Val::Text(Some(v.person_id)),
-                Val::Bytes(Some(v.salt)),
                 Val::Bytes(Some(v.nonce)),
-                Val::Bytes(Some(v.ciphertext)),
+                Val::Bytes(Some(v.sealed)),
+                Val::Text(Some(v.blind_index)),
                 Val::int(position),
                 at.clone(),
             ]
         })
         .collect();
-    tx.insert_with(
-        "my_number_vault",
-        &VAULT_COLS,
-        vault,
-        "ON CONFLICT (commitment) DO NOTHING",
-    )
-    .await?;
+    tx.insert_with("my_numbers", &VAULT_COLS, vault, "ON CONFLICT (commitment) DO NOTHING")
+        .await?;
     let keys: Vec<Vec<Val>> = plan
         .keys
         .into_iter()

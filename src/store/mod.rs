@@ -94,14 +94,16 @@ pub struct NewEvent {
     pub metadata: Value,
 }
 
-/// An encrypted My Number written with the registration that carries its commitment.
+/// A sealed My Number written with the registration that carries its commitment: the
+/// commitment's salt and the number encrypted together, and the keyed blind index that finds
+/// the person by number (src/vault).
 #[derive(Clone, Debug)]
 pub struct VaultEntry {
     pub commitment: String,
     pub person_id: String,
-    pub salt: Vec<u8>,
     pub nonce: Vec<u8>,
-    pub ciphertext: Vec<u8>,
+    pub sealed: Vec<u8>,
+    pub blind_index: String,
 }
 
 /// An Idempotency-Key claimed by the append it guards.
@@ -411,29 +413,6 @@ impl Store {
             .next()
             .map(|r| idempotency_record(r[0].as_text().unwrap_or_default(), r[1].as_text().unwrap_or_default()))
             .transpose()
-    }
-
-    /// The encrypted My Number for a commitment.
-    pub async fn vault_entry(&self, commitment: &str) -> Result<Option<VaultEntry>, StoreError> {
-        let rows = self
-            .db
-            .fetch(
-                "SELECT commitment, person_id, salt, nonce, ciphertext FROM my_number_vault WHERE commitment = $1",
-                &[Val::text(commitment)],
-                &[Ty::Text, Ty::Text, Ty::Bytes, Ty::Bytes, Ty::Bytes],
-            )
-            .await?;
-        Ok(rows.into_iter().next().map(|r| {
-            let mut it = r.into_iter();
-            let mut next = || it.next().unwrap_or(Val::Bytes(None));
-            VaultEntry {
-                commitment: next().into_text().unwrap_or_default(),
-                person_id: next().into_text().unwrap_or_default(),
-                salt: next().into_bytes().unwrap_or_default(),
-                nonce: next().into_bytes().unwrap_or_default(),
-                ciphertext: next().into_bytes().unwrap_or_default(),
-            }
-        }))
     }
 
     /// The last number issued from a card-number sequence (symbol and width), 0 when none.

@@ -43,9 +43,9 @@ impl From<Vec<Row>> for Columns {
 struct VaultColumns {
     commitments: Vec<String>,
     person_ids: Vec<String>,
-    salts: Vec<Vec<u8>>,
     nonces: Vec<Vec<u8>>,
-    ciphertexts: Vec<Vec<u8>>,
+    sealed: Vec<Vec<u8>>,
+    blind_indexes: Vec<String>,
     positions: Vec<i64>,
 }
 
@@ -55,9 +55,9 @@ impl From<&Vec<(VaultEntry, i64)>> for VaultColumns {
         for (e, position) in entries {
             c.commitments.push(e.commitment.clone());
             c.person_ids.push(e.person_id.clone());
-            c.salts.push(e.salt.clone());
             c.nonces.push(e.nonce.clone());
-            c.ciphertexts.push(e.ciphertext.clone());
+            c.sealed.push(e.sealed.clone());
+            c.blind_indexes.push(e.blind_index.clone());
             c.positions.push(*position);
         }
         c
@@ -131,10 +131,10 @@ pub(super) async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Re
            FROM UNNEST($13::text[], $14::text[], $15::bigint[], $16::bigint[]) AS k(key, fp, f, l), head \
            RETURNING 1), \
          vault AS (\
-           INSERT INTO my_number_vault (commitment, person_id, salt, nonce, ciphertext, position, created_at) \
-           SELECT v.c, v.p, v.s, v.n, v.x, head.base + v.pos, head.at \
-           FROM UNNEST($17::text[], $18::text[], $19::bytea[], $20::bytea[], $21::bytea[], $22::bigint[]) \
-             AS v(c, p, s, n, x, pos), head \
+           INSERT INTO my_numbers (commitment, person_id, nonce, sealed, blind_index, position, created_at) \
+           SELECT v.c, v.p, v.n, v.x, v.b, head.base + v.pos, head.at \
+           FROM UNNEST($17::text[], $18::text[], $19::bytea[], $20::bytea[], $21::text[], $22::bigint[]) \
+             AS v(c, p, n, x, b, pos), head \
            RETURNING 1), \
          cards AS (\
            INSERT INTO card_sequence (symbol, width, last) \
@@ -165,9 +165,9 @@ pub(super) async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Re
     .bind(&key_last)
     .bind(&v.commitments)
     .bind(&v.person_ids)
-    .bind(&v.salts)
     .bind(&v.nonces)
-    .bind(&v.ciphertexts)
+    .bind(&v.sealed)
+    .bind(&v.blind_indexes)
     .bind(&v.positions)
     .bind(&card_symbols)
     .bind(&card_widths)

@@ -195,6 +195,8 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: an acknowledged commit survives a power cut, not only a crash.
             .synchronous(SqliteSynchronous::Full)
+            // An erased My Number's sealed bytes are overwritten, not left in free pages.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         let write = SqlitePoolOptions::new()
             .max_connections(1)
@@ -368,8 +370,9 @@ impl Tx {
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
-                let sql =
-                    format!("INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS u({aliases})");
+                let sql = format!(
+                    "INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS u({aliases}) {suffix}"
+                );
                 let mut columns: Vec<PgColumn> = cols.iter().map(|(_, t)| PgColumn::new(*t)).collect();
                 for row in rows {
                     for (i, v) in row.into_iter().enumerate() {

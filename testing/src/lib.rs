@@ -9,6 +9,7 @@ pub mod cqrs_repo;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use kokuho_ledger::access::Access;
 use kokuho_ledger::app::Builder;
 use kokuho_ledger::clock::FixedClock;
 use kokuho_ledger::domain::InsurerNumber;
@@ -125,6 +126,8 @@ pub struct TestLedger {
     pub stop_projections: tokio::sync::watch::Sender<bool>,
     pub db: TestDb,
     pub ledger: Arc<Ledger>,
+    /// Identity, roles and the access log of the ledger's HTTP service.
+    pub access: Arc<Access>,
     pub store: Store,
     pub clock: Arc<FixedClock>,
 }
@@ -189,7 +192,8 @@ async fn ledger_full(
     if let Some(signer) = signer {
         builder = builder.audit(signer);
     }
-    let ledger = builder.build().await.expect("the ledger opens").ledger;
+    let app = builder.build().await.expect("the ledger opens");
+    let (ledger, access) = (app.ledger, app.access);
     let store = ledger.store().clone();
     let (stop_projections, stopped) = tokio::sync::watch::channel(false);
     if run_projections {
@@ -199,6 +203,7 @@ async fn ledger_full(
         stop_projections,
         db,
         ledger,
+        access,
         store,
         clock,
     }

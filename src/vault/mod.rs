@@ -1,6 +1,10 @@
 //! The My Number vault: the number is encrypted (ChaCha20-Poly1305) outside the event log; only
 //! its salted commitment enters the log (audit.md), so it can be erased without breaking the
-//! hash chain.
+//! hash chain. The salt is sealed with the number (never stored in the clear: with it, the
+//! commitment could be tested against all 10^11 valid numbers), and a keyed blind index finds a
+//! person by number. Everything here is keyed by subkeys of the one vault key.
+
+pub mod numbers;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -29,7 +33,12 @@ pub struct Vault {
     cipher: ChaCha20Poly1305,
     /// Key of the keyed fingerprints ([`Vault::fingerprint`]), derived from the vault key.
     fingerprints: [u8; 32],
+    /// Key of the blind index ([`Vault::blind_index`]).
+    blind: [u8; 32],
 }
+
+/// Bytes of the commitment's salt, sealed in front of the number.
+const SALT_LEN: usize = 16;
 
 /// A subkey for one purpose: HMAC-SHA-256(key, purpose).
 fn derive(key: &[u8; 32], purpose: &[u8]) -> [u8; 32] {
@@ -51,7 +60,17 @@ impl Vault {
         Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             fingerprints: derive(&key, b"kokuho-ledger fingerprints"),
+            blind: derive(&key, b"kokuho-ledger my-number blind index"),
         }
+    }
+
+    /// The blind index of a My Number: HMAC-SHA-256 under its own subkey, lowercase hex. Equal
+    /// numbers give equal indexes (so a search finds them); without the vault key nothing can
+    /// be learned from it.
+    pub fn blind_index(&self, my_number: &MyNumber) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.blind).expect("HMAC takes any key length");
+        mac.update(my_number.expose().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// A keyed fingerprint (HMAC-SHA-256 under a key derived from the vault key, lowercase
@@ -112,46 +131,82 @@ impl Vault {
         Ok((Self::create_key_file(path)?, true))
     }
 
-    /// Encrypts a My Number for a person; the commitment is bound in as associated data.
+    /// Seals a My Number for a person: a fresh salt, the commitment SHA-256(salt ‖ number)
+    /// that goes into the event, and salt and number encrypted together with the commitment
+    /// bound in as associated data.
     pub fn seal(&self, person_id: &PersonId, my_number: &MyNumber) -> VaultEntry {
-        let mut salt = vec![0u8; 16];
-        let mut nonce = vec![0u8; 12];
+        let mut salt = [0u8; SALT_LEN];
         rand::rngs::OsRng.fill_bytes(&mut salt);
+        self.seal_with_salt(person_id, my_number, &salt)
+    }
+
+    /// Seals with a given salt: the move of an entry from the old plain-salt table keeps its
+    /// commitment (the log holds it) and hides its salt.
+    pub fn seal_with_salt(&self, person_id: &PersonId, my_number: &MyNumber, salt: &[u8]) -> VaultEntry {
+        let mut nonce = vec![0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let commitment = commitment(&salt, my_number.expose());
-        let ciphertext = self
+        let commitment = commitment(salt, my_number.expose());
+        let mut plain = salt.to_vec();
+        plain.extend_from_slice(my_number.expose().as_bytes());
+        let sealed = self
             .cipher
             .encrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
-                    msg: my_number.expose().as_bytes(),
+                    msg: &plain,
                     aad: commitment.as_bytes(),
                 },
             )
-            .expect("ChaCha20-Poly1305 encryption of 12 bytes cannot fail");
+            .expect("ChaCha20-Poly1305 encryption of a few bytes cannot fail");
         VaultEntry {
             commitment,
             person_id: person_id.to_string(),
-            salt,
             nonce,
-            ciphertext,
+            sealed,
+            blind_index: self.blind_index(my_number),
         }
     }
 
     /// Decrypts an entry and checks it against its commitment.
     pub fn open(&self, entry: &VaultEntry) -> Result<MyNumber, VaultError> {
-        let plain = self
-            .cipher
+        let plain = self.decrypt(&entry.nonce, &entry.sealed, &entry.commitment)?;
+        if plain.len() <= SALT_LEN {
+            return Err(VaultError::Decrypt);
+        }
+        let (salt, number) = plain.split_at(SALT_LEN);
+        let s = std::str::from_utf8(number).map_err(|_| VaultError::Decrypt)?;
+        if commitment(salt, s) != entry.commitment {
+            return Err(VaultError::Decrypt);
+        }
+        MyNumber::parse(s).map_err(|_| VaultError::Decrypt)
+    }
+
+    fn decrypt(&self, nonce: &[u8], ciphertext: &[u8], commitment: &str) -> Result<Vec<u8>, VaultError> {
+        if nonce.len() != 12 {
+            return Err(VaultError::Decrypt);
+        }
+        self.cipher
             .decrypt(
-                Nonce::from_slice(&entry.nonce),
+                Nonce::from_slice(nonce),
                 Payload {
-                    msg: &entry.ciphertext,
-                    aad: entry.commitment.as_bytes(),
+                    msg: ciphertext,
+                    aad: commitment.as_bytes(),
                 },
             )
-            .map_err(|_| VaultError::Decrypt)?;
+            .map_err(|_| VaultError::Decrypt)
+    }
+
+    /// Opens an entry of the old table (plain salt beside a ciphertext of the number alone).
+    pub fn open_plain_salt(
+        &self,
+        commitment_hex: &str,
+        salt: &[u8],
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<MyNumber, VaultError> {
+        let plain = self.decrypt(nonce, ciphertext, commitment_hex)?;
         let s = String::from_utf8(plain).map_err(|_| VaultError::Decrypt)?;
-        if commitment(&entry.salt, &s) != entry.commitment {
+        if commitment(salt, &s) != commitment_hex {
             return Err(VaultError::Decrypt);
         }
         MyNumber::parse(&s).map_err(|_| VaultError::Decrypt)
@@ -167,13 +222,22 @@ mod tests {
         let v = Vault::from_key([7; 32]);
         let n = MyNumber::parse("123456789018").unwrap();
         let e = v.seal(&PersonId::parse("1").unwrap(), &n);
-        assert_eq!(e.commitment, commitment(&e.salt, "123456789018"));
-        assert!(!e.ciphertext.windows(12).any(|w| w == b"123456789018"));
+        assert!(!e.sealed.windows(12).any(|w| w == b"123456789018"));
         assert_eq!(v.open(&e).unwrap(), n);
+        // The salt is inside the seal: with the key, the commitment is SHA-256(salt ‖ number).
+        let plain = v.decrypt(&e.nonce, &e.sealed, &e.commitment).unwrap();
+        assert_eq!(e.commitment, commitment(&plain[..SALT_LEN], "123456789018"));
         let mut bad = e.clone();
-        bad.ciphertext[0] ^= 1;
+        bad.sealed[0] ^= 1;
         assert!(v.open(&bad).is_err());
         assert!(Vault::from_key([8; 32]).open(&e).is_err());
+        // Equal numbers, equal blind index; another key, another index.
+        assert_eq!(
+            v.blind_index(&n),
+            v.seal(&PersonId::parse("2").unwrap(), &n).blind_index
+        );
+        assert_ne!(v.blind_index(&n), Vault::from_key([8; 32]).blind_index(&n));
+        assert_ne!(e.commitment, v.seal(&PersonId::parse("1").unwrap(), &n).commitment);
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! The access log's writer: records from concurrent requests are gathered into one transaction
+//! (group commit, like the event log's writer), ids and hashes assigned under the lock of the
+//! head row, so that the log stays gapless and chained whichever process writes. A request is
+//! answered only after its record's transaction committed.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AccessError, AccessRecord};
+use crate::audit::merkle::Hash;
+use crate::store::sql::{json_array, Db, Ty, Val};
+use crate::store::StoreError;
+
+/// Records committed together at most.
+const MAX_BATCH: usize = 512;
+
+type Reply = oneshot::Sender<Result<i64, Arc<StoreError>>>;
+
+/// Handle to the writer task; cloned freely. The task stops when every handle is gone, after
+/// writing what was queued.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<(AccessRecord, Reply)>,
+}
+
+const RECORD_COLS: [(&str, Ty); 15] = [
+    ("id", Ty::Int),
+    ("at", Ty::Instant),
+    ("actor", Ty::Text),
+    ("roles", Ty::Json),
+    ("terminal", Ty::Text),
+    ("screen", Ty::Text),
+    ("kind", Ty::Text),
+    ("persons", Ty::Json),
+    ("outcome", Ty::Int),
+    ("my_number", Ty::Bool),
+    ("restricted", Ty::Bool),
+    ("request_id", Ty::Text),
+    ("path", Ty::Text),
+    ("export", Ty::Json),
+    ("chain_hash", Ty::Bytes),
+];
+
+impl Recorder {
+    pub fn spawn(db: Db) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<(AccessRecord, Reply)>(MAX_BATCH * 8);
+        let task = tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                match write(&db, records).await {
+                    Ok(ids) => {
+                        for (reply, id) in replies.into_iter().zip(ids) {
+                            let _ = reply.send(Ok(id));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, records = replies.len(), "access records not written");
+                        let e = Arc::new(e);
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        (Self { tx }, task)
+    }
+
+    /// A recorder that answers at once and writes nothing: only for the benchmark that
+    /// measures what access recording costs (the product has no way to turn it off).
+    #[cfg(feature = "test-hooks")]
+    pub fn discarding() -> Self {
+        let (tx, mut rx) = mpsc::channel::<(AccessRecord, Reply)>(MAX_BATCH);
+        tokio::spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send(Ok(0));
+            }
+        });
+        Self { tx }
+    }
+
+    /// Writes a record durably; returns its id.
+    pub async fn record(&self, record: AccessRecord) -> Result<i64, AccessError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((record, reply))
+            .await
+            .map_err(|_| AccessError::Unrecorded("the access log writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| AccessError::Unrecorded("the access log writer has stopped".into()))?
+            .map_err(|e| AccessError::Unrecorded(e.to_string()))
+    }
+}
+
+/// One transaction: lock the head, number and chain the records, insert them and their
+/// person index, move the head.
+async fn write(db: &Db, mut records: Vec<AccessRecord>) -> Result<Vec<i64>, StoreError> {
+    let mut tx = db.begin().await?;
+    let head = tx
+        .fetch(
+            &format!(
+                "SELECT last_id, last_hash FROM access_head WHERE id = 1{}",
+                tx.dialect().for_update()
+            ),
+            &[],
+            &[Ty::Int, Ty::Bytes],
+        )
+        .await?;
+    let head = head
+        .into_iter()
+        .next()
+        .ok_or_else(|| crate::store::corrupt("access_head has no row"))?;
+    let mut last_id = head[0].as_int().unwrap_or(0);
+    let mut last_hash: Hash = head[1]
+        .as_bytes()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| crate::store::corrupt("access_head hash is not 32 bytes"))?;
+    let mut rows = Vec::with_capacity(records.len());
+    let mut persons = Vec::new();
+    let mut ids = Vec::with_capacity(records.len());
+    for r in &mut records {
+        last_id += 1;
+        r.id = last_id;
+        last_hash = r.chain(&last_hash);
+        ids.push(last_id);
+        for p in &r.persons {
+            persons.push(vec![Val::text(p.clone()), Val::int(last_id)]);
+        }
+        rows.push(vec![
+            Val::int(r.id),
+            Val::Instant(Some(r.at)),
+            Val::text(r.actor.clone()),
+            json_array(&r.roles),
+            Val::text(r.terminal.clone()),
+            Val::text(r.screen.clone()),
+            Val::text(r.kind.as_str()),
+            json_array(&r.persons),
+            Val::int(i64::from(r.outcome)),
+            Val::Bool(r.my_number),
+            Val::Bool(r.restricted),
+            Val::text(r.request_id.clone()),
+            Val::opt_text(r.path.clone()),
+            Val::Json(r.export.as_ref().map(|v| v.to_string())),
+            Val::Bytes(Some(last_hash.to_vec())),
+        ]);
+    }
+    tx.insert("access_records", &RECORD_COLS, rows).await?;
+    tx.insert(
+        "access_record_persons",
+        &[("person_id", Ty::Text), ("record_id", Ty::Int)],
+        persons,
+    )
+    .await?;
+    tx.execute(
+        "UPDATE access_head SET last_id = $1, last_hash = $2 WHERE id = 1",
+        &[Val::int(last_id), Val::Bytes(Some(last_hash.to_vec()))],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ids)
+}
