@@ -5,140 +5,16 @@ use kokuho_testing as common;
 #[allow(unused_imports)]
 use kokuho_testing::on_both;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Kind, TestDb};
 use serde_json::{json, Value};
 
+use common::process::{audit_key, http, start, stop, vault_key};
+
 const BIN: &str = env!("CARGO_BIN_EXE_kokuho-ledger");
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-/// A test that fails never leaves its server running.
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The checkpoint key a PostgreSQL deployment must configure, made by `audit keygen` once.
-fn audit_key(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("audit.key");
-    if !path.exists() {
-        let out = Command::new(BIN)
-            .args(["audit", "keygen", "--out"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-    path
-}
-
-/// The vault key a deployment configures, made by `vault keygen` once.
-fn vault_key(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("vault.key");
-    if !path.exists() {
-        let out = Command::new(BIN)
-            .args(["vault", "keygen", "--out"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    }
-    path
-}
-
-/// Tokens of the running servers by address: every request of [`http`] carries its server's.
-static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
-
-/// A token made by `token create` (the last line of its stdout).
-fn create_token(db: &TestDb, dir: &std::path::Path, name: &str, roles: &[&str]) -> String {
-    let mut command = Command::new(BIN);
-    command.args(["token", "create", "--name", name, "--database-url", &db.url]);
-    for r in roles {
-        command.args(["--role", r]);
-    }
-    let out = command.env("KOKUHO_VAULT_KEY_FILE", vault_key(dir)).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout.lines().last().unwrap().to_owned()
-}
-
-fn start(db: &TestDb, dir: &std::path::Path) -> Server {
-    let server = start_bare(db, dir);
-    let name = format!("cli-test-{}", uuid::Uuid::new_v4().simple());
-    let token = create_token(db, dir, &name, &["clerk", "auditor", "feed_consumer"]);
-    TOKENS.lock().unwrap().push((server.addr.clone(), token));
-    server
-}
-
-fn token_of(addr: &str) -> Option<String> {
-    TOKENS
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(a, _)| a == addr)
-        .map(|(_, t)| t.clone())
-}
-
-fn start_bare(db: &TestDb, dir: &std::path::Path) -> Server {
-    let mut command = Command::new(BIN);
-    if db.is_postgres() {
-        command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
-    }
-    let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
-        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
-        .env("KOKUHO_INSURER_NUMBER", "131999")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server announced its address");
-    Server { child, addr }
-}
-
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let auth = token_of(addr)
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
-    // Small bodies may come chunked: take the JSON between the first `{` and the last `}`.
-    let json = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    (status, json)
-}
 
 fn register(addr: &str, id: &str) -> (u16, Value) {
     let body = json!({"type": "registered", "effective_date": "2020-01-01", "name": "試験 花子", "name_kana": "シケン　ハナコ",
@@ -219,11 +95,6 @@ async fn crash_survival(kind: Kind) {
     assert_eq!(projections.dump().await.unwrap(), incremental);
     store.close().await;
     db.cleanup().await;
-}
-
-fn stop(mut server: Server) {
-    let _ = server.child.kill();
-    let _ = server.child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -122,7 +123,12 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     if route.as_ref().is_some_and(|r| r.open()) && credential.is_none() {
         return next.run(req).await;
     }
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        // The tests' stand-in for a socket (axum's own mock of the peer).
+        .or_else(|| req.extensions().get::<MockConnectInfo<SocketAddr>>().map(|c| c.0.ip()));
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let terminal = s
         .access

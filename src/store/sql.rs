@@ -267,6 +267,20 @@ impl Db {
         Ok(n)
     }
 
+    /// A maintenance statement outside any transaction (`VACUUM`, `PRAGMA wal_checkpoint`),
+    /// on the writing connection.
+    pub async fn maintain(&self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Db::Postgres(p) => {
+                sqlx::query(sql).execute(p).await?;
+            }
+            Db::Sqlite { write, .. } => {
+                sqlx::query(sql).fetch_all(write).await?;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Postgres(p) => p.close().await,

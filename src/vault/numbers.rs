@@ -135,10 +135,9 @@ pub async fn erase_stored_before(db: &Db, before: DateTime<Utc>) -> Result<Vec<S
 /// truncated.
 async fn scrub(db: &Db) -> Result<(), StoreError> {
     match db.dialect() {
-        Dialect::Postgres => db.execute("VACUUM FULL my_numbers", &[]).await?,
-        Dialect::Sqlite => db.execute("PRAGMA wal_checkpoint(TRUNCATE)", &[]).await?,
-    };
-    Ok(())
+        Dialect::Postgres => db.maintain("VACUUM FULL my_numbers").await,
+        Dialect::Sqlite => db.maintain("PRAGMA wal_checkpoint(TRUNCATE)").await,
+    }
 }
 
 /// Moves the entries of the old table, whose salt sat in plain text beside the commitment,

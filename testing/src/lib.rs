@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod cqrs_repo;
+pub mod oidc;
+pub mod process;
 
 use std::sync::Arc;
 

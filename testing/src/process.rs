@@ -1,0 +1,183 @@
+//! The product binary as an operator runs it: a server process on a free port (with a token of
+//! its own for the requests of [`http`]), the key files a deployment configures, and raw HTTP
+//! requests with nothing between the test and the socket.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::TestDb;
+
+/// The `kokuho-ledger` binary cargo built beside the test executable
+/// (`target/<profile>/deps/<test>` → `target/<profile>/kokuho-ledger`).
+pub static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let exe = std::env::current_exe().expect("the test executable");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
+    let bin = dir.join("kokuho-ledger");
+    assert!(bin.exists(), "{} is not built", bin.display());
+    bin.display().to_string()
+});
+
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    /// Everything the server wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+/// A test that fails never leaves its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn stop(mut server: Server) {
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}
+
+/// The checkpoint key a PostgreSQL deployment must configure, made by `audit keygen` once.
+pub fn audit_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("audit.key");
+    if !path.exists() {
+        let out = Command::new(&*BIN)
+            .args(["audit", "keygen", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    path
+}
+
+/// The vault key a deployment configures, made by `vault keygen` once.
+pub fn vault_key(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("vault.key");
+    if !path.exists() {
+        let out = Command::new(&*BIN)
+            .args(["vault", "keygen", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    path
+}
+
+/// Tokens of the running servers by address: every request of [`http`] carries its server's.
+static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// A token made by `token create` (the last line of its stdout).
+pub fn create_token(db: &TestDb, dir: &std::path::Path, name: &str, roles: &[&str]) -> String {
+    let mut command = Command::new(&*BIN);
+    command.args(["token", "create", "--name", name, "--database-url", &db.url]);
+    for r in roles {
+        command.args(["--role", r]);
+    }
+    let out = command.env("KOKUHO_VAULT_KEY_FILE", vault_key(dir)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().last().unwrap().to_owned()
+}
+
+pub fn start(db: &TestDb, dir: &std::path::Path) -> Server {
+    start_with(db, dir, &[])
+}
+
+/// As [`start`], with more environment for the server (`RUST_LOG`, settings).
+pub fn start_with(db: &TestDb, dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let server = start_bare_with(db, dir, env);
+    let name = format!("cli-test-{}", uuid::Uuid::new_v4().simple());
+    let token = create_token(db, dir, &name, &["clerk", "auditor", "feed_consumer"]);
+    TOKENS.lock().unwrap().push((server.addr.clone(), token));
+    server
+}
+
+pub fn token_of(addr: &str) -> Option<String> {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| a == addr)
+        .map(|(_, t)| t.clone())
+}
+
+/// A server without a token of its own (requests of [`http`] carry none).
+pub fn start_bare(db: &TestDb, dir: &std::path::Path) -> Server {
+    start_bare_with(db, dir, &[])
+}
+
+fn start_bare_with(db: &TestDb, dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
+    let mut command = Command::new(&*BIN);
+    if db.is_postgres() {
+        command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
+    }
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
+        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
+        .env("KOKUHO_INSURER_NUMBER", "131999")
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(String::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            {
+                let mut log = kept.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+            if let Some(rest) = line.split("addr=").nth(1) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server announced its address");
+    Server { child, addr, log }
+}
+
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    http_with(addr, method, path, body, &[])
+}
+
+/// A request with extra headers; the status and the JSON body (Null when there is none).
+pub fn http_with(addr: &str, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    // The server's token unless the request brings its own credential.
+    let own = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+    let mut auth = token_of(addr)
+        .filter(|_| !own)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    for (k, v) in headers {
+        auth.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    // Small bodies may come chunked: take the JSON between the first `{` and the last `}`.
+    let json = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    (status, json)
+}
