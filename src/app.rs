@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::access::oidc::OidcVerifier;
+use crate::access::sessions::SessionStore;
 use crate::access::tokens::TokenStore;
 use crate::access::{Access, Recorder};
 use crate::audit::keys::Signer;
@@ -226,6 +227,7 @@ impl Builder {
             recorder,
             proxies: settings.trusted_proxies.clone(),
             unusual: settings.unusual.clone(),
+            sessions: SessionStore::new(store.db().clone(), settings.console_idle),
         };
         let ledger = Ledger::new(store, writer, self.clock, Arc::new(vault), settings, self.audit);
         Ok(Application {

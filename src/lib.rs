@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod commands;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod exports;

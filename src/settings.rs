@@ -83,6 +83,14 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "distinct persons per actor and hour above which access is unusual (default 100)",
     ),
     (
+        "KOKUHO_CONSOLE_IDLE_SECONDS",
+        "staff console sessions end after this many idle seconds (default 900)",
+    ),
+    (
+        "KOKUHO_PUBLIC_URL",
+        "the console's public base URL (OIDC redirect URI; https makes cookies Secure)",
+    ),
+    (
         "RUST_LOG",
         "log filter (default info); logs carry ids, never names or My Numbers",
     ),
@@ -126,6 +134,11 @@ pub struct Settings {
     pub oidc: Option<OidcConfig>,
     pub trusted_proxies: TrustedProxies,
     pub unusual: UnusualRules,
+    /// Console sessions end after this idle period (`KOKUHO_CONSOLE_IDLE_SECONDS`).
+    pub console_idle: std::time::Duration,
+    /// The console's public base URL (`KOKUHO_PUBLIC_URL`): the OpenID Connect redirect URI
+    /// is built from it, and an `https` URL makes the session cookie `Secure`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -144,6 +157,8 @@ impl Default for Settings {
             unusual: UnusualRules::default(),
             audit_key_file: None,
             audit_key: None,
+            console_idle: crate::access::sessions::DEFAULT_IDLE,
+            public_url: None,
         }
     }
 }
@@ -221,6 +236,22 @@ impl Settings {
                 .ok()
                 .filter(|n| *n >= 1)
                 .ok_or_else(|| anyhow::anyhow!("KOKUHO_BULK_ACCESS_THRESHOLD must be a positive integer"))?;
+        }
+        if let Some(v) = var("KOKUHO_CONSOLE_IDLE_SECONDS") {
+            s.console_idle = v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=86_400).contains(n))
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| anyhow::anyhow!("KOKUHO_CONSOLE_IDLE_SECONDS must be 1 to 86400"))?;
+        }
+        if let Some(v) = var("KOKUHO_PUBLIC_URL") {
+            let url = reqwest::Url::parse(&v).map_err(|e| anyhow::anyhow!("KOKUHO_PUBLIC_URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(url.scheme(), "http" | "https") && url.query().is_none(),
+                "KOKUHO_PUBLIC_URL must be an http(s) base URL without a query"
+            );
+            s.public_url = Some(v.trim_end_matches('/').to_owned());
         }
         Ok(s)
     }

@@ -207,10 +207,19 @@ on_both!(every_route_with_every_role_as_the_table_says, |kind| async move {
             assert_ne!(r.status, StatusCode::UNAUTHORIZED, "{label}");
             if route.needs.iter().all(|p| granted.contains(p)) {
                 assert_ne!(r.status, StatusCode::FORBIDDEN, "{label}: {}", r.body);
+                assert_ne!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{label}: {}", r.body);
                 // Routed to its handler: the JSON 404 of unknown paths never answers a route.
                 assert!(
-                    r.status != StatusCode::NOT_FOUND || code(&r) != "not_found",
+                    r.status != StatusCode::NOT_FOUND || r.body.is_string() || code(&r) != "not_found",
                     "{label} is not routed"
+                );
+            } else if route.is_console() {
+                // The console answers with its page, not the API's JSON.
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{label}");
+                assert!(
+                    r.body.as_str().unwrap_or_default().contains("権限がありません"),
+                    "{label}: {}",
+                    r.body
                 );
             } else {
                 assert_eq!((r.status, code(&r)), (StatusCode::FORBIDDEN, "forbidden"), "{label}");
@@ -223,6 +232,12 @@ on_both!(every_route_with_every_role_as_the_table_says, |kind| async move {
         let label = format!("{} {}", route.method, route.path);
         if route.open() {
             assert_ne!(r.status, StatusCode::UNAUTHORIZED, "{label}");
+        } else if route.is_console() {
+            // A staff member's browser is sent to the sign-in page, and the refusal recorded.
+            assert_eq!(r.status, StatusCode::SEE_OTHER, "{label}");
+            let to = r.headers.get("location").unwrap().to_str().unwrap();
+            assert!(to.starts_with("/console/sign-in?next=%2Fconsole%2F"), "{label}: {to}");
+            assert_eq!(last_record(&api).await.outcome, 303, "{label}");
         } else {
             assert_eq!(
                 (r.status, code(&r)),
@@ -241,7 +256,15 @@ on_both!(every_route_with_every_role_as_the_table_says, |kind| async move {
             "/readyz",
             "/metrics",
             "/v1/openapi.json",
-            "/v1/audit/checkpoint"
+            "/v1/audit/checkpoint",
+            // The console's way in: its sign-in pages, its two static files, and `/`.
+            "/",
+            "/console/",
+            "/console/static/console.css",
+            "/console/static/console.js",
+            "/console/sign-in",
+            "/console/sign-in/oidc",
+            "/console/callback",
         ])
     );
     // An unknown path needs a credential too (no probing for routes), and is recorded.

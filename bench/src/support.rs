@@ -77,6 +77,10 @@ pub fn unrecorded(app: &App) -> App {
             recorder: kokuho_ledger::access::Recorder::discarding(),
             proxies: a.proxies.clone(),
             unusual: a.unusual.clone(),
+            sessions: kokuho_ledger::access::sessions::SessionStore::new(
+                app.ledger.store().db().clone(),
+                a.sessions.idle(),
+            ),
         }),
     }
 }

@@ -112,6 +112,19 @@ pub async fn list(db: &Db, f: &Filter) -> Result<Vec<AccessRecord>, StoreError> 
     rows.iter().map(|r| record_of(r).map(|(rec, _)| rec)).collect()
 }
 
+/// The latest record of a kind (the status page's last export).
+pub async fn last_of_kind(db: &Db, kind: super::AccessKind) -> Result<Option<AccessRecord>, StoreError> {
+    let select = select_cols(db);
+    let rows = db
+        .fetch(
+            &format!("SELECT {select} FROM access_records WHERE kind = $1 ORDER BY id DESC LIMIT 1"),
+            &[Val::text(kind.as_str())],
+            &TYS,
+        )
+        .await?;
+    rows.first().map(|r| record_of(r).map(|(rec, _)| rec)).transpose()
+}
+
 fn select_cols(db: &Db) -> String {
     let d = db.dialect();
     COLS.replace("roles", &d.json_text("roles"))

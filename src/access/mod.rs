@@ -11,6 +11,7 @@ pub mod oidc;
 pub mod record;
 pub mod recorder;
 pub mod roles;
+pub mod sessions;
 pub mod terminal;
 pub mod tokens;
 pub mod unusual;
@@ -101,6 +102,8 @@ pub struct Access {
     pub recorder: Recorder,
     pub proxies: terminal::TrustedProxies,
     pub unusual: unusual::UnusualRules,
+    /// Staff console sessions.
+    pub sessions: sessions::SessionStore,
 }
 
 impl Access {

@@ -198,6 +198,21 @@ impl OidcVerifier {
 
     /// Verifies a bearer JWT and returns the staff member it names.
     pub async fn verify(&self, token: &str) -> Result<Staff, AccessError> {
+        let claims = self.claims(token, &self.config.audience).await?;
+        self.staff(&claims)
+    }
+
+    /// Verifies the ID token of a console sign-in: issued to the console's client id, with
+    /// the nonce of the sign-in that asked for it.
+    pub async fn verify_id_token(&self, token: &str, nonce: &str) -> Result<Staff, AccessError> {
+        let claims = self.claims(token, &self.config.client_id).await?;
+        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(unauthenticated("the ID token's nonce is not the sign-in's"));
+        }
+        self.staff(&claims)
+    }
+
+    async fn claims(&self, token: &str, audience: &str) -> Result<BTreeMap<String, Value>, AccessError> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| unauthenticated(format!("malformed JWT: {e}")))?;
         if !ACCEPTED.contains(&header.alg) {
             return Err(unauthenticated(format!(
@@ -209,13 +224,16 @@ impl OidcVerifier {
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| unauthenticated(format!("unusable issuer key: {e}")))?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&[&self.config.audience]);
+        validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.validate_nbf = true;
         validation.leeway = 30;
         let data = jsonwebtoken::decode::<BTreeMap<String, Value>>(token, &key, &validation)
             .map_err(|e| unauthenticated(format!("JWT refused: {e}")))?;
-        let claims = data.claims;
+        Ok(data.claims)
+    }
+
+    fn staff(&self, claims: &BTreeMap<String, Value>) -> Result<Staff, AccessError> {
         let id = claims
             .get(&self.config.user_claim)
             .and_then(Value::as_str)

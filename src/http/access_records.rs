@@ -41,7 +41,11 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// An instant (RFC 3339) or a day (`YYYY-MM-DD`, from its start in Asia/Tokyo).
-fn instant(params: &mut Params, name: &'static str, code: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(crate) fn instant(
+    params: &mut Params,
+    name: &'static str,
+    code: &'static str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     params
         .take(name)
         .map(|v| {
@@ -96,7 +100,7 @@ async fn records(State(s): State<AppState>, mut params: Params) -> Result<Respon
 /// The most records the report lists (the bulk findings are always complete).
 const REPORT_MAX: usize = 1000;
 /// The longest period one report covers.
-const REPORT_DAYS: i64 = 31;
+pub(crate) const REPORT_DAYS: i64 = 31;
 
 async fn unusual(State(s): State<AppState>, mut params: Params) -> Result<Response, ApiError> {
     let now = s.ledger.clock().now();
@@ -112,6 +116,12 @@ async fn unusual(State(s): State<AppState>, mut params: Params) -> Result<Respon
             format!("one report covers at most {REPORT_DAYS} days"),
         ));
     }
+    Ok(Json(unusual_report(&s, from, to).await?).into_response())
+}
+
+/// The unusual-access report of a period (at most [`REPORT_DAYS`] days): the JSON of
+/// `GET /v1/access-records/unusual`, which the console shows as a page.
+pub(crate) async fn unusual_report(s: &AppState, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Value, ApiError> {
     let rules = &s.ledger.settings().unusual;
     let db = s.ledger.store().db();
     let mut listed = Vec::new();
@@ -156,5 +166,5 @@ async fn unusual(State(s): State<AppState>, mut params: Params) -> Result<Respon
         "truncated": truncated,
         "bulk": bulk(&accesses, rules.bulk_threshold),
     });
-    Ok(Json(body).into_response())
+    Ok(body)
 }

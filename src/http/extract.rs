@@ -46,6 +46,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
+    /// Parameters given as pairs (a page re-reading some of its own).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        Self {
+            pairs,
+            known: Vec::new(),
+        }
+    }
+
     /// Takes parameter `name` (it is known to this endpoint from now on).
     pub fn take(&mut self, name: &'static str) -> Option<String> {
         self.known.push(name);

@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 
 use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::routes::is_console_path;
 use super::{ApiError, AppState};
+use crate::access::sessions::Closed;
 use crate::access::{AccessError, AccessKind, AccessRecord, Principal};
 use crate::request::RequestContext;
 
@@ -22,6 +24,57 @@ pub struct Caller {
     pub principal: Principal,
     pub terminal: String,
     pub request_id: String,
+    /// The console session the request came with (None: a bearer credential, which a
+    /// browser never sends by itself, so its forms need no CSRF token).
+    pub session: Option<SessionCredential>,
+}
+
+/// A console session as the handlers need it.
+#[derive(Clone, Debug)]
+pub struct SessionCredential {
+    /// The cookie value (sign-out ends the session behind it).
+    pub cookie: String,
+    /// The session's CSRF token: every form carries it and every POST must match it.
+    pub csrf: String,
+}
+
+/// Where a request came from, for handlers of open routes that record themselves (the
+/// console's sign-in).
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub terminal: String,
+    pub request_id: String,
+}
+
+/// The console session cookie's name: with `Secure`, the `__Host-` prefix binds it to this
+/// host and path `/`.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-kokuho_session"
+    } else {
+        "kokuho_session"
+    }
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether the console is served over TLS (its public URL is https): cookies get `Secure`.
+pub fn secure(s: &AppState) -> bool {
+    s.ledger
+        .settings()
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"))
 }
 
 impl Caller {
@@ -76,9 +129,9 @@ fn bearer(headers: &HeaderMap) -> Option<Result<String, AccessError>> {
     Some(parsed)
 }
 
-fn unauthenticated(reason: &AccessError, presented: bool) -> Response {
+fn unauthenticated(reason: Option<&AccessError>, presented: bool) -> Response {
     let mut res = match reason {
-        AccessError::Unavailable(_) => {
+        Some(AccessError::Unavailable(_)) => {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "identity_provider_unavailable",
@@ -108,9 +161,19 @@ fn unauthenticated(reason: &AccessError, presented: bool) -> Response {
     res
 }
 
+/// What the request presented to say who it is.
+enum Credential {
+    None,
+    Bearer(Result<String, AccessError>),
+    /// The console's session cookie (console paths only).
+    Session(String),
+}
+
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let now = s.ledger.clock().now();
     let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let console = is_console_path(&path);
     let matched = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let route = matched.as_deref().and_then(|m| s.routes.get(&method, m)).cloned();
     let headers = req.headers();
@@ -119,10 +182,6 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let credential = bearer(headers);
-    if route.as_ref().is_some_and(|r| r.open()) && credential.is_none() {
-        return next.run(req).await;
-    }
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -134,8 +193,24 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
         .access
         .proxies
         .terminal(peer, text("x-terminal-id"), text("x-forwarded-for"));
+    let session_cookie = console
+        .then(|| cookie(headers, session_cookie_name(secure(&s))))
+        .flatten()
+        .map(str::to_owned);
+    let credential = match (bearer(headers), session_cookie) {
+        (Some(b), _) => Credential::Bearer(b),
+        (None, Some(c)) => Credential::Session(c),
+        (None, None) => Credential::None,
+    };
+    req.extensions_mut().insert(Origin {
+        terminal: terminal.clone(),
+        request_id: request_id.clone(),
+    });
+    if route.as_ref().is_some_and(|r| r.open()) && matches!(credential, Credential::None | Credential::Session(_)) {
+        return with_console_headers(console, next.run(req).await);
+    }
     let screen = match (&route, &matched) {
-        (Some(r), _) => r.screen(),
+        (Some(r), _) => r.screen_name(),
         (None, Some(m)) => format!("{method} {m}"),
         (None, None) => format!("{method} (no such endpoint)"),
     };
@@ -147,22 +222,44 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
     );
     record.terminal = terminal.clone();
     record.request_id = request_id.clone();
-    record.path = Some(req.uri().path().to_owned());
+    record.path = Some(path.clone());
 
+    let mut session = None;
     let principal = match credential {
-        None => Err((AccessError::Unauthenticated("no credential".into()), false)),
-        Some(Err(e)) => Err((e, true)),
-        Some(Ok(token)) => s.access.authenticate(&token, now).await.map_err(|e| (e, true)),
+        Credential::None => Err(Refusal::NoCredential),
+        Credential::Bearer(Err(e)) => Err(Refusal::Bad(e)),
+        Credential::Bearer(Ok(token)) => s.access.authenticate(&token, now).await.map_err(Refusal::Bad),
+        Credential::Session(cookie) => match s.access.sessions.touch(&cookie, &s.access.roles, now).await {
+            Ok(Ok(open)) => {
+                session = Some(SessionCredential {
+                    cookie,
+                    csrf: open.csrf,
+                });
+                Ok(open.principal)
+            }
+            Ok(Err(closed)) => Err(Refusal::Ended(closed)),
+            Err(e) => {
+                tracing::error!(error = %e, request_id = %request_id, "console session lookup failed");
+                return with_console_headers(console, finish(&s, record, access_log_unavailable()).await);
+            }
+        },
     };
     let response = match principal {
-        Err((reason, presented)) => {
+        Err(Refusal::Bad(reason)) => {
             // The reason is for the operator; the token itself is never logged.
             tracing::info!(request_id = %request_id, %reason, "credential refused");
-            unauthenticated(&reason, presented)
+            unauthenticated(Some(&reason), true)
         }
+        // A staff member's browser without a session goes to the sign-in page.
+        Err(why) if console => {
+            super::console::sign_in_redirect(&path, req.uri().query(), matches!(why, Refusal::Ended(Closed::Idle)))
+        }
+        Err(_) => unauthenticated(None, false),
         Ok(principal) => {
             record.actor = principal.id.clone();
             record.roles = principal.role_names();
+            let cross_site =
+                session.is_some() && method != Method::GET && method != Method::HEAD && !same_origin(req.headers());
             if req.headers().contains_key("x-actor") {
                 ApiError::bad_request(
                     "actor_header_not_accepted",
@@ -172,23 +269,76 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
             } else if route.as_ref().is_some_and(|r| !principal.may_all(r.needs))
                 || (route.is_none() && matched.as_deref().is_some_and(|m| !s.routes.has_template(m)))
             {
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    "your roles do not allow this request",
-                )
-                .into_response()
+                if console {
+                    super::console::forbidden_page()
+                } else {
+                    ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        "your roles do not allow this request",
+                    )
+                    .into_response()
+                }
+            } else if cross_site {
+                // A form posted from another site with the staff member's cookie.
+                super::console::forbidden_page()
             } else {
                 req.extensions_mut().insert(Caller {
                     principal,
                     terminal,
                     request_id: request_id.clone(),
+                    session,
                 });
                 next.run(req).await
             }
         }
     };
-    finish(&s, record, response).await
+    with_console_headers(console, finish(&s, record, response).await)
+}
+
+/// Why a request has no principal.
+enum Refusal {
+    NoCredential,
+    /// A console session that has ended (sign-out or idle): the sign-in page says which.
+    Ended(Closed),
+    Bad(AccessError),
+}
+
+/// A state-changing request from a browser must come from the console's own pages: the
+/// `Origin` (or, without it, `Sec-Fetch-Site`) must not name another site.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let origin_host = origin.split_once("://").map(|(_, h)| h);
+        return origin != "null" && origin_host.is_some() && origin_host == host;
+    }
+    !matches!(
+        headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()),
+        Some("cross-site")
+    )
+}
+
+/// The console's pages carry personal data: never cached, never framed, no script but the
+/// console's own file.
+fn with_console_headers(console: bool, mut res: Response) -> Response {
+    if console {
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+        // Pages are never cached; the static files set their own (they hold nothing personal).
+        h.entry(header::CACHE_CONTROL)
+            .or_insert(HeaderValue::from_static("no-store"));
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        // Not `no-referrer`: under it a browser sends `Origin: null` with the console's own
+        // forms, and the cross-site check could not tell them from forged ones.
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    }
+    res
 }
 
 /// Completes the record from the response and writes it; the response goes out only after.

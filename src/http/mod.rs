@@ -1,9 +1,10 @@
 //! The HTTP API of api.md (axum). One router per resource; one error type maps every failure
 //! to its status and the error body `{"error": {"code", "message"}}`.
 
-mod access_records;
+pub(crate) mod access_records;
 mod admin;
 mod audit;
+mod console;
 mod error;
 mod exports;
 pub mod extract;

@@ -23,6 +23,9 @@ pub struct Route {
     pub needs: &'static [Permission],
     /// アクセス区分 of its access records.
     pub kind: AccessKind,
+    /// Whether a credential is needed even though no permission is (console pages any
+    /// signed-in principal may see: the status page, sign-out).
+    pub signed_in: bool,
     /// The console screen's name (操作画面); API routes are named by method and template.
     pub screen: Option<&'static str>,
     pub handler: fn() -> MethodRouter<AppState>,
@@ -41,17 +44,35 @@ impl Route {
             path,
             needs,
             kind,
+            signed_in: !needs.is_empty(),
             screen: None,
             handler,
         }
     }
 
+    /// A console screen: its name is the 操作画面 of its access records.
+    pub fn screen(mut self, name: &'static str) -> Self {
+        self.screen = Some(name);
+        self
+    }
+
+    /// Needs a signed-in principal, whatever its roles.
+    pub fn signed_in(mut self) -> Self {
+        self.signed_in = true;
+        self
+    }
+
     pub fn open(&self) -> bool {
-        self.needs.is_empty()
+        self.needs.is_empty() && !self.signed_in
+    }
+
+    /// A page of the staff console (HTML answers, session sign-in, redirects to sign in).
+    pub fn is_console(&self) -> bool {
+        is_console_path(self.path)
     }
 
     /// 操作画面 of the route's access records.
-    pub fn screen(&self) -> String {
+    pub fn screen_name(&self) -> String {
         match self.screen {
             Some(s) => s.to_owned(),
             None => format!("{} {}", self.method, self.path),
@@ -70,7 +91,13 @@ pub fn table() -> Vec<Route> {
     t.extend(super::admin::routes());
     t.extend(super::exports::routes());
     t.extend(super::ops::routes());
+    t.extend(super::console::routes());
     t
+}
+
+/// Paths of the staff console (and `/`, which leads there).
+pub fn is_console_path(path: &str) -> bool {
+    path == "/" || path == "/console" || path.starts_with("/console/")
 }
 
 /// The table by template and method, for the guard. HEAD is answered by GET routes.

@@ -58,6 +58,7 @@ impl Query for TimelineQuery {
                     late_report,
                     status,
                     body: e.payload.clone(),
+                    recorded_by: e.metadata.get("actor").and_then(Value::as_str).unwrap_or_default().to_owned(),
                 }
             })
             .collect();

@@ -77,6 +77,10 @@ pub struct EventView {
     pub late_report: bool,
     pub status: EventStatus,
     pub body: Value,
+    /// Who recorded it (the metadata's actor): shown by the console, not part of the API's
+    /// timeline body.
+    #[serde(skip)]
+    pub recorded_by: String,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
