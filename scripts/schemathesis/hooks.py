@@ -165,7 +165,8 @@ def _unusual_range(query):
         if start is None or end is None or not 1 < start.year < 9990 or not 1 < end.year < 9990:
             raise ValueError("at the edge of the calendar")
         if not start < end <= start + timedelta(days=31):
-            query["to"] = (start + timedelta(days=1)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            end = (start + timedelta(days=1)).astimezone(timezone.utc)
+            query["to"] = end.isoformat(timespec="microseconds").replace("+00:00", "Z")  # years < 1000 zero-padded
     except (ValueError, OverflowError):
         # Year 0 (valid here, not to Python) and the last days of 9999: a plain valid range.
         if start is not None or query["from"].startswith("0000-"):
