@@ -4,16 +4,22 @@
 # links), bounded and seeded so that a run is deterministic. Any finding, and anything that
 # keeps schemathesis from running, fails.
 #
+# The run makes its own credentials: before the server starts, `kokuho-ledger token create`
+# puts two tokens in the fresh database, one with every role that reaches data (inquiry,
+# clerk, auditor, feed_consumer, exporter, my_number) and one with `admin` (which the role table
+# keeps apart from personal data); hooks.py sends the admin token to the admin routes and the
+# other to the rest, and never lets a generated DELETE /v1/tokens/{name} revoke either.
+#
 # Builds nothing. Usage:
 #   scripts/schemathesis.sh [PATH/TO/kokuho-ledger [ST_RUN_ARGS...]]   (or KOKUHO_BIN=PATH)
 # Further arguments go to `st run` (e.g. `--report har` to look at every exchange).
 # Environment:
-#   KOKUHO_TEST_TOKEN       when set, sent as `Authorization: Bearer <token>` on every request
 #   KOKUHO_ST_VENV          the Python venv to create or use (default: target/venv)
 #   KOKUHO_ST_MAX_EXAMPLES  test cases per operation and phase, examples/coverage/fuzzing (default 200)
 #   KOKUHO_ST_STATEFUL_EXAMPLES  stateful scenarios budget (default 100)
 #   KOKUHO_ST_SEED          explore: generate from this seed instead of the deterministic mode
-#   KOKUHO_ST_REPORT_DIR    where `--report` writes (default: the temporary directory, removed)
+#   KOKUHO_ST_REPORT_DIR    where `--report` writes, and where the server log is left (default:
+#                           the temporary directory, removed)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 here=$repo/scripts/schemathesis
@@ -45,6 +51,9 @@ cleanup() {
     kill "$server" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
   fi
+  if [ -n "${KOKUHO_ST_REPORT_DIR:-}" ] && [ -f "$work/server.log" ]; then
+    mkdir -p "$KOKUHO_ST_REPORT_DIR" && cp "$work/server.log" "$KOKUHO_ST_REPORT_DIR/server.log"
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -55,8 +64,24 @@ unset_kokuho=()
 for v in $(compgen -e); do
   case $v in KOKUHO_*) unset_kokuho+=(-u "$v") ;; esac
 done
-env "${unset_kokuho[@]}" -u DATABASE_URL KOKUHO_CARD_NUMBER_WIDTH=8 RUST_LOG=info NO_COLOR=1 \
-  "$bin" serve --listen 127.0.0.1:0 --database-url "sqlite://$work/ledger.db" >"$work/server.log" 2>&1 &
+server_env=(env "${unset_kokuho[@]}" -u DATABASE_URL KOKUHO_CARD_NUMBER_WIDTH=8 RUST_LOG=info NO_COLOR=1)
+database=sqlite://$work/ledger.db
+
+# The run's own credentials, in the fresh database before the server opens it.
+token_names=schemathesis-run,schemathesis-admin
+create_token() { # NAME ROLE...
+  local name=$1 out
+  shift
+  out=$("${server_env[@]}" "$bin" token create --name "$name" "${@/#/--role=}" --database-url "$database" 2>"$work/token.err") \
+    || { cat "$work/token.err" >&2; fail "cannot create the token $name"; }
+  out=$(printf '%s\n' "$out" | tail -n 1)
+  [[ $out == kl_* ]] || fail "token create printed no token for $name"
+  printf '%s' "$out"
+}
+token=$(create_token schemathesis-run inquiry clerk auditor feed_consumer exporter my_number)
+admin_token=$(create_token schemathesis-admin admin)
+
+"${server_env[@]}" "$bin" serve --listen 127.0.0.1:0 --database-url "$database" >"$work/server.log" 2>&1 &
 server=$!
 addr=
 for _ in $(seq 1 300); do
@@ -69,16 +94,12 @@ done
 base=http://$addr
 echo "schemathesis.sh: server at $base (database $work/ledger.db)"
 
-head=$("$venv/bin/python" "$here/seed.py" "$base") || { tail -n 50 "$work/server.log" >&2; fail "seeding failed"; }
+head=$(KOKUHO_ST_TOKEN=$token "$venv/bin/python" "$here/seed.py" "$base") || { tail -n 50 "$work/server.log" >&2; fail "seeding failed"; }
 echo "schemathesis.sh: seeded, log head $head"
 
 generation=(--generation-deterministic)
 if [ -n "${KOKUHO_ST_SEED:-}" ]; then
   generation=(--seed "$KOKUHO_ST_SEED")
-fi
-auth=()
-if [ -n "${KOKUHO_TEST_TOKEN:-}" ]; then
-  auth=(--header "Authorization: Bearer $KOKUHO_TEST_TOKEN")
 fi
 
 # Two runs against the same server: the generated phases, then the stateful one (sequences of
@@ -92,7 +113,8 @@ run_st() { # NAME PHASES MAX_EXAMPLES
   set +e
   (
     cd "$work" &&
-      KOKUHO_ST_LOG_HEAD=$head SCHEMATHESIS_HOOKS=$here/hooks.py \
+      KOKUHO_ST_LOG_HEAD=$head KOKUHO_ST_TOKEN=$token KOKUHO_ST_ADMIN_TOKEN=$admin_token \
+        KOKUHO_ST_TOKEN_NAMES=$token_names SCHEMATHESIS_HOOKS=$here/hooks.py \
         "$st" --config-file "$here/schemathesis.toml" run "$base/v1/openapi.json" \
         --checks all \
         --phases "$phases" \
@@ -101,7 +123,7 @@ run_st() { # NAME PHASES MAX_EXAMPLES
         --no-color \
         --report-dir "${KOKUHO_ST_REPORT_DIR:-$work/report}" \
         --report-json-path "$work/$name.json" \
-        "${auth[@]}" "${st_args[@]}"
+        "${st_args[@]}"
   )
   status=$?
   set -e
@@ -149,8 +171,8 @@ for ((i = 0; i < ${#counts[@]}; i += 2)); do
   passed=$((passed + counts[i]))
   failed=$((failed + counts[i + 1]))
 done
-if grep -q ' ERROR ' "$work/server.log"; then
-  grep ' ERROR ' "$work/server.log" | head -n 20 >&2
+if grep -qE ' ERROR |panicked' "$work/server.log"; then
+  grep -E ' ERROR |panicked' "$work/server.log" | head -n 20 >&2
   failed_runs+=("server log")
   echo "schemathesis.sh: the server logged errors during the run" >&2
 fi

@@ -13,6 +13,10 @@ use crate::feed::export::{Encoding, Exported as FeedExported};
 use crate::store::sql::{Ty, Val};
 use crate::store::Store;
 
+/// The largest feed position an export may continue after: the send ledger records `after`
+/// in the access record, whose canonical JSON (RFC 8785) holds integers up to 2^53 − 1 only.
+pub const MAX_AFTER: i64 = (1 << 53) - 1;
+
 /// What was sent: the `export` field of the access record, and the persons in it.
 #[derive(Clone, Debug)]
 pub struct Sent {

@@ -779,3 +779,23 @@ on_both!(the_terminal_comes_from_the_peer_or_a_trusted_proxy, |kind| async move 
     assert_eq!(last_record(&behind).await.terminal, "10.1.2.3");
     api.t.db.cleanup().await;
 });
+
+// Found by schemathesis (an export over HTTP after a position beyond 2^53 − 1): a record whose
+// send ledger its canonical JSON cannot hold stopped the access log writer, and every request
+// after it answered 503 `access_log_unavailable`. Such a record is refused alone now.
+on_both!(
+    a_record_that_cannot_be_hashed_does_not_stop_the_writer,
+    |kind| async move {
+        use kokuho_ledger::access::AccessKind;
+        let api = Api::new(kind).await;
+        let recorder = &api.t.access.recorder;
+        let mut bad = AccessRecord::new(test_now(), "exporter-1", AccessKind::Export, "cli feed export");
+        bad.export = Some(json!({"what": "feed", "after": i64::MAX - 1}));
+        assert!(recorder.record(bad).await.is_err());
+        let good = AccessRecord::new(test_now(), "exporter-1", AccessKind::Export, "cli feed export");
+        assert!(recorder.record(good).await.is_ok());
+        let r = api.get("/v1/access-records").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        api.t.db.cleanup().await;
+    }
+);

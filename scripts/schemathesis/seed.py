@@ -3,8 +3,8 @@
 persons, households, cards and audit entries: the ids are the OpenAPI document's examples.
 Every date is in the past of any clock this runs under.
 
-Usage: seed.py BASE_URL. Prints the log head once the audit chain has signed it. Sends
-`Authorization: Bearer $KOKUHO_TEST_TOKEN` when that is set.
+Usage: seed.py BASE_URL, with KOKUHO_ST_TOKEN a token whose roles record events (the script's
+own). Prints the log head once the audit chain has signed it.
 """
 
 import json
@@ -15,16 +15,14 @@ import urllib.error
 import urllib.request
 
 BASE = sys.argv[1].rstrip("/")
-TOKEN = os.environ.get("KOKUHO_TEST_TOKEN")
+TOKEN = os.environ["KOKUHO_ST_TOKEN"]
 
 
 def call(method, path, body=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(BASE + path, data=data, method=method)
     req.add_header("Content-Type", "application/json")
-    req.add_header("X-Actor", "schemathesis-seed")
-    if TOKEN:
-        req.add_header("Authorization", f"Bearer {TOKEN}")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read() or b"null")

@@ -89,6 +89,14 @@ impl Recorder {
 
     /// Writes a record durably; returns its id.
     pub async fn record(&self, record: AccessRecord) -> Result<i64, AccessError> {
+        // The one free-form part of a record: refused here if its canonical JSON cannot hold it
+        // (an integer beyond 2^53 − 1), rather than stopping the writer, and every request
+        // after it, when the record is hashed.
+        if let Some(e) = record.export.as_ref().and_then(|e| crate::audit::jcs::to_vec(e).err()) {
+            return Err(AccessError::Unrecorded(format!(
+                "the record's export cannot be hashed: {e}"
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send((record, reply))

@@ -14,8 +14,8 @@ pub enum FeedCommand {
     /// Write the records after a position as the two CSV files FILE.household.csv and
     /// FILE.individual.csv; prints the last position written (the next run's --after).
     Export {
-        /// The feed position to continue after (0: from the start).
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+        /// The feed position to continue after (0: from the start; at most 2^53 − 1).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..=crate::exports::MAX_AFTER))]
         after: i64,
         /// The files' common prefix: FILE.household.csv and FILE.individual.csv.
         #[arg(long)]

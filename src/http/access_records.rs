@@ -69,7 +69,7 @@ async fn records(State(s): State<AppState>, mut params: Params) -> Result<Respon
         .transpose()?
         .map(|p| p.to_string());
     let actor = params.take("actor");
-    if actor.as_ref().is_some_and(|a| a.is_empty() || a.len() > 200) {
+    if actor.as_ref().is_some_and(|a| a.is_empty() || a.chars().count() > 200) {
         return Err(ApiError::bad_request("invalid_actor", "actor must be 1–200 characters"));
     }
     let from = instant(&mut params, "from", "invalid_from")?;

@@ -82,8 +82,14 @@ async fn create(
         .collect::<Result<Vec<_>, _>>()?;
     let expires_days = match map.get("expires_days") {
         None | Some(Value::Null) => None,
+        // `30.0` is the integer 30: JSON (and the JSON Schema `integer`) do not tell them apart.
         Some(v) => Some(
             v.as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && (1.0..=3650.0).contains(f))
+                        .map(|f| f as u64)
+                })
                 .filter(|d| (1..=3650).contains(d))
                 .ok_or_else(|| invalid("expires_days must be an integer from 1 to 3650"))? as u32,
         ),

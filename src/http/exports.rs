@@ -102,7 +102,7 @@ async fn audit(State(s): State<AppState>, params: Params) -> Result<Response, Ap
 /// one of the two CSV files of feed.md; `X-Last-Position` is the next `after`. The same
 /// `after` and `limit` give the other file of the same range.
 async fn feed(State(s): State<AppState>, mut params: Params) -> Result<Response, ApiError> {
-    let after = params.int("after", Some(0), 0, i64::MAX, "invalid_after")?;
+    let after = params.int("after", Some(0), 0, crate::exports::MAX_AFTER, "invalid_after")?;
     let limit = params.int("limit", Some(100_000), 1, 1_000_000, "invalid_limit")?;
     let file = params.take("file").unwrap_or_default();
     if !matches!(file.as_str(), "individual" | "household") {
@@ -149,9 +149,13 @@ async fn feed(State(s): State<AppState>, mut params: Params) -> Result<Response,
     let entry = sent.export["files"][index].clone();
     sent.export["files"] = serde_json::json!([entry]);
     let sha = entry["sha256"].as_str().unwrap_or_default().to_owned();
+    let content_type = match encoding {
+        Encoding::Utf8 => "text/csv; charset=utf-8",
+        Encoding::ShiftJis => "text/csv; charset=Shift_JIS",
+    };
     let res = send(
         path,
-        "text/csv; charset=utf-8",
+        content_type,
         &sha,
         &[
             ("x-last-position", exported.last_position.to_string()),
