@@ -963,7 +963,11 @@ on_both!(what_a_new_user_meets, |kind| async move {
 fn openapi_lists_exactly_the_route_table() {
     use std::collections::BTreeSet;
     let doc: Value = serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap();
-    let table = kokuho_ledger::http::routes::table();
+    // The staff console's HTML pages are not the API (console.md documents them).
+    let table: Vec<_> = kokuho_ledger::http::routes::table()
+        .into_iter()
+        .filter(|r| !r.is_console())
+        .collect();
     let methods = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
     let documented: BTreeSet<(String, String)> = doc["paths"]
         .as_object()
