@@ -9,6 +9,7 @@
 mod access;
 mod appends;
 mod audit;
+mod console;
 mod feed;
 mod import;
 mod reads;
@@ -120,6 +121,16 @@ enum What {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// The console's person page (chart, 50 events) at N concurrent staff sessions against
+    /// the JSON timeline of the same persons; the page's weight.
+    Console {
+        #[arg(long, default_value_t = 100_000)]
+        persons: usize,
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
         #[arg(long, default_value_t = 50)]
@@ -166,6 +177,11 @@ async fn main() -> anyhow::Result<()> {
             writers,
             seconds,
         } => reads::consistency(&url, persons, readers, writers, seconds).await,
+        What::Console {
+            persons,
+            sessions,
+            seconds,
+        } => console::run(&url, persons, sessions, seconds).await,
         What::Lag { clients, seconds } => reads::lag(&url, clients, seconds).await,
         What::Feed {
             persons,

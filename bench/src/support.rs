@@ -166,17 +166,23 @@ pub const PLAIN_TABLE: &str = "CREATE TABLE bench_plain (position bigint PRIMARY
 /// server's and the loopback's, not a client library's.
 pub struct Conn {
     stream: tokio::io::BufReader<tokio::net::TcpStream>,
-    token: String,
+    /// The credential header line of every request.
+    credential: String,
 }
 
 impl Conn {
     /// A connection whose requests carry `Authorization: Bearer <token>`.
     pub async fn open(addr: &Served) -> anyhow::Result<Self> {
+        Self::open_with(addr, format!("Authorization: Bearer {}", addr.token)).await
+    }
+
+    /// A connection whose requests carry this header line (e.g. a console session's cookie).
+    pub async fn open_with(addr: &Served, credential: String) -> anyhow::Result<Self> {
         let stream = tokio::net::TcpStream::connect(&addr.addr).await?;
         stream.set_nodelay(true)?;
         Ok(Self {
             stream: tokio::io::BufReader::new(stream),
-            token: addr.token.clone(),
+            credential,
         })
     }
 
@@ -188,8 +194,8 @@ impl Conn {
     pub async fn request(&mut self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, usize)> {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            self.token,
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\n{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.credential,
             body.len()
         );
         self.stream.get_mut().write_all(req.as_bytes()).await?;
