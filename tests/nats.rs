@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use async_nats::jetstream::{self, message::PublishMessage};
 use common::nats::{self as nats_test, NatsServer, Received};
-use common::process::{http, http_text, start_with, stop, vault_key, Server};
+use common::process::{create_token, http, http_text, http_with, start_with, stop, vault_key, Server};
 use common::{Kind, TestDb};
 use serde_json::{json, Value};
 
@@ -40,9 +40,13 @@ fn population(from: usize, to: usize) -> Vec<Value> {
 
 /// `kokuho-ledger import` of persons `from..to` (its own process, as an operator runs it).
 fn import(db: &TestDb, dir: &std::path::Path, from: usize, to: usize) {
-    let file = dir.join(format!("events-{from}.jsonl"));
+    import_lines(db, dir, &format!("events-{from}"), &population(from, to));
+}
+
+fn import_lines(db: &TestDb, dir: &std::path::Path, name: &str, lines: &[Value]) {
+    let file = dir.join(format!("{name}.jsonl"));
     let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
-    for l in population(from, to) {
+    for l in lines {
         writeln!(f, "{l}").unwrap();
     }
     f.flush().unwrap();
@@ -64,11 +68,18 @@ fn import(db: &TestDb, dir: &std::path::Path, from: usize, to: usize) {
 }
 
 fn publish_command(db: &TestDb, dir: &std::path::Path, nats_url: &str) -> Command {
+    publish_command_with(db, dir, nats_url, &[])
+}
+
+fn publish_command_with(db: &TestDb, dir: &std::path::Path, nats_url: &str, env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(BIN);
     c.args(["feed", "publish", "--nats-url", nats_url, "--database-url", &db.url])
         .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
         .env("KOKUHO_INSURER_NUMBER", "131999")
         .env("RUST_LOG", "info");
+    for (k, v) in env {
+        c.env(k, v);
+    }
     c
 }
 
@@ -483,3 +494,65 @@ on_both!(
     a_stream_holding_another_record_stops_the_relay,
     a_foreign_record_stops_the_relay
 );
+
+/// With `KOKUHO_NATS_MY_NUMBER=true` the stream is the intermediate-server channel: bodies are
+/// the records as `GET /v1/feed` serves them to a consumer with the `my_number` role (with the
+/// number), and each batch's access record says a number went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_intermediate_server_channel_carries_my_number_sqlite() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = population(0, 6);
+    lines[0]["my_number"] = json!("123456789018");
+    import_lines(&db, dir.path(), "numbered", &lines);
+    let nats = NatsServer::start();
+    let out = publish_command_with(&db, dir.path(), &nats.url(), &[("KOKUHO_NATS_MY_NUMBER", "true")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("123456789018"),
+        "never logged"
+    );
+
+    let server = serve(&db, dir.path(), &[]);
+    let token = create_token(&db, dir.path(), "intermediate-server", &["feed_consumer", "my_number"]);
+    let (status, page) = http_with(
+        &server.addr,
+        "GET",
+        "/v1/feed?after=0&limit=1000",
+        "",
+        &[("Authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(status, 200, "{page}");
+    let feed: Vec<Vec<u8>> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap())
+        .collect();
+    let numbered = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["my_number"] == "123456789018")
+        .count();
+    assert!(numbered >= 1, "the channel's records carry the number");
+    let js = nats_test::connect(&nats.url()).await;
+    let received = nats_test::read(&js, STREAM, SUBJECT, DeliverPolicy::All).await;
+    assert_exactly_once(&received, &feed, 1);
+    // The plain HTTP feed (no my_number role) differs exactly by the number.
+    let plain = feed_over_http(&server.addr);
+    assert_ne!(plain, feed);
+    stop(server);
+    let exports = export_records(&db, "cli feed publish").await;
+    assert_eq!(exports.len(), 1);
+    assert!(exports[0].my_number, "the access record says a number went out");
+    assert_eq!(exports[0].export.as_ref().unwrap()["my_number"], true);
+    // A second run checks the last message (number set aside) and publishes nothing.
+    let again = publish_command_with(&db, dir.path(), &nats.url(), &[("KOKUHO_NATS_MY_NUMBER", "true")])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("published 0 records"));
+}

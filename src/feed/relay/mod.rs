@@ -307,9 +307,10 @@ impl Relay {
         let mut positions = Vec::with_capacity(page.records.len());
         let mut records = Vec::with_capacity(page.records.len());
         for record in page.records {
+            // The error's kind and column only: serde's message may quote the record's text.
             let head = Head::of(&record).map_err(|e| RelayError::Record {
                 after,
-                reason: e.to_string(),
+                reason: format!("not a feed record ({:?} error at column {})", e.classify(), e.column()),
             })?;
             if head.position != after + 1 + positions.len() as i64 {
                 break;
@@ -348,7 +349,7 @@ impl Relay {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| RelayError::Record {
                 after: 0,
-                reason: e.to_string(),
+                reason: format!("cannot be serialized ({:?})", e.classify()),
             })?;
         Ok((bodies, revealed, persons))
     }
