@@ -9,6 +9,7 @@ use crate::access::terminal::TrustedProxies;
 use crate::access::unusual::UnusualRules;
 use crate::access::RoleTable;
 use crate::domain::{CardSymbol, InsurerNumber};
+use crate::feed::relay::RelayConfig;
 
 /// The environment variables the ledger reads, with what each means (for `--help`).
 pub const ENVIRONMENT: &[(&str, &str)] = &[
@@ -91,6 +92,30 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "the console's public base URL (OIDC redirect URI; https makes cookies Secure)",
     ),
     (
+        "KOKUHO_NATS_URL",
+        "NATS server(s) of the change feed relay (comma-separated); unset: no relay",
+    ),
+    (
+        "KOKUHO_NATS_STREAM",
+        "JetStream stream of the feed (default KOKUHO_FEED)",
+    ),
+    (
+        "KOKUHO_NATS_SUBJECT_PREFIX",
+        "records go to <prefix>.<insurer number> (default kokuho.feed)",
+    ),
+    (
+        "KOKUHO_NATS_REPLICAS",
+        "replicas of the stream the relay creates (default 1; 3 on a cluster)",
+    ),
+    (
+        "KOKUHO_NATS_DUPLICATE_WINDOW",
+        "seconds the stream remembers message ids (default 120)",
+    ),
+    (
+        "KOKUHO_NATS_MY_NUMBER",
+        "true: the stream is the intermediate-server channel, records carry my_number",
+    ),
+    (
         "RUST_LOG",
         "log filter (default info); logs carry ids, never names or My Numbers",
     ),
@@ -139,6 +164,8 @@ pub struct Settings {
     /// The console's public base URL (`KOKUHO_PUBLIC_URL`): the OpenID Connect redirect URI
     /// is built from it, and an `https` URL makes the session cookie `Secure`.
     pub public_url: Option<String>,
+    /// The change feed relay to NATS JetStream (`KOKUHO_NATS_*`).
+    pub nats: RelayConfig,
 }
 
 impl Default for Settings {
@@ -159,6 +186,7 @@ impl Default for Settings {
             audit_key: None,
             console_idle: crate::access::sessions::DEFAULT_IDLE,
             public_url: None,
+            nats: RelayConfig::default(),
         }
     }
 }
@@ -213,7 +241,8 @@ impl Settings {
         }
         if var("KOKUHO_FEED_MY_NUMBER").is_some() {
             anyhow::bail!(
-                "KOKUHO_FEED_MY_NUMBER is no longer read: a feed consumer sees my_number when its credential holds the my_number role"
+                "KOKUHO_FEED_MY_NUMBER is no longer read: a feed consumer sees my_number when its credential holds the my_number role \
+                 (for the NATS relay's stream, KOKUHO_NATS_MY_NUMBER)"
             );
         }
         if let Some(v) = var("KOKUHO_ROLE_TABLE") {
@@ -253,8 +282,51 @@ impl Settings {
             );
             s.public_url = Some(v.trim_end_matches('/').to_owned());
         }
+        s.nats = nats_from_env()?;
         Ok(s)
     }
+}
+
+/// The relay's settings; `KOKUHO_NATS_MY_NUMBER` is its own switch (not the removed
+/// `KOKUHO_FEED_MY_NUMBER`): an HTTP consumer's credential decides per request, but a stream
+/// has no credential per reader, so the deployment names the stream that is the
+/// intermediate-server channel.
+fn nats_from_env() -> anyhow::Result<RelayConfig> {
+    let mut c = RelayConfig {
+        url: var("KOKUHO_NATS_URL").filter(|v| !v.trim().is_empty()),
+        ..RelayConfig::default()
+    };
+    if let Some(v) = var("KOKUHO_NATS_STREAM") {
+        RelayConfig::check_stream_name(&v).map_err(|e| anyhow::anyhow!("KOKUHO_NATS_STREAM: {e}"))?;
+        c.stream = v;
+    }
+    if let Some(v) = var("KOKUHO_NATS_SUBJECT_PREFIX") {
+        RelayConfig::check_subject_prefix(&v).map_err(|e| anyhow::anyhow!("KOKUHO_NATS_SUBJECT_PREFIX: {e}"))?;
+        c.subject_prefix = v;
+    }
+    if let Some(v) = var("KOKUHO_NATS_REPLICAS") {
+        c.replicas = v
+            .parse()
+            .ok()
+            .filter(|n| (1..=5).contains(n))
+            .ok_or_else(|| anyhow::anyhow!("KOKUHO_NATS_REPLICAS must be 1 to 5"))?;
+    }
+    if let Some(v) = var("KOKUHO_NATS_DUPLICATE_WINDOW") {
+        let secs: u64 = v
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| anyhow::anyhow!("KOKUHO_NATS_DUPLICATE_WINDOW must be a positive number of seconds"))?;
+        c.duplicate_window = std::time::Duration::from_secs(secs);
+    }
+    if let Some(v) = var("KOKUHO_NATS_MY_NUMBER") {
+        c.my_number = match v.trim() {
+            "true" | "1" => true,
+            "false" | "0" | "" => false,
+            _ => anyhow::bail!("KOKUHO_NATS_MY_NUMBER must be true or false"),
+        };
+    }
+    Ok(c)
 }
 
 /// The identity provider's settings: all of issuer and client id, or none.

@@ -15,7 +15,12 @@ use crate::support::{import, ledger, percentiles, person_id, serve, write_import
 /// Persons given 50 events (the first ones of the generated ledger).
 const HEAVY: usize = 20;
 
-async fn load(addr: &Served, credentials: &[String], paths: &[String], seconds: u64) -> anyhow::Result<(Vec<Duration>, f64, usize)> {
+async fn load(
+    addr: &Served,
+    credentials: &[String],
+    paths: &[String],
+    seconds: u64,
+) -> anyhow::Result<(Vec<Duration>, f64, usize)> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for (c, credential) in credentials.iter().enumerate() {
@@ -61,7 +66,8 @@ pub async fn run(url: &str, persons: usize, sessions: usize, seconds: u64) -> an
         let id = PersonId::parse(&person_id(i))?;
         for k in 0..40u64 {
             let d = chrono::NaiveDate::from_ymd_opt(2019, 2, 1).unwrap() + chrono::Days::new(k * 40);
-            let body = json!({"type": "document_collected", "effective_date": d.to_string(), "reported_date": d.to_string()});
+            let body =
+                json!({"type": "document_collected", "effective_date": d.to_string(), "reported_date": d.to_string()});
             app.ledger.record_person_event(&id, &body, &ctx).await?;
         }
     }
@@ -71,8 +77,17 @@ pub async fn run(url: &str, persons: usize, sessions: usize, seconds: u64) -> an
     // One staff session per connection, as the console's sign-in opens them.
     let mut cookies = Vec::new();
     for s in 0..sessions {
-        let principal = Principal::new(format!("bench-clerk-{s}"), vec![Role::Clerk], &app.access.roles, Source::Token);
-        let value = app.access.sessions.open(&principal, "127.0.0.1", chrono::Utc::now()).await?;
+        let principal = Principal::new(
+            format!("bench-clerk-{s}"),
+            vec![Role::Clerk],
+            &app.access.roles,
+            Source::Token,
+        );
+        let value = app
+            .access
+            .sessions
+            .open(&principal, "127.0.0.1", chrono::Utc::now())
+            .await?;
         cookies.push(format!("Cookie: kokuho_session={value}"));
     }
     let bearer = vec![format!("Authorization: Bearer {}", served.token); sessions];

@@ -12,6 +12,7 @@ mod audit;
 mod console;
 mod feed;
 mod import;
+mod nats;
 mod reads;
 mod support;
 
@@ -131,6 +132,23 @@ enum What {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// The NATS JetStream relay: the whole feed of N persons published (vs bare publishes of
+    /// the same bodies), append-to-consumer latency, appends with and without the relay.
+    Nats {
+        /// 10 events and about 27 feed records per person.
+        #[arg(long, default_value_t = 37_000)]
+        persons: usize,
+        /// The JetStream server (a local one: the figures are the relay's, not the network's).
+        #[arg(long, env = "KOKUHO_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        /// Appends timed end to end, one at a time.
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
         #[arg(long, default_value_t = 50)]
@@ -187,6 +205,13 @@ async fn main() -> anyhow::Result<()> {
             persons,
             export_records,
         } => feed::run(&url, persons, export_records).await,
+        What::Nats {
+            persons,
+            nats_url,
+            samples,
+            clients,
+            seconds,
+        } => nats::run(&url, &nats_url, persons, samples, clients, seconds).await,
         What::Audit {
             persons,
             clients,

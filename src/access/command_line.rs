@@ -17,7 +17,8 @@ fn user() -> String {
     whoami::fallible::username().unwrap_or_else(|_| "unknown".into())
 }
 
-fn host() -> String {
+/// This host's name (the terminal of records written by processes on it).
+pub fn host() -> String {
     whoami::fallible::hostname().unwrap_or_else(|_| "unknown".into())
 }
 

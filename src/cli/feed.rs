@@ -1,12 +1,16 @@
-//! `kokuho-ledger feed export`.
+//! `kokuho-ledger feed export` and `feed publish`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Subcommand;
 
 use super::Database;
 use crate::access::command_line::CommandLine;
 use crate::access::AccessKind;
+use crate::app::{self, Builder};
+use crate::feed::relay::{Disclosure, Relay, Until};
+use crate::settings::Settings;
 use crate::store::Store;
 
 #[derive(Subcommand, Debug)]
@@ -36,10 +40,28 @@ pub enum FeedCommand {
         #[command(flatten)]
         database: Database,
     },
+    /// Publish the feed to NATS JetStream up to the feed head, then exit: each record once, in
+    /// position order, on <prefix>.<insurer number> (the lane `serve` runs with KOKUHO_NATS_URL);
+    /// prints the last position the stream holds.
+    Publish {
+        /// NATS server(s), comma-separated (nats://host:4222).
+        #[arg(long, env = "KOKUHO_NATS_URL")]
+        nats_url: Option<String>,
+        /// Give up (exit 1) after this many seconds without a record stored.
+        #[arg(long, default_value_t = 120)]
+        give_up_after: u64,
+        #[command(flatten)]
+        database: Database,
+    },
 }
 
 pub async fn run(command: FeedCommand) -> anyhow::Result<()> {
     match command {
+        FeedCommand::Publish {
+            nats_url,
+            give_up_after,
+            database,
+        } => publish(nats_url, give_up_after, &database.url()).await,
         FeedCommand::Export {
             after,
             out,
@@ -85,4 +107,36 @@ pub async fn run(command: FeedCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `feed publish`: the relay of `serve`, run once up to the feed head.
+async fn publish(nats_url: Option<String>, give_up_after: u64, url: &str) -> anyhow::Result<()> {
+    let mut settings = Settings::from_env()?;
+    app::check_settings(url, &settings)?;
+    settings.nats.url = nats_url.or(settings.nats.url.take());
+    anyhow::ensure!(
+        settings.nats.url.is_some(),
+        "no NATS server: give --nats-url or KOKUHO_NATS_URL"
+    );
+    let config = settings.nats.clone();
+    let app = Builder::new(url).settings(settings).build().await?;
+    // Each batch's access record (an export to the stream's consumers) is written before
+    // the batch is published.
+    let disclosure = Disclosure::new(app.access.recorder.clone(), "cli feed publish");
+    let relay = Relay::new(app.ledger.clone(), config, disclosure)?.give_up_after(Duration::from_secs(give_up_after));
+    let result = relay.run(Until::Head).await;
+    drop(relay);
+    let store = app.ledger.store().clone();
+    drop(app.ledger);
+    drop(app.access);
+    let _ = app.writer_task.await;
+    let _ = app.access_task.await;
+    store.close().await;
+    let outcome = result?;
+    eprintln!(
+        "published {} records ({} acknowledged as duplicates, {} re-synchronisations); the stream holds the feed up to position {}",
+        outcome.published, outcome.duplicates, outcome.resyncs, outcome.position
+    );
+    println!("{}", outcome.position);
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::app::{self, Builder};
+use crate::feed::relay::{Disclosure, Relay, Until};
 use crate::jobs::age_out;
 use crate::settings::Settings;
 
@@ -14,16 +15,35 @@ pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
     app::check_settings(url, &settings)?;
     // Refuse to start without the checkpoint key rather than run with an unsigned trail.
     let signer = app::audit_signer(url, &settings)?;
+    let nats = settings.nats.clone();
     let app = Builder::new(url).settings(settings).audit(signer).build().await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let router = app.router();
     let ledger = app.ledger;
+    let recorder = app.access.recorder.clone();
     drop(app.access);
     tracing::info!(addr = %listener.local_addr()?, database = ?ledger.store().kind(), "serving");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let runner = ledger.projections().spawn(stopped);
+    let runner = ledger.projections().spawn(stopped.clone());
+    // The NATS relay only reads the feed: appends never wait for it.
+    let relay = match nats.url {
+        Some(_) => {
+            let disclosure = Disclosure::new(recorder, "serve nats relay");
+            let relay = Relay::new(ledger.clone(), nats, disclosure)?;
+            tracing::info!(subject = relay.subject(), "starting the NATS relay");
+            Some(tokio::spawn(async move {
+                // Its error is logged and shown in /readyz and /metrics; the service goes on.
+                let _ = relay.run(Until::Stopped(stopped)).await;
+            }))
+        }
+        None => {
+            // The access log's writer stops when its last handle goes.
+            drop(recorder);
+            None
+        }
+    };
     let daily = tokio::spawn(age_out::daily(ledger.clone()));
     let store = ledger.store().clone();
     drop(ledger);
@@ -40,6 +60,10 @@ pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
     // Projections commit batch by batch: stopping between batches loses nothing.
     let _ = stop.send(true);
     let _ = runner.await;
+    // The relay holds the ledger (and an access recorder) too: it stops between messages.
+    if let Some(relay) = relay {
+        let _ = relay.await;
+    }
     // The router (and with it the last writer handle) is gone: the writer drains and stops.
     if tokio::time::timeout(Duration::from_secs(30), app.writer_task)
         .await

@@ -4,6 +4,7 @@
 //! added at answer time for a consumer allowed to see it (it is never stored in the feed).
 
 pub mod export;
+pub mod relay;
 
 use std::sync::Arc;
 use std::time::Duration;

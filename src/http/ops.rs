@@ -10,7 +10,9 @@ use serde_json::json;
 use super::routes::Route;
 use super::{ApiError, AppState};
 use crate::access::AccessKind;
+use crate::feed::relay;
 use crate::metrics;
+use crate::projections::feed::feed_head;
 
 /// Open without a credential (access.md): nothing personal.
 pub fn routes() -> Vec<Route> {
@@ -56,12 +58,30 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .filter(|p| p.lag_events > 0 && p.lag_seconds > READY_LAG_SECONDS)
         .map(|p| p.name)
         .collect();
-    let body = json!({
+    let mut body = json!({
         "status": if lagging.is_empty() { "ready" } else { "lagging" },
         "database": "ok",
         "log_head": head,
         "projections": projections,
     });
+    // The relay's lag is reported but does not make the service unready: NATS being away
+    // delays consumers, not the ledger's own API. A relay stopped by an error does, because
+    // nothing recovers it without an operator (docs/operations.md).
+    let relay = relay::status::global().snapshot();
+    if let Some(r) = &relay {
+        let feed_head = feed_head(s.ledger.store().db()).await.ok();
+        body["nats_relay"] = json!({
+            "state": r.state.as_str(),
+            "position": r.published,
+            "lag_positions": feed_head.map(|h| (h - r.published).max(0)),
+            "error": r.error,
+        });
+        if r.state == relay::State::Stopped {
+            body["status"] = json!("relay_stopped");
+            body["error"] = json!({"code": "relay_stopped", "message": "the NATS relay stopped with an error (see nats_relay.error)"});
+            return unavailable(body);
+        }
+    }
     if lagging.is_empty() {
         Json(body).into_response()
     } else {
@@ -74,11 +94,12 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let head = s.ledger.store().head().await.ok();
     let projections = s.ledger.projections().status().await.unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        metrics::global().render(head, &gauges(&projections)),
-    )
-        .into_response()
+    let mut text = metrics::global().render(head, &gauges(&projections));
+    if relay::status::global().snapshot().is_some() {
+        let feed_head = feed_head(s.ledger.store().db()).await.ok();
+        text.push_str(&relay::status::global().render(feed_head));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn openapi() -> Response {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cqrs_repo;
+pub mod nats;
 pub mod oidc;
 pub mod process;
 

@@ -152,6 +152,24 @@ fn start_bare_with(db: &TestDb, dir: &std::path::Path, env: &[(&str, &str)]) -> 
     Server { child, addr, log }
 }
 
+/// A GET answered with text (`/metrics`): the status and the body as it came.
+pub fn http_text(addr: &str, path: &str) -> (u16, String) {
+    let auth = token_of(addr)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}
+
 pub fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     http_with(addr, method, path, body, &[])
 }
