@@ -15,6 +15,9 @@ use crate::store::sql::{json_array, Db, Ty, Val};
 /// Idle period after which a session ends (default 15 minutes, `KOKUHO_CONSOLE_IDLE_SECONDS`).
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(15 * 60);
 
+/// How stale a session's last-seen time may get before a request writes it again.
+const TOUCH_EVERY: chrono::Duration = chrono::Duration::seconds(10);
+
 /// A live session as the console uses it.
 #[derive(Clone, Debug)]
 pub struct Session {
@@ -133,12 +136,16 @@ impl SessionStore {
             self.end(&key, now).await?;
             return Ok(Err(Closed::Idle));
         }
-        self.db
-            .execute(
-                "UPDATE console_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND ended_at IS NULL",
-                &[Val::text(&key), Val::Instant(Some(now))],
-            )
-            .await?;
+        // The idle clock restarts at most every TOUCH_EVERY: a page view is then one read,
+        // not a read and a write (the idle period is honoured within that much).
+        if now - last_seen >= TOUCH_EVERY {
+            self.db
+                .execute(
+                    "UPDATE console_sessions SET last_seen_at = $2 WHERE id_hash = $1 AND ended_at IS NULL",
+                    &[Val::text(&key), Val::Instant(Some(now))],
+                )
+                .await?;
+        }
         let names: Vec<String> = serde_json::from_str(r[1].as_text().unwrap_or("[]")).unwrap_or_default();
         let roles: Vec<Role> = names.iter().filter_map(|n| Role::parse(n).ok()).collect();
         let source = parse_source(r[2].as_text().unwrap_or_default());

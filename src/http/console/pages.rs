@@ -316,8 +316,9 @@ pub async fn person(
     let position = s.ledger.reads.position(&read).await?;
     let at = Read {
         as_of,
-        min_position: Some(position.min(s.ledger.store().head().await.map_err(LedgerError::from)?)),
-        ..Read::default()
+        min_position: Some(position),
+        // Already consistent: `position` includes every write before the request.
+        consistency: crate::reads::Consistency::Eventual,
     };
     let p = s
         .ledger
