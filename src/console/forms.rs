@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::domain::event::{HOUSEHOLD_EVENT_TYPES, PERSON_EVENT_TYPES};
+
 /// Which stream a form writes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {
@@ -57,43 +59,36 @@ pub const COMMON: [Field; 2] = [
     f("reported_date", "届出日", Kind::Date, true),
 ];
 
-/// The event types the console records, in the order of its menu (console.md). `registered`
-/// comes from the resident-register intake, `late_elderly_age_reached` from the ledger
-/// itself, card and branch numbers from issuance.
-pub const PERSON_TYPES: [&str; 21] = [
-    "moved_in",
-    "moved_out",
-    "born",
-    "died",
-    "employee_insurance_joined",
-    "employee_insurance_left",
-    "welfare_started",
-    "welfare_ended",
-    "nhi_union_joined",
-    "nhi_union_left",
-    "late_elderly_disability_certified",
-    "late_elderly_disability_withdrawn",
-    "foreign_resident_excluded",
-    "foreign_resident_included",
-    "name_changed",
-    "household_changed",
-    "document_collected",
-    "disclosure_restricted",
-    "disclosure_restriction_lifted",
-    "corrected",
-    "rescinded",
+/// Event types the console has no form for: `registered` comes from the resident-register
+/// intake (and is the one event that carries a My Number), `late_elderly_age_reached` from the
+/// ledger itself, card and branch numbers from issuance.
+const NOT_FROM_STAFF: [&str; 4] = [
+    "registered",
+    "late_elderly_age_reached",
+    "card_number_assigned",
+    "branch_number_issued",
 ];
 
-pub const HOUSEHOLD_TYPES: [&str; 3] = [
-    "household_head_changed",
-    "nhi_head_designated",
-    "nhi_head_designation_revoked",
-];
+/// The person event types the console records (domain.md's order).
+pub fn person_types() -> impl Iterator<Item = &'static str> {
+    PERSON_EVENT_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !NOT_FROM_STAFF.contains(t))
+}
+
+/// The household event types the console records.
+pub fn household_types() -> impl Iterator<Item = &'static str> {
+    HOUSEHOLD_EVENT_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !NOT_FROM_STAFF.contains(t))
+}
 
 pub fn stream_of(event_type: &str) -> Option<Stream> {
-    if PERSON_TYPES.contains(&event_type) {
+    if person_types().any(|t| t == event_type) {
         Some(Stream::Person)
-    } else if HOUSEHOLD_TYPES.contains(&event_type) {
+    } else if household_types().any(|t| t == event_type) {
         Some(Stream::Household)
     } else {
         None
@@ -241,5 +236,8 @@ mod tests {
         assert!(form_names("corrected", Some("moved_out")).contains(&"replacement.to".to_owned()));
         assert_eq!(stream_of("nhi_head_designated"), Some(Stream::Household));
         assert_eq!(stream_of("registered"), None);
+        assert_eq!(stream_of("card_number_assigned"), None);
+        // console.md's list: 19 kinds of change, correction and rescission.
+        assert_eq!(person_types().count(), 21);
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use super::{form, render, Nav, PageResult};
 use crate::clock::tokyo;
 use crate::console::chart::{self, Chart};
-use crate::console::forms::{HOUSEHOLD_TYPES, PERSON_TYPES};
+use crate::console::forms::{household_types, person_types};
 use crate::console::{labels, wareki};
 use crate::domain::input::parse_search;
 use crate::domain::{HouseholdId, PersonId};
@@ -355,8 +355,8 @@ pub async fn person(
             .map(|t| t.with_timezone(&tokyo()).format("%Y-%m-%dT%H:%M").to_string())
             .unwrap_or_default(),
         historical: as_of.is_some(),
-        person_types: PERSON_TYPES.iter().map(|t| (*t, labels::event_type(t))).collect(),
-        household_types: HOUSEHOLD_TYPES.iter().map(|t| (*t, labels::event_type(t))).collect(),
+        person_types: person_types().map(|t| (t, labels::event_type(t))).collect(),
+        household_types: household_types().map(|t| (t, labels::event_type(t))).collect(),
         recorded: recorded.chars().filter(char::is_ascii_digit).take(18).collect(),
         p,
     };
