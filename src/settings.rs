@@ -116,6 +116,14 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "true: the stream is the intermediate-server channel, records carry my_number",
     ),
     (
+        "KOKUHO_HEADER_TIMEOUT_SECONDS",
+        "a client must send a request's headers within this (default 10)",
+    ),
+    (
+        "KOKUHO_BODY_TIMEOUT_SECONDS",
+        "… and its body within this after the headers (default 60)",
+    ),
+    (
         "RUST_LOG",
         "log filter (default info); logs carry ids, never names or My Numbers",
     ),
@@ -166,6 +174,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// The change feed relay to NATS JetStream (`KOKUHO_NATS_*`).
     pub nats: RelayConfig,
+    /// How long a client may take to send a request (`KOKUHO_*_TIMEOUT_SECONDS`).
+    pub timeouts: crate::http::serve::Timeouts,
 }
 
 impl Default for Settings {
@@ -187,6 +197,7 @@ impl Default for Settings {
             console_idle: crate::access::sessions::DEFAULT_IDLE,
             public_url: None,
             nats: RelayConfig::default(),
+            timeouts: crate::http::serve::Timeouts::default(),
         }
     }
 }
@@ -283,8 +294,23 @@ impl Settings {
             s.public_url = Some(v.trim_end_matches('/').to_owned());
         }
         s.nats = nats_from_env()?;
+        if let Some(v) = var("KOKUHO_HEADER_TIMEOUT_SECONDS") {
+            s.timeouts.header_read = seconds("KOKUHO_HEADER_TIMEOUT_SECONDS", &v)?;
+        }
+        if let Some(v) = var("KOKUHO_BODY_TIMEOUT_SECONDS") {
+            s.timeouts.body_read = seconds("KOKUHO_BODY_TIMEOUT_SECONDS", &v)?;
+        }
         Ok(s)
     }
+}
+
+/// A timeout of 1 to 3600 seconds.
+fn seconds(name: &str, v: &str) -> anyhow::Result<std::time::Duration> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| (1..=3600).contains(n))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| anyhow::anyhow!("{name} must be 1 to 3600"))
 }
 
 /// The relay's settings; `KOKUHO_NATS_MY_NUMBER` is its own switch (not the removed

@@ -4,6 +4,7 @@
 mod access;
 mod age_out;
 mod audit;
+mod backup;
 mod feed;
 mod import;
 mod my_number;
@@ -87,6 +88,15 @@ pub enum Command {
     /// (issued card and branch numbers are events: they come back unchanged). Stop the
     /// service first, or it serves partial read models while this runs.
     Rebuild {
+        #[command(flatten)]
+        database: Database,
+    },
+    /// Back up the embedded SQLite database online, while `serve` runs, into FILE (a
+    /// PostgreSQL ledger is backed up with pg_dump). The keys are not copied: keep them apart.
+    Backup {
+        /// The backup file (replaced only once the new copy is complete).
+        #[arg(long)]
+        out: PathBuf,
         #[command(flatten)]
         database: Database,
     },
@@ -175,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => import::run(&file, &database.url(), batch_size as usize).await,
         Command::AgeOut { through, database } => age_out::run(through, &database.url()).await,
         Command::Rebuild { database } => rebuild::run(&database.url()).await,
+        Command::Backup { out, database } => backup::run(&out, &database.url()).await,
         Command::Feed { command } => feed::run(command).await,
         Command::Audit { command } => audit::run(command).await,
         Command::Vault { command } => vault::run(command),

@@ -16,6 +16,7 @@ pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
     // Refuse to start without the checkpoint key rather than run with an unsigned trail.
     let signer = app::audit_signer(url, &settings)?;
     let nats = settings.nats.clone();
+    let timeouts = settings.timeouts;
     let app = Builder::new(url).settings(settings).audit(signer).build().await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -47,13 +48,9 @@ pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
     let daily = tokio::spawn(age_out::daily(ledger.clone()));
     let store = ledger.store().clone();
     drop(ledger);
-    // The peer address is the terminal (端末名) of every access record.
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    // The peer address is the terminal (端末名) of every access record; slow clients are cut
+    // off by the timeouts.
+    crate::http::serve::serve(listener, router, timeouts, shutdown_signal()).await?;
     // The daily job holds the ledger too: stop it so the writer can drain.
     daily.abort();
     let _ = daily.await;

@@ -251,6 +251,12 @@ pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<(Bytes, Value), 
                 "body_too_large",
                 "the request body exceeds 1 MiB",
             )
+        } else if super::serve::timed_out(&r) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive within the server's body timeout",
+            )
         } else {
             ApiError::bad_request("invalid_body", "the request body could not be read")
         }

@@ -14,6 +14,7 @@ mod households;
 mod ops;
 mod persons;
 pub mod routes;
+pub mod serve;
 
 use std::sync::Arc;
 

@@ -281,6 +281,23 @@ impl Db {
         Ok(())
     }
 
+    /// A consistent copy of an SQLite database into a new file (`VACUUM INTO`): it reads one
+    /// snapshot, like any reader, so the service keeps writing meanwhile. On a reading
+    /// connection: the writer is never held up. `None` for PostgreSQL (pg_dump's job).
+    pub async fn sqlite_vacuum_into(&self, path: &str) -> Option<Result<(), StoreError>> {
+        match self {
+            Db::Postgres(_) => None,
+            Db::Sqlite { read, .. } => Some(
+                sqlx::query("VACUUM INTO ?")
+                    .bind(path)
+                    .execute(read)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from),
+            ),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Db::Postgres(p) => p.close().await,
