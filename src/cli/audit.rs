@@ -6,8 +6,6 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::{progress, Database};
-use crate::access::command_line::CommandLine;
-use crate::access::AccessKind;
 use crate::app;
 use crate::audit::{keys, verify};
 use crate::settings::Settings;
@@ -135,20 +133,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
                 }
             };
             let result = crate::exports::audit(&store, &out, &origin, &public_key).await;
-            let cli = CommandLine::start(&db, "audit export");
-            let recorded = match &result {
-                Ok((_, sent)) => {
-                    cli.touched(
-                        AccessKind::Export,
-                        sent.persons.clone(),
-                        true,
-                        Some(sent.export.clone()),
-                    )
-                    .await
-                }
-                Err(_) => cli.touched(AccessKind::Export, Vec::new(), false, None).await,
-            };
-            cli.finish().await;
+            let recorded = super::record_export(&db, "audit export", &result).await;
             store.close().await;
             let (exported, _) = result?;
             recorded?;

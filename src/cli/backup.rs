@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use crate::access::command_line::CommandLine;
-use crate::access::AccessKind;
 use crate::backup::{self, BackupError};
 use crate::settings::Settings;
 use crate::store::{database_kind, sqlite_path, DatabaseKind, Store};
@@ -22,20 +20,7 @@ pub async fn run(out: &Path, url: &str) -> anyhow::Result<()> {
     let store = Store::connect_without_migrating(url).await?;
     let db = store.db().clone();
     let result = backup::sqlite(&store, out).await;
-    let cli = CommandLine::start(&db, "backup");
-    let recorded = match &result {
-        Ok((_, sent)) => {
-            cli.touched(
-                AccessKind::Export,
-                sent.persons.clone(),
-                true,
-                Some(sent.export.clone()),
-            )
-            .await
-        }
-        Err(_) => cli.touched(AccessKind::Export, Vec::new(), false, None).await,
-    };
-    cli.finish().await;
+    let recorded = super::record_export(&db, "backup", &result).await;
     store.close().await;
     let (done, _) = result?;
     recorded?;

@@ -6,8 +6,6 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::Database;
-use crate::access::command_line::CommandLine;
-use crate::access::AccessKind;
 use crate::app::{self, Builder};
 use crate::feed::relay::{Disclosure, Relay, Until};
 use crate::settings::Settings;
@@ -74,20 +72,7 @@ pub async fn run(command: FeedCommand) -> anyhow::Result<()> {
             let store = Store::connect(&database.url()).await?;
             let result = crate::exports::feed(&store, after, limit, &out, encoding, replace_unmappable).await;
             // The send ledger: the range and each file's SHA-256, recorded before it is reported.
-            let cli = CommandLine::start(store.db(), "feed export");
-            let recorded = match &result {
-                Ok((_, sent)) => {
-                    cli.touched(
-                        AccessKind::Export,
-                        sent.persons.clone(),
-                        true,
-                        Some(sent.export.clone()),
-                    )
-                    .await
-                }
-                Err(_) => cli.touched(AccessKind::Export, Vec::new(), false, None).await,
-            };
-            cli.finish().await;
+            let recorded = super::record_export(store.db(), "feed export", &result).await;
             store.close().await;
             let (exported, _) = result?;
             recorded?;

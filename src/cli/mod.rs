@@ -195,6 +195,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Records an export's send ledger (access.md 送付記録) for the command line's run: what was
+/// sent when it succeeded, a failed export touching nobody when it did not. The record is
+/// written before the run reports anything.
+async fn record_export<T, E>(
+    db: &crate::store::sql::Db,
+    subcommand: &str,
+    result: &Result<(T, crate::exports::Sent), E>,
+) -> Result<i64, crate::access::AccessError> {
+    use crate::access::AccessKind;
+    let cli = crate::access::command_line::CommandLine::start(db, subcommand);
+    let recorded = match result {
+        Ok((_, sent)) => {
+            cli.touched(
+                AccessKind::Export,
+                sent.persons.clone(),
+                true,
+                Some(sent.export.clone()),
+            )
+            .await
+        }
+        Err(_) => cli.touched(AccessKind::Export, Vec::new(), false, None).await,
+    };
+    cli.finish().await;
+    recorded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
