@@ -124,6 +124,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "… and its body within this after the headers (default 60)",
     ),
     (
+        "KOKUHO_STORAGE_RESERVE_MB",
+        "embedded default: disk space held back for access records when the disk fills (default 64)",
+    ),
+    (
         "RUST_LOG",
         "log filter (default info); logs carry ids, never names or My Numbers",
     ),
@@ -300,6 +304,8 @@ impl Settings {
         if let Some(v) = var("KOKUHO_BODY_TIMEOUT_SECONDS") {
             s.timeouts.body_read = seconds("KOKUHO_BODY_TIMEOUT_SECONDS", &v)?;
         }
+        // Read by the store when it opens the embedded database; refused here, at start.
+        crate::store::space::reserve_bytes_from_env().map_err(anyhow::Error::msg)?;
         Ok(s)
     }
 }

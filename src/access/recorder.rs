@@ -54,8 +54,15 @@ impl Recorder {
                         Err(_) => break,
                     }
                 }
-                let (records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                match write(&db, records).await {
+                let (mut records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let mut result = write(&db, &mut records).await;
+                // A full disk releases the storage reserve: then there is room for the records.
+                if let Err(e) = &result {
+                    if db.note_failure(e) {
+                        result = write(&db, &mut records).await;
+                    }
+                }
+                match result {
                     Ok(ids) => {
                         for (reply, id) in replies.into_iter().zip(ids) {
                             let _ = reply.send(Ok(id));
@@ -110,8 +117,14 @@ impl Recorder {
 
 /// One transaction: lock the head, number and chain the records, insert them and their
 /// person index, move the head.
-async fn write(db: &Db, mut records: Vec<AccessRecord>) -> Result<Vec<i64>, StoreError> {
+async fn write(db: &Db, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreError> {
     let mut tx = db.begin().await?;
+    if tx.dialect() == crate::store::sql::Dialect::Postgres {
+        // A database made read-only by its operator (`default_transaction_read_only`) stops
+        // the ledger's changes, not the record of who read it: reads go on only if their
+        // records can be written.
+        tx.execute("SET TRANSACTION READ WRITE", &[]).await?;
+    }
     let head = tx
         .fetch(
             &format!(
@@ -134,7 +147,7 @@ async fn write(db: &Db, mut records: Vec<AccessRecord>) -> Result<Vec<i64>, Stor
     let mut rows = Vec::with_capacity(records.len());
     let mut persons = Vec::new();
     let mut ids = Vec::with_capacity(records.len());
-    for r in &mut records {
+    for r in records.iter_mut() {
         last_id += 1;
         r.id = last_id;
         last_hash = r.chain(&last_hash);

@@ -31,6 +31,26 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
+    /// The storage cannot serve for now: 503 with what is wrong, so that clients retry and
+    /// operators know where to look; the details go to the log.
+    pub fn unavailable(err: &crate::store::StoreError) -> Self {
+        use crate::store::Unavailable;
+        tracing::warn!(error = %err, "storage unavailable");
+        match err.unavailable() {
+            Some(Unavailable::Storage) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the database refuses writes for now (disk full or read-only); reads go on; retry later",
+            )
+            .with_header("retry-after", "5"),
+            _ => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database does not answer for now; retry",
+            )
+            .with_header("retry-after", "1"),
+        }
+    }
     fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -65,6 +85,7 @@ impl From<LedgerError> for ApiError {
             ),
             LedgerError::Lagging(l) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "projection_lagging", l.to_string())
                 .with_header("retry-after", "1"),
+            LedgerError::Store(err) if err.unavailable().is_some() => Self::unavailable(&err),
             // Logged once here, at the boundary; the client gets no internals.
             LedgerError::Store(err) => {
                 tracing::error!(error = %err, "storage failure");

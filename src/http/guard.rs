@@ -131,6 +131,8 @@ fn bearer(headers: &HeaderMap) -> Option<Result<String, AccessError>> {
 
 fn unauthenticated(reason: Option<&AccessError>, presented: bool) -> Response {
     let mut res = match reason {
+        // The credential could not be looked up: not the client's fault.
+        Some(AccessError::Store(e)) => return ApiError::unavailable(e).into_response(),
         Some(AccessError::Unavailable(_)) => {
             return ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

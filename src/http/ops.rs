@@ -61,6 +61,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let mut body = json!({
         "status": if lagging.is_empty() { "ready" } else { "lagging" },
         "database": "ok",
+        // Full: events are refused (503 storage_unavailable) while reads go on, so the
+        // service stays in the pool.
+        "storage": if s.ledger.store().disk_full() { "full" } else { "ok" },
         "log_head": head,
         "projections": projections,
     });

@@ -112,12 +112,16 @@ pub async fn run(ledger: &Ledger, through: NaiveDate) -> Result<AgeOutSummary, L
 }
 
 /// The daily run of `serve`: at start (catching up), then shortly after each midnight in Tokyo;
-/// after a storage failure, again in 10 minutes.
+/// after a storage failure again after 5 s, doubling up to 10 minutes, so that a database
+/// outage delays the run by seconds, not until the next night.
 pub async fn daily(ledger: std::sync::Arc<Ledger>) {
+    const FIRST_RETRY: Duration = Duration::from_secs(5);
+    let mut retry = FIRST_RETRY;
     loop {
         let today = ledger.clock().today();
         let wait = match run(&ledger, today).await {
             Ok(_) => {
+                retry = FIRST_RETRY;
                 let now = ledger.clock().now();
                 let next = (today + chrono::Days::new(1))
                     .and_hms_opt(0, 5, 0)
@@ -130,8 +134,10 @@ pub async fn daily(ledger: std::sync::Arc<Ledger>) {
                     .unwrap_or(Duration::from_secs(60))
             }
             Err(e) => {
-                tracing::error!(error = %e, "age-out failed; retrying in 10 minutes");
-                Duration::from_secs(600)
+                tracing::error!(error = %e, retry_seconds = retry.as_secs(), "age-out failed; retrying");
+                let wait = retry;
+                retry = (retry * 2).min(Duration::from_secs(600));
+                wait
             }
         };
         tokio::time::sleep(wait).await;

@@ -9,6 +9,7 @@
 mod append;
 mod careful;
 mod postgres;
+pub mod space;
 pub mod sql;
 pub mod writer;
 
@@ -38,6 +39,76 @@ pub enum StoreError {
     WriterGone,
     #[error("batch append failed: {0}")]
     Batch(std::sync::Arc<StoreError>),
+    #[error("the database's disk is full: events are refused until there is room")]
+    Full,
+}
+
+/// Why the storage cannot serve a request for now (503, not 500: the client may retry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The database does not answer: down, restarting, the connection lost, no connection free.
+    Database,
+    /// The database answers but refuses to write: disk full, read-only, I/O error.
+    Storage,
+}
+
+impl StoreError {
+    /// Whether this failure is the storage being unavailable rather than a defect.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        match self {
+            StoreError::Full => Some(Unavailable::Storage),
+            StoreError::Unreachable(_) => Some(Unavailable::Database),
+            StoreError::Batch(inner) => inner.unavailable(),
+            StoreError::Database(e) => unavailable(e),
+            _ => None,
+        }
+    }
+}
+
+fn unavailable(e: &sqlx::Error) -> Option<Unavailable> {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(Unavailable::Database),
+        sqlx::Error::Database(d) => {
+            let code = d.code()?;
+            match d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                // SQLite's extended result code; its low byte is the primary code.
+                Some(_) => match code.parse::<i32>().ok()? & 0xff {
+                    // SQLITE_BUSY, SQLITE_LOCKED: another process holds the database too long.
+                    5 | 6 => Some(Unavailable::Database),
+                    // SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN.
+                    8 | 10 | 13 | 14 => Some(Unavailable::Storage),
+                    _ => None,
+                },
+                // SQLSTATE: connection exceptions, shutdown, too many connections; then disk
+                // full, out of memory, read-only transactions, I/O errors.
+                None => match code.as_ref() {
+                    c if c.starts_with("08") => Some(Unavailable::Database),
+                    "57P01" | "57P02" | "57P03" | "53300" => Some(Unavailable::Database),
+                    "53100" | "53200" | "25006" | "58030" => Some(Unavailable::Storage),
+                    _ => None,
+                },
+            }
+        }
+        _ => None,
+    }
+}
+
+/// SQLITE_FULL: the embedded database's disk has no room.
+pub(crate) fn disk_full(e: &StoreError) -> bool {
+    match e {
+        StoreError::Batch(inner) => disk_full(inner),
+        StoreError::Database(sqlx::Error::Database(d)) => {
+            d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                && d.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| c & 0xff == 13)
+        }
+        _ => false,
+    }
 }
 
 /// An event as stored, with its place in the global log.
@@ -289,7 +360,30 @@ impl Store {
     /// Appends a batch of requests in one transaction (group commit). Each request is
     /// all-or-nothing; a rejected request does not affect the others.
     pub async fn append_batch(&self, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
-        careful::append_batch(&self.db, requests).await
+        self.room()?;
+        let result = careful::append_batch(&self.db, requests).await;
+        self.note(result)
+    }
+
+    /// Refuses events while the embedded database's disk is full.
+    fn room(&self) -> Result<(), StoreError> {
+        if self.db.disk_full() {
+            return Err(StoreError::Full);
+        }
+        Ok(())
+    }
+
+    /// A write that failed for a full disk releases the reserve.
+    fn note<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.db.note_failure(e);
+        }
+        result
+    }
+
+    /// Whether events are being refused for a full disk (embedded default only).
+    pub fn disk_full(&self) -> bool {
+        self.db.disk_full()
     }
 
     /// Appends every request or none: on the first rejection nothing is written and the
@@ -299,7 +393,9 @@ impl Store {
         &self,
         requests: &[AppendRequest],
     ) -> Result<Result<Vec<Appended>, (Option<usize>, Rejection)>, StoreError> {
-        careful::append_atomic(&self.db, requests).await
+        self.room()?;
+        let result = careful::append_atomic(&self.db, requests).await;
+        self.note(result)
     }
 
     /// A stream's events in sequence order; with `as_of`, only those recorded by then.

@@ -154,12 +154,19 @@ pub enum Db {
     Sqlite {
         write: SqlitePool,
         read: SqlitePool,
+        /// Disk space held back for when the disk fills (none for an in-memory database).
+        reserve: Option<std::sync::Arc<super::space::Reserve>>,
     },
 }
 
 /// How long a request waits for a pooled connection before it is told the database is
 /// unavailable.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The same for PostgreSQL, shorter: a server that is down refuses connections, and a request
+/// (which also waits to write its access record) should hear 503 `database_unavailable` in a
+/// few seconds; a pool of 16 busy for 2 s means overload, where refusing is right too.
+pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Db {
     pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
@@ -182,7 +189,7 @@ impl Db {
             .map_err(|e| StoreError::Unreachable(format!("PostgreSQL at {target}: {e}")))?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await?;
         Ok(Db::Postgres(pool))
@@ -209,7 +216,30 @@ impl Db {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await?;
-        Ok(Db::Sqlite { write, read })
+        let reserve = match path {
+            "" => None,
+            p if p.starts_with(':') => None,
+            p => Some(super::space::Reserve::open(
+                std::path::Path::new(p),
+                super::space::reserve_bytes_from_env().map_err(StoreError::Url)?,
+            )),
+        };
+        Ok(Db::Sqlite { write, read, reserve })
+    }
+
+    /// True while events are refused because the embedded database's disk is full.
+    pub fn disk_full(&self) -> bool {
+        matches!(self, Db::Sqlite { reserve: Some(r), .. } if r.is_full())
+    }
+
+    /// Called with a failed write: a full disk (SQLITE_FULL) releases the reserve, so that
+    /// access records and the projections can still be written; true if it did (the write
+    /// may be tried once more).
+    pub fn note_failure(&self, e: &StoreError) -> bool {
+        match self {
+            Db::Sqlite { reserve: Some(r), .. } if super::disk_full(e) => r.exhausted(),
+            _ => false,
+        }
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -301,7 +331,7 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Db::Postgres(p) => p.close().await,
-            Db::Sqlite { write, read } => {
+            Db::Sqlite { write, read, .. } => {
                 read.close().await;
                 write.close().await;
             }

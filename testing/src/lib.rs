@@ -5,8 +5,10 @@
 
 pub mod api;
 pub mod cqrs_repo;
+pub mod load;
 pub mod nats;
 pub mod oidc;
+pub mod pg;
 pub mod process;
 
 use std::sync::Arc;

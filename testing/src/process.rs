@@ -185,17 +185,58 @@ pub fn http_with(addr: &str, method: &str, path: &str, body: &str, headers: &[(&
     for (k, v) in headers {
         auth.push_str(&format!("{k}: {v}\r\n"));
     }
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let answer = request(addr, method, path, body, &auth, Duration::from_secs(30)).unwrap();
+    (answer.status, answer.body)
+}
+
+/// A response as [`request`] read it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    /// The `X-Request-Id` the server answered with.
+    pub request_id: Option<String>,
+}
+
+/// One request on a fresh connection; connection errors and a response not complete within
+/// `timeout` are errors (the fault tests count them), and `headers` are raw header lines
+/// (`Name: value\r\n`), the credential among them.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    headers: &str,
+    timeout: Duration,
+) -> std::io::Result<Answer> {
+    let mut s = TcpStream::connect_timeout(&addr.parse().expect("an address"), timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
+    s.read_to_string(&mut raw)?;
+    let broken = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete HTTP response");
+    let status: u16 = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(broken)?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(broken)?;
+    let request_id = head
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("x-request-id"))
+        })
+        .map(|(_, v)| v.trim().to_owned());
     // Small bodies may come chunked: take the JSON between the first `{` and the last `}`.
     let json = match (body.find('{'), body.rfind('}')) {
         (Some(a), Some(b)) => serde_json::from_str(&body[a..=b]).unwrap_or(Value::Null),
         _ => Value::Null,
     };
-    (status, json)
+    Ok(Answer {
+        status,
+        body: json,
+        request_id,
+    })
 }
