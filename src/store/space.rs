@@ -94,15 +94,20 @@ impl Reserve {
             .truncate(false)
             .write(true)
             .open(&self.path)?;
-        if file.metadata()?.len() >= self.bytes {
+        let had = file.metadata()?.len();
+        if had >= self.bytes {
             return Ok(());
         }
         // Allocated blocks, not a sparse length: the room must really be held.
         let done = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, self.bytes)
             .map_err(std::io::Error::from);
         if let Err(e) = done.and_then(|()| file.sync_all()) {
-            drop(file);
-            let _ = std::fs::remove_file(&self.path);
+            // Another process's reserve (a command run beside `serve`, configured with a
+            // bigger one) is kept as it is: it still holds room.
+            if had == 0 {
+                drop(file);
+                let _ = std::fs::remove_file(&self.path);
+            }
             return Err(e);
         }
         Ok(())

@@ -147,6 +147,15 @@ pub fn json_array<S: serde::Serialize>(values: &[S]) -> Val {
 }
 
 /// A connection pool on either backend. Cheap to clone.
+/// False for a connection still inside a transaction when it is taken from the pool, which
+/// is then closed and replaced. SQLite rolls a transaction back by itself when a COMMIT fails
+/// with a full disk or an I/O error; sqlx's ROLLBACK on drop then fails and leaves the
+/// connection marked as in a transaction, so every later BEGIN would fail (the pool tested it
+/// first, so the queued rollback has run by now).
+fn out_of_transaction(conn: &sqlx::SqliteConnection) -> bool {
+    <sqlx::sqlite::SqliteTransactionManager as sqlx::TransactionManager>::get_transaction_depth(conn) == 0
+}
+
 #[derive(Clone, Debug)]
 pub enum Db {
     Postgres(PgPool),
@@ -208,12 +217,14 @@ impl Db {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(out_of_transaction(conn)) }))
             .connect_with(opts.clone())
             .await
             .map_err(|e| StoreError::Unreachable(format!("SQLite file {path}: {e}")))?;
         let read = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(out_of_transaction(conn)) }))
             .connect_with(opts)
             .await?;
         let reserve = match path {

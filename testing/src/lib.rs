@@ -99,6 +99,15 @@ impl TestDb {
     }
 
     /// The same database for another ledger ("another process"); only the original cleans up.
+    /// A database at `url` that the test looks after itself (nothing is dropped).
+    pub fn at(url: String) -> TestDb {
+        TestDb {
+            url,
+            pg_admin: None,
+            _dir: None,
+        }
+    }
+
     pub fn share(&self) -> TestDb {
         TestDb {
             url: self.url.clone(),

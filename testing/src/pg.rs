@@ -141,6 +141,8 @@ impl PrivateCluster {
         let url = format!("postgres://postgres@127.0.0.1:{}/{database}", self.port);
         let out = Command::new(self.bin.join("psql"))
             .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+            // The test's own session writes even when it has made the server read-only.
+            .env("PGOPTIONS", "-c default_transaction_read_only=off")
             .output()
             .unwrap();
         assert!(
