@@ -55,10 +55,15 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
         t.await?;
     }
     let plain_rate = next.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    // The peer: postgres-es 0.5 with the same payload, same clients, same server.
+    let peer_rate = crate::peers::postgres_es_rate(&pool, &sample.payload, clients, seconds).await?;
     println!("appends: {clients} clients, {seconds} s each, idempotency keys: {idempotency}");
     println!("  ledger single-event commands: {ledger_rate:.0} events/s");
+    println!("  postgres-es 0.5 single-event commands: {peer_rate:.0} events/s");
     println!("  plain INSERT, one commit each: {plain_rate:.0} rows/s");
-    println!("  ratio: {:.2}", ledger_rate / plain_rate);
+    println!("  ratio ledger / plain: {:.2}", ledger_rate / plain_rate);
+    println!("  ratio postgres-es / plain: {:.2}", peer_rate / plain_rate);
+    println!("  ratio ledger / postgres-es: {:.2}", ledger_rate / peer_rate);
     store.close().await;
     Ok(())
 }

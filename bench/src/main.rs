@@ -13,6 +13,7 @@ mod console;
 mod feed;
 mod import;
 mod nats;
+mod peers;
 mod reads;
 mod support;
 
