@@ -118,13 +118,9 @@ impl Recorder {
 /// One transaction: lock the head, number and chain the records, insert them and their
 /// person index, move the head.
 async fn write(db: &Db, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreError> {
-    let mut tx = db.begin().await?;
-    if tx.dialect() == crate::store::sql::Dialect::Postgres {
-        // A database made read-only by its operator (`default_transaction_read_only`) stops
-        // the ledger's changes, not the record of who read it: reads go on only if their
-        // records can be written.
-        tx.execute("SET TRANSACTION READ WRITE", &[]).await?;
-    }
+    // A database made read-only by its operator stops the ledger's changes, not the record of
+    // who read it: reads go on only if their records can be written.
+    let mut tx = db.begin_read_write().await?;
     let head = tx
         .fetch(
             &format!(

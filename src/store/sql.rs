@@ -268,6 +268,16 @@ impl Db {
         })
     }
 
+    /// A write transaction that is read-write even when the operator made PostgreSQL read-only
+    /// by default (`default_transaction_read_only`): for the access records, which every
+    /// answer needs.
+    pub async fn begin_read_write(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Db::Postgres(p) => Tx::Postgres(p.begin_with("BEGIN READ WRITE").await?),
+            Db::Sqlite { .. } => self.begin().await?,
+        })
+    }
+
     /// A read-only transaction: every query in it sees one snapshot of the database.
     pub async fn snapshot(&self) -> Result<Tx, StoreError> {
         Ok(match self {
