@@ -8,6 +8,7 @@ pub mod cqrs_repo;
 pub mod nats;
 pub mod oidc;
 pub mod process;
+pub mod soak;
 
 use std::sync::Arc;
 
