@@ -13,16 +13,21 @@ use kokuho_testing::{Kind, TestDb};
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LOAD: Duration = Duration::from_secs(120);
-/// Start-up fills pools, caches and the allocator's arenas; growth is judged after it.
+/// Start-up fills pools, caches and the allocator's arenas; growth is judged after it. The
+/// export runs inside it (at 15 s; a debug build takes about 10 s over it): its peak is a
+/// one-off high-water mark the allocator partly keeps (docs/benchmarks.md, Soak), which in
+/// the reference window would loosen the check.
 const WARM_UP: Duration = Duration::from_secs(40);
 
 async fn soak(kind: Kind) {
     let _serial = SERIAL.lock().await;
     let db = TestDb::new(kind).await;
     let dir = tempfile::tempdir().unwrap();
-    let report = run(&db, dir.path(), &Config::new(LOAD, Duration::from_secs(2)))
-        .await
-        .expect("the soak runs");
+    let cfg = Config {
+        export_at: Duration::from_secs(15),
+        ..Config::new(LOAD, Duration::from_secs(2))
+    };
+    let report = run(&db, dir.path(), &cfg).await.expect("the soak runs");
     let summary = report.summary(10.0);
     println!("{summary}");
     // Nothing but success and the refusals the driver provokes on purpose.
@@ -41,6 +46,10 @@ async fn soak(kind: Kind) {
     // and a sample may land on a transient peak; a leak proportional to the load (tens of
     // thousands of requests here) still exceeds the slack.
     let g = report.growth(WARM_UP);
+    println!(
+        "memory check: first third max {} KiB, last third max {} KiB, limit {} KiB",
+        g.first_max_kib, g.last_max_kib, g.limit_kib
+    );
     assert!(
         g.ok(),
         "resident memory grew: {} KiB > {} KiB (first third {} KiB)\n{summary}",

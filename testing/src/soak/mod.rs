@@ -35,6 +35,8 @@ pub struct Config {
     pub verifies: usize,
     /// Records in the export (it is built in memory: bounded).
     pub export_limit: u64,
+    /// When the export runs (it holds its files in memory: a one-off peak).
+    pub export_at: Duration,
 }
 
 impl Config {
@@ -48,6 +50,7 @@ impl Config {
             pause: Duration::from_millis(5),
             verifies: 1,
             export_limit: 50_000,
+            export_at: duration / 4,
         }
     }
 }
@@ -134,9 +137,8 @@ pub async fn run(db: &TestDb, dir: &std::path::Path, cfg: &Config) -> anyhow::Re
     for _ in 0..cfg.feed_consumers {
         tasks.push(tokio::spawn(load::feed_consumer(shared.clone())));
     }
-    // The one-off operations on a schedule: the export at a quarter of the run, the verifies
-    // spread evenly over it.
-    let mut ops: Vec<(Duration, bool)> = vec![(cfg.duration / 4, true)];
+    // The one-off operations on a schedule: the export, the verifies spread evenly.
+    let mut ops: Vec<(Duration, bool)> = vec![(cfg.export_at, true)];
     for i in 1..=cfg.verifies {
         ops.push((cfg.duration * i as u32 / (cfg.verifies as u32 + 1), false));
     }
