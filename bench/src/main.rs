@@ -15,6 +15,7 @@ mod import;
 mod nats;
 mod peers;
 mod reads;
+mod soak;
 mod support;
 
 use clap::{Parser, Subcommand};
@@ -150,6 +151,17 @@ enum What {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// A `serve` process under mixed load (appends, reads, feed consumers, an export, audit
+    /// verify) for N minutes, its resident memory sampled: the curve, throughput, outcomes.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        #[arg(long, default_value_t = 10)]
+        sample_seconds: u64,
+        /// Samples before this are warm-up in the memory check.
+        #[arg(long, default_value_t = 300)]
+        warm_up_seconds: u64,
+    },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
         #[arg(long, default_value_t = 50)]
@@ -172,6 +184,11 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             idempotency,
         } => appends::run(&url, clients, seconds, idempotency).await,
+        What::Soak {
+            minutes,
+            sample_seconds,
+            warm_up_seconds,
+        } => soak::run(&db, minutes, sample_seconds, warm_up_seconds).await,
         What::Import { persons, batch_size } => import::run(&url, persons, batch_size).await,
         What::Timeline {
             events,

@@ -10,6 +10,7 @@ pub mod nats;
 pub mod oidc;
 pub mod pg;
 pub mod process;
+pub mod soak;
 
 use std::sync::Arc;
 

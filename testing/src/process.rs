@@ -13,11 +13,17 @@ use serde_json::Value;
 use super::TestDb;
 
 /// The `kokuho-ledger` binary cargo built beside the test executable
-/// (`target/<profile>/deps/<test>` → `target/<profile>/kokuho-ledger`).
+/// (`target/<profile>/deps/<test>` → `target/<profile>/kokuho-ledger`), or beside a tool's
+/// binary (`target/<profile>/ledger-bench`).
 pub static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let exe = std::env::current_exe().expect("the test executable");
+    let beside = exe.with_file_name("kokuho-ledger");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>");
-    let bin = dir.join("kokuho-ledger");
+    let bin = if beside.exists() {
+        beside
+    } else {
+        dir.join("kokuho-ledger")
+    };
     assert!(bin.exists(), "{} is not built", bin.display());
     bin.display().to_string()
 });
