@@ -158,8 +158,9 @@ enum What {
         minutes: u64,
         #[arg(long, default_value_t = 10)]
         sample_seconds: u64,
-        /// Samples before this are warm-up in the memory check.
-        #[arg(long, default_value_t = 300)]
+        /// Samples before this are warm-up in the memory check (600: past the export's
+        /// one-off peak at a quarter of a 30-minute run).
+        #[arg(long, default_value_t = 600)]
         warm_up_seconds: u64,
     },
     /// Timeline reads of one person with N events through the HTTP router.
