@@ -64,7 +64,10 @@ unset_kokuho=()
 for v in $(compgen -e); do
   case $v in KOKUHO_*) unset_kokuho+=(-u "$v") ;; esac
 done
-server_env=(env "${unset_kokuho[@]}" -u DATABASE_URL KOKUHO_CARD_NUMBER_WIDTH=8 RUST_LOG=info NO_COLOR=1)
+# One token drives the whole run flat out: the per-principal rate limit (429 rate_limited,
+# documented on every authenticated route) is set out of its way.
+server_env=(env "${unset_kokuho[@]}" -u DATABASE_URL KOKUHO_CARD_NUMBER_WIDTH=8 KOKUHO_RATE_LIMIT_PER_SECOND=1000000
+  KOKUHO_RATE_LIMIT_BURST=1000000 RUST_LOG=info NO_COLOR=1)
 database=sqlite://$work/ledger.db
 
 # The run's own credentials, in the fresh database before the server opens it.

@@ -20,7 +20,7 @@ impl Counter {
 }
 
 /// HTTP responses by status class.
-const STATUSES: [u16; 9] = [200, 201, 400, 404, 409, 413, 422, 500, 503];
+const STATUSES: [u16; 10] = [200, 201, 400, 404, 409, 413, 422, 429, 500, 503];
 
 #[derive(Default)]
 pub struct Metrics {
@@ -28,6 +28,19 @@ pub struct Metrics {
     pub append_batches: Counter,
     pub commands_refused: Counter,
     pub projection_errors: Counter,
+    /// The shared feed tail's queries, by cause (a feed commit seen, the periodic look).
+    feed_tail_queries_commit: Counter,
+    feed_tail_queries_poll: Counter,
+    pub feed_tail_errors: Counter,
+    /// Feed pages answered from the tail's memory or by reading the database.
+    pub feed_answers_from_memory: Counter,
+    pub feed_answers_from_database: Counter,
+    /// Feed consumers waiting on the shared tail now.
+    pub feed_waiting: std::sync::atomic::AtomicI64,
+    /// Feed pages answered to requests with `wait` > 0.
+    pub feed_long_poll_answers: Counter,
+    /// Requests refused with 429 `rate_limited`.
+    pub rate_limited: Counter,
     /// Per projection: (name, last applied position, events applied).
     projections: std::sync::Mutex<Vec<(&'static str, i64, u64)>>,
     responses: [Counter; STATUSES.len()],
@@ -59,6 +72,13 @@ impl Metrics {
                 entry.2 += events;
             }
             None => p.push((name, position, events)),
+        }
+    }
+
+    pub fn feed_tail_query(&self, cause: crate::feed::tail::Cause) {
+        match cause {
+            crate::feed::tail::Cause::Commit => self.feed_tail_queries_commit.inc(),
+            crate::feed::tail::Cause::Poll => self.feed_tail_queries_poll.inc(),
         }
     }
 
@@ -111,6 +131,43 @@ impl Metrics {
             "kokuho_projection_errors_total",
             "Projection batches that failed and were retried.",
             self.projection_errors.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kokuho_feed_tail_queries_total Queries of the shared feed tail, by cause.\n# TYPE kokuho_feed_tail_queries_total counter\n\
+             kokuho_feed_tail_queries_total{{cause=\"commit\"}} {}\nkokuho_feed_tail_queries_total{{cause=\"poll\"}} {}",
+            self.feed_tail_queries_commit.get(),
+            self.feed_tail_queries_poll.get()
+        );
+        counter(
+            &mut out,
+            "kokuho_feed_tail_errors_total",
+            "Feed tail queries that failed and were retried.",
+            self.feed_tail_errors.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kokuho_feed_answers_total Feed pages answered, by source.\n# TYPE kokuho_feed_answers_total counter\n\
+             kokuho_feed_answers_total{{source=\"memory\"}} {}\nkokuho_feed_answers_total{{source=\"database\"}} {}",
+            self.feed_answers_from_memory.get(),
+            self.feed_answers_from_database.get()
+        );
+        counter(
+            &mut out,
+            "kokuho_feed_long_poll_answers_total",
+            "Feed pages answered to requests that could wait (wait > 0).",
+            self.feed_long_poll_answers.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kokuho_feed_waiting Feed consumers waiting on the shared tail.\n# TYPE kokuho_feed_waiting gauge\nkokuho_feed_waiting {}",
+            self.feed_waiting.load(Ordering::Relaxed)
+        );
+        counter(
+            &mut out,
+            "kokuho_rate_limited_total",
+            "Requests refused because their principal was over its rate limit.",
+            self.rate_limited.get(),
         );
         let _ = writeln!(
             out,

@@ -128,6 +128,14 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "embedded default: disk space held back for access records when the disk fills (default 64)",
     ),
     (
+        "KOKUHO_RATE_LIMIT_PER_SECOND",
+        "requests a second per principal before 429 rate_limited (default 300)",
+    ),
+    (
+        "KOKUHO_RATE_LIMIT_BURST",
+        "… and how many it may send at once (default 600)",
+    ),
+    (
         "RUST_LOG",
         "log filter (default info); logs carry ids, never names or My Numbers",
     ),
@@ -180,6 +188,8 @@ pub struct Settings {
     pub nats: RelayConfig,
     /// How long a client may take to send a request (`KOKUHO_*_TIMEOUT_SECONDS`).
     pub timeouts: crate::http::serve::Timeouts,
+    /// Requests per principal (`KOKUHO_RATE_LIMIT_*`).
+    pub rate_limit: crate::http::rate::RateLimit,
 }
 
 impl Default for Settings {
@@ -202,6 +212,7 @@ impl Default for Settings {
             public_url: None,
             nats: RelayConfig::default(),
             timeouts: crate::http::serve::Timeouts::default(),
+            rate_limit: crate::http::rate::RateLimit::default(),
         }
     }
 }
@@ -306,8 +317,23 @@ impl Settings {
         }
         // Read by the store when it opens the embedded database; refused here, at start.
         crate::store::space::reserve_bytes_from_env().map_err(anyhow::Error::msg)?;
+        if let Some(v) = var("KOKUHO_RATE_LIMIT_PER_SECOND") {
+            s.rate_limit.per_second = positive("KOKUHO_RATE_LIMIT_PER_SECOND", &v)?;
+        }
+        if let Some(v) = var("KOKUHO_RATE_LIMIT_BURST") {
+            s.rate_limit.burst = positive("KOKUHO_RATE_LIMIT_BURST", &v)?;
+        }
         Ok(s)
     }
+}
+
+/// A positive count (0 would refuse every request).
+fn positive(name: &str, v: &str) -> anyhow::Result<u32> {
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| anyhow::anyhow!("{name} must be a positive integer"))
 }
 
 /// A timeout of 1 to 3600 seconds.

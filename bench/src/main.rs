@@ -12,6 +12,7 @@ mod audit;
 mod console;
 mod feed;
 mod import;
+mod long_poll;
 mod nats;
 mod peers;
 mod reads;
@@ -163,6 +164,16 @@ enum What {
         #[arg(long, default_value_t = 600)]
         warm_up_seconds: u64,
     },
+    /// Appends with and without N consumers long-polling the feed over TCP (the shared feed
+    /// tail), in the same run.
+    LongPoll {
+        #[arg(long, default_value_t = 2000)]
+        consumers: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
         #[arg(long, default_value_t = 50)]
@@ -219,6 +230,11 @@ async fn main() -> anyhow::Result<()> {
             sessions,
             seconds,
         } => console::run(&url, persons, sessions, seconds).await,
+        What::LongPoll {
+            consumers,
+            clients,
+            seconds,
+        } => long_poll::run(&url, consumers, clients, seconds).await,
         What::Lag { clients, seconds } => reads::lag(&url, clients, seconds).await,
         What::Feed {
             persons,

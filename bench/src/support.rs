@@ -16,12 +16,17 @@ use kokuho_ledger::request::RequestContext;
 use kokuho_ledger::settings::{Secret, Settings};
 use serde_json::{json, Value};
 
-/// The benchmarks' deployment: a vault key of their own, everything else default.
+/// The benchmarks' deployment: a vault key of their own and no practical rate limit (one
+/// token drives the whole load), everything else default.
 pub fn settings() -> Settings {
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
     Settings {
         vault_key: Some(Secret(hex::encode(key))),
+        rate_limit: kokuho_ledger::http::rate::RateLimit {
+            per_second: 10_000_000,
+            burst: 10_000_000,
+        },
         ..Settings::default()
     }
 }
@@ -41,7 +46,8 @@ pub async fn ledger(url: &str, audit: Option<Arc<Signer>>) -> anyhow::Result<App
     let app = builder.build().await?;
     // As in `serve`: the projection runners share the machine with the commands.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    app.ledger.projections().spawn(stopped);
+    app.ledger.projections().spawn(stopped.clone());
+    app.ledger.feed.spawn_tail(stopped);
     std::mem::forget(stop);
     Ok(App {
         ledger: app.ledger,
@@ -192,6 +198,12 @@ impl Conn {
     }
 
     pub async fn request(&mut self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, usize)> {
+        let (status, body) = self.exchange(method, path, body).await?;
+        Ok((status, body.len()))
+    }
+
+    /// (status, body).
+    pub async fn exchange(&mut self, method: &str, path: &str, body: &str) -> anyhow::Result<(u16, Vec<u8>)> {
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: bench\r\n{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -215,7 +227,7 @@ impl Conn {
         }
         let mut body = vec![0; len];
         self.stream.read_exact(&mut body).await?;
-        Ok((status, len))
+        Ok((status, body))
     }
 }
 

@@ -28,6 +28,8 @@ pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, database = ?ledger.store().kind(), "serving");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let runner = ledger.projections().spawn(stopped.clone());
+    // Long-polled feed consumers wait on the tail: one query per feed commit, not one each.
+    let tail = ledger.feed.spawn_tail(stopped.clone());
     // The NATS relay only reads the feed: appends never wait for it.
     let relay = match nats.url {
         Some(_) => {
@@ -57,6 +59,7 @@ pub async fn run(listen: &str, url: &str) -> anyhow::Result<()> {
     // Projections commit batch by batch: stopping between batches loses nothing.
     let _ = stop.send(true);
     let _ = runner.await;
+    let _ = tail.await;
     // The relay holds the ledger (and an access recorder) too: it stops between messages.
     if let Some(relay) = relay {
         let _ = relay.await;

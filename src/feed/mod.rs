@@ -5,6 +5,7 @@
 
 pub mod export;
 pub mod relay;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::LedgerError;
+use crate::metrics;
 use crate::projections::feed::{feed_head, feed_records};
 use crate::projections::Projections;
 use crate::store::{corrupt, Store};
@@ -79,21 +81,52 @@ pub struct Feed {
     store: Store,
     projections: Arc<Projections>,
     vault: Arc<Vault>,
+    tail: Arc<tail::Tail>,
 }
 
 impl Feed {
     pub fn new(store: Store, projections: Arc<Projections>, vault: Arc<Vault>) -> Self {
         Self {
+            tail: Arc::new(tail::Tail::new(store.db().clone())),
             store,
             projections,
             vault,
         }
     }
 
+    /// Starts the shared feed tail (where the projection runners start); it stops with `stop`.
+    /// Without it every consumer reads the database itself.
+    pub fn spawn_tail(&self, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let moved = self
+            .projections
+            .checkpoint(crate::projections::feed::NAME)
+            .unwrap_or_else(|| tokio::sync::watch::channel(0).1);
+        self.tail.spawn(moved, stop)
+    }
+
     /// Records after `after` (at most `limit`), each as its stored JSON text; with `wait`,
-    /// blocks until there is one or the wait ends. Woken by this process's feed commits, and
-    /// looks again every 200 ms for commits of other processes.
+    /// blocks until there is one or the wait ends. Answered from the shared tail when `after`
+    /// is within it, else from the database.
     pub async fn page_text(&self, after: i64, limit: i64, wait: Duration) -> Result<FeedText, LedgerError> {
+        let page = match self.tail.page(after, limit, wait).await {
+            Some(page) => {
+                metrics::global().feed_answers_from_memory.inc();
+                page
+            }
+            None => {
+                metrics::global().feed_answers_from_database.inc();
+                self.read_page(after, limit, wait).await?
+            }
+        };
+        if !wait.is_zero() {
+            metrics::global().feed_long_poll_answers.inc();
+        }
+        Ok(page)
+    }
+
+    /// As [`Self::page_text`], each waiting consumer reading the database: woken by this
+    /// process's commits, and looking again every 200 ms for commits of other processes.
+    async fn read_page(&self, after: i64, limit: i64, wait: Duration) -> Result<FeedText, LedgerError> {
         let deadline = tokio::time::Instant::now() + wait;
         let db = self.store.db();
         loop {

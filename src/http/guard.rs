@@ -262,7 +262,11 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
             record.roles = principal.role_names();
             let cross_site =
                 session.is_some() && method != Method::GET && method != Method::HEAD && !same_origin(req.headers());
-            if req.headers().contains_key("x-actor") {
+            if let Err(wait) = s.limits.check(&principal.id) {
+                // Refused before any handler touches the database; recorded like every refusal.
+                crate::metrics::global().rate_limited.inc();
+                rate_limited(console, wait)
+            } else if req.headers().contains_key("x-actor") {
                 ApiError::bad_request(
                     "actor_header_not_accepted",
                     "X-Actor is not accepted: the actor is the authenticated principal",
@@ -368,6 +372,21 @@ async fn finish(s: &AppState, mut record: AccessRecord, mut response: Response) 
             tracing::error!(error = %e, request_id = %request_id, "access record not written: the response is withheld");
             access_log_unavailable()
         }
+    }
+}
+
+/// 429 `rate_limited`, with when to retry (a page on console paths).
+fn rate_limited(console: bool, wait: std::time::Duration) -> Response {
+    let e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "too many requests from this principal; retry after the Retry-After seconds",
+    )
+    .with_header("retry-after", super::rate::retry_after_seconds(wait).to_string());
+    if console {
+        super::console::ConsoleError(e).into_response()
+    } else {
+        e.into_response()
     }
 }
 

@@ -13,6 +13,7 @@ pub mod guard;
 mod households;
 mod ops;
 mod persons;
+pub mod rate;
 pub mod routes;
 pub mod serve;
 
@@ -39,6 +40,7 @@ pub struct AppState {
     pub ledger: Arc<Ledger>,
     pub access: Arc<Access>,
     pub routes: Arc<RouteIndex>,
+    pub limits: Arc<rate::RateLimiter>,
 }
 
 /// The service: the route table's routes, each behind the guard (identity, roles, access
@@ -46,6 +48,7 @@ pub struct AppState {
 pub fn router(ledger: Arc<Ledger>, access: Arc<Access>) -> Router {
     let table = routes::table();
     let state = AppState {
+        limits: Arc::new(rate::RateLimiter::new(ledger.settings().rate_limit)),
         ledger,
         access,
         routes: Arc::new(RouteIndex::new(&table)),

@@ -131,6 +131,15 @@ impl Projections {
         }
     }
 
+    /// A projection's committed checkpoint as this process sees it: moved by this process's
+    /// commits and when its runner finds another process moved it (the feed tail waits on it).
+    pub fn checkpoint(&self, name: &str) -> Option<watch::Receiver<i64>> {
+        self.entries
+            .iter()
+            .find(|e| e.projection.name() == name)
+            .map(|e| e.position.subscribe())
+    }
+
     /// The lowest checkpoint this process has seen committed.
     pub fn position(&self) -> i64 {
         self.entries.iter().map(|e| *e.position.borrow()).min().unwrap_or(0)

@@ -147,13 +147,21 @@ pub struct TestLedger {
     pub clock: Arc<FixedClock>,
 }
 
-/// The settings of the tests' deployment (insurer 131999).
+/// The settings of the tests' deployment (insurer 131999). Tests drive one token as fast as
+/// the machine goes, so their rate limit is generous; the rate-limit tests set their own.
 pub fn test_settings() -> Settings {
     Settings {
         insurer_number: InsurerNumber::parse("131999").unwrap(),
+        rate_limit: kokuho_ledger::http::rate::RateLimit {
+            per_second: GENEROUS_RATE,
+            burst: GENEROUS_RATE,
+        },
         ..Settings::default()
     }
 }
+
+/// The tests' rate limit per principal (requests a second, and burst).
+pub const GENEROUS_RATE: u32 = 1_000_000;
 
 /// A ledger with its projection runners going, as `serve` has.
 pub async fn ledger(kind: Kind) -> TestLedger {
@@ -212,7 +220,8 @@ async fn ledger_full(
     let store = ledger.store().clone();
     let (stop_projections, stopped) = tokio::sync::watch::channel(false);
     if run_projections {
-        ledger.projections().spawn(stopped);
+        ledger.projections().spawn(stopped.clone());
+        ledger.feed.spawn_tail(stopped);
     }
     TestLedger {
         stop_projections,

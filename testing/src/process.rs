@@ -128,6 +128,9 @@ fn start_bare_with(db: &TestDb, dir: &std::path::Path, env: &[(&str, &str)]) -> 
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
         .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
         .env("KOKUHO_INSURER_NUMBER", "131999")
+        // Load tests drive one token flat out; a test of the limit sets its own (below).
+        .env("KOKUHO_RATE_LIMIT_PER_SECOND", super::GENEROUS_RATE.to_string())
+        .env("KOKUHO_RATE_LIMIT_BURST", super::GENEROUS_RATE.to_string())
         .env("RUST_LOG", "info");
     for (k, v) in env {
         command.env(k, v);

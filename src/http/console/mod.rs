@@ -278,6 +278,10 @@ impl IntoResponse for ConsoleError {
                 StatusCode::SERVICE_UNAVAILABLE => {
                     ("一時的に利用できません", "しばらくしてからもう一度お試しください。")
                 }
+                StatusCode::TOO_MANY_REQUESTS => (
+                    "操作が集中しています",
+                    "短時間に多くの操作がありました。しばらく待ってからもう一度お試しください。",
+                ),
                 _ => ("エラー", "処理できませんでした。システム管理者に連絡してください。"),
             },
         };

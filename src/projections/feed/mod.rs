@@ -204,6 +204,23 @@ pub async fn feed_records(db: &Db, after: i64, limit: i64) -> Result<Vec<String>
         .collect())
 }
 
+/// As [`feed_records`], each with its position (the feed tail's read).
+pub async fn feed_records_at(db: &Db, after: i64, limit: i64) -> Result<Vec<(i64, String)>, crate::store::StoreError> {
+    Ok(db
+        .fetch(
+            "SELECT position, record FROM feed_records WHERE position > $1 ORDER BY position LIMIT $2",
+            &[Val::int(after), Val::int(limit)],
+            &[Ty::Int, Ty::Text],
+        )
+        .await?
+        .into_iter()
+        .map(|mut r| {
+            let text = r.swap_remove(1).into_text().unwrap_or_default();
+            (r[0].as_int().unwrap_or(0), text)
+        })
+        .collect())
+}
+
 /// The highest feed position issued (0: none).
 pub async fn feed_head(db: &Db) -> Result<i64, crate::store::StoreError> {
     db.fetch_int("SELECT coalesce(max(position), 0) FROM feed_records", &[])
