@@ -16,8 +16,9 @@ use crate::support::{ledger, registration, serve, Conn, Served};
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// `clients` append a registration and a move-in (which issues feed records) per person for
-/// `seconds`: events/s.
-async fn append_rate(ledger: &Arc<Ledger>, clients: usize, seconds: u64) -> f64 {
+/// `seconds` (registrations only with `parked`: nothing for the consumers, who keep waiting):
+/// events/s.
+async fn append_rate(ledger: &Arc<Ledger>, clients: usize, seconds: u64, parked: bool) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -36,10 +37,14 @@ async fn append_rate(ledger: &Arc<Ledger>, clients: usize, seconds: u64) -> f64 
                         .record_person_event(&id, &registration(n as usize), &ctx)
                         .await
                         .expect("append");
+                    count.fetch_add(1, Ordering::Relaxed);
+                    if parked {
+                        continue;
+                    }
                     let moved = json!({"type": "moved_in", "effective_date": "2024-04-01", "from": "abroad",
                         "household_id": format!("{}", 800_000_000_000u64 + n)});
                     ledger.record_person_event(&id, &moved, &ctx).await.expect("append");
-                    count.fetch_add(2, Ordering::Relaxed);
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
@@ -67,11 +72,11 @@ async fn follow(served: Served, mut after: i64, stop: Arc<AtomicBool>, answers: 
     }
 }
 
-pub async fn run(url: &str, consumers: usize, clients: usize, seconds: u64) -> anyhow::Result<()> {
+pub async fn run(url: &str, consumers: usize, clients: usize, seconds: u64, parked: bool) -> anyhow::Result<()> {
     let app = ledger(url, None).await?;
     let served = serve(&app).await?;
     let l = app.ledger.clone();
-    let alone = append_rate(&l, clients, seconds).await;
+    let alone = append_rate(&l, clients, seconds, parked).await;
 
     let head = l.feed.page_text(0, 1, Duration::ZERO).await?.head;
     let stop = Arc::new(AtomicBool::new(false));
@@ -91,17 +96,18 @@ pub async fn run(url: &str, consumers: usize, clients: usize, seconds: u64) -> a
     let queries_before = tail_queries();
     let answers_before = answers.load(Ordering::Relaxed);
     let started = Instant::now();
-    let watched = append_rate(&l, clients, seconds).await;
+    let watched = append_rate(&l, clients, seconds, parked).await;
     let elapsed = started.elapsed().as_secs_f64();
     let queries = tail_queries() - queries_before;
     let answered = answers.load(Ordering::Relaxed) - answers_before;
     stop.store(true, Ordering::Relaxed);
     // The followers wait up to 30 s for a last record: one more append each wakes them.
-    append_rate(&l, 1, 1).await;
+    append_rate(&l, 1, 1, false).await;
     for f in followers {
         let _ = tokio::time::timeout(Duration::from_secs(60), f).await;
     }
-    println!("long-poll: {clients} appending clients, {seconds} s each, {consumers} consumers following the feed");
+    let what = if parked { "waiting (the appends issue no feed records)" } else { "following the feed" };
+    println!("long-poll: {clients} appending clients, {seconds} s each, {consumers} consumers {what}");
     println!("  appends alone: {alone:.0} events/s");
     println!("  appends with the consumers waiting: {watched:.0} events/s");
     println!("  ratio: {:.2}", watched / alone);

@@ -173,6 +173,10 @@ enum What {
         clients: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// Append registrations only (no feed records): the consumers keep waiting, and the
+        /// figure is what waiting consumers cost the writers.
+        #[arg(long)]
+        parked: bool,
     },
     /// Timeline reads of one person with N events through the HTTP router.
     Timeline {
@@ -234,7 +238,8 @@ async fn main() -> anyhow::Result<()> {
             consumers,
             clients,
             seconds,
-        } => long_poll::run(&url, consumers, clients, seconds).await,
+            parked,
+        } => long_poll::run(&url, consumers, clients, seconds, parked).await,
         What::Lag { clients, seconds } => reads::lag(&url, clients, seconds).await,
         What::Feed {
             persons,
