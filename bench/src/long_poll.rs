@@ -106,7 +106,11 @@ pub async fn run(url: &str, consumers: usize, clients: usize, seconds: u64, park
     for f in followers {
         let _ = tokio::time::timeout(Duration::from_secs(60), f).await;
     }
-    let what = if parked { "waiting (the appends issue no feed records)" } else { "following the feed" };
+    let what = if parked {
+        "waiting (the appends issue no feed records)"
+    } else {
+        "following the feed"
+    };
     println!("long-poll: {clients} appending clients, {seconds} s each, {consumers} consumers {what}");
     println!("  appends alone: {alone:.0} events/s");
     println!("  appends with the consumers waiting: {watched:.0} events/s");
