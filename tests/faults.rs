@@ -323,3 +323,47 @@ async fn connections_killed_mid_batch_lose_nothing_and_apply_nothing_twice() {
     assert_nothing_lost(&db, dir.path(), &load).await;
     db.cleanup().await;
 }
+
+/// The 75th-birthday job meets a stopped database at its run and tries again within seconds
+/// once it is back, not at the next midnight.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daily_job_runs_again_within_seconds_after_an_outage() {
+    use kokuho_ledger::domain::PersonId;
+    let cluster = PrivateCluster::start();
+    let db = TestDb::postgres_at(&cluster.admin_url(), "kl_fault").await;
+    let t = common::ledger_on(db, true).await;
+    let ctx = kokuho_ledger::request::RequestContext {
+        actor: "test".into(),
+        ..Default::default()
+    };
+    let id = PersonId::parse("901").unwrap();
+    // 75 on 2026-06-01, insured until then; the test clock's today is 2026-11-25.
+    for body in [
+        serde_json::json!({"type": "registered", "effective_date": "2020-01-01", "name": "高齢 一郎",
+            "name_kana": "コウレイ　イチロウ", "birth_date": "1951-06-01", "sex": "1"}),
+        serde_json::json!({"type": "moved_in", "effective_date": "2020-01-10", "from": "other_prefecture", "household_id": "1"}),
+    ] {
+        t.ledger.record_person_event(&id, &body, &ctx).await.unwrap();
+    }
+    cluster.stop_server();
+    let job = tokio::spawn(kokuho_ledger::jobs::age_out::daily(t.ledger.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.start_server();
+    let back = Instant::now();
+    loop {
+        if let Ok(events) = t.store.load_stream("person", "901", None).await {
+            if events
+                .last()
+                .is_some_and(|e| e.event_type == "late_elderly_age_reached")
+            {
+                break;
+            }
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "the daily job did not run again after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    job.abort();
+}
