@@ -10,28 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::process::{audit_key, http, start, stop, vault_key};
+use common::process::{cli, http, start, stop};
 use common::{pg_admin_url, Kind, TestDb};
 use kokuho_ledger::access::log::{self, Filter};
 use kokuho_ledger::access::AccessKind;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kokuho-ledger");
-
-/// The binary with the deployment's environment of `dir` (vault key; PostgreSQL's audit key).
-fn cli(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(BIN);
-    if db.is_postgres() {
-        command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
-    }
-    command
-        .args(args)
-        .args(["--database-url", &db.url])
-        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
-        .env("KOKUHO_INSURER_NUMBER", "131999")
-        .output()
-        .unwrap()
-}
 
 fn ok(out: &std::process::Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

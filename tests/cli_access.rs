@@ -5,31 +5,14 @@
 use kokuho_testing as common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
-use common::process::{audit_key, create_token, http, http_with, start, start_with, stop, vault_key};
+use common::process::{cli, create_token, http, http_with, start, start_with, stop};
 use common::{Kind, TestDb};
 use kokuho_ledger::access::log::{self, Filter};
 use kokuho_ledger::access::AccessRecord;
 use serde_json::json;
 use sha2::Digest as _;
-
-const BIN: &str = env!("CARGO_BIN_EXE_kokuho-ledger");
-
-fn cli(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(BIN);
-    if db.is_postgres() {
-        command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
-    }
-    command
-        .args(args)
-        .args(["--database-url", &db.url])
-        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
-        .env("KOKUHO_INSURER_NUMBER", "131999")
-        .output()
-        .unwrap()
-}
 
 async fn all_records(db: &TestDb) -> Vec<AccessRecord> {
     let store = db.store().await;

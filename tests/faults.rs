@@ -3,14 +3,13 @@
 //! a database that refuses writes (read-only PostgreSQL, a full disk under the embedded
 //! default). Tests that stop or reconfigure PostgreSQL use a private cluster of their own.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kokuho_testing as common;
 
 use common::load::{Load, Seen};
 use common::pg::PrivateCluster;
-use common::process::{audit_key, http, request, start, stop, token_of, vault_key, BIN};
+use common::process::{cli, http, request, start, stop, token_of};
 use common::{Kind, TestDb};
 use kokuho_ledger::store::sql::{Ty, Val};
 use sqlx::Connection as _;
@@ -22,20 +21,6 @@ const UNAVAILABLE: [&str; 4] = [
     "access_log_unavailable",
     "projection_lagging",
 ];
-
-fn cli(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(&*BIN);
-    if db.is_postgres() {
-        command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
-    }
-    command
-        .args(args)
-        .args(["--database-url", &db.url])
-        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
-        .env("KOKUHO_INSURER_NUMBER", "131999")
-        .output()
-        .unwrap()
-}
 
 fn assert_ok(out: &std::process::Output, what: &str) {
     assert!(

@@ -91,44 +91,26 @@ pub fn unrecorded(app: &App) -> App {
     }
 }
 
-/// A registration body for person number `i`.
-pub fn registration(i: usize) -> Value {
-    json!({"type": "registered", "effective_date": "2000-01-01", "reported_date": "2000-01-05",
-        "name": "山田 太郎", "name_kana": "ヤマダ　タロウ", "birth_date": format!("19{:02}-0{}-1{}", 45 + i % 40, 1 + i % 9, i % 10),
-        "sex": if i % 2 == 0 { "1" } else { "2" }})
-}
+pub use kokuho_testing::history::registration;
 
 /// The person id of generated person `i`.
 pub fn person_id(i: usize) -> String {
     format!("{}", 100_000_000_000u64 + i as u64)
 }
 
-/// Ten events of generated person `i` (households of three): the reference history.
+/// Ten events of generated person `i` (households of three): the reference history, as
+/// import lines (`person_id` first).
 pub fn person_lines(i: usize) -> Vec<Value> {
-    let pid = person_id(i);
     let hid = format!("{}", 200_000_000_000u64 + (i / 3) as u64);
-    let mut reg = registration(i);
-    reg["person_id"] = json!(pid);
-    let ev =
-        |ty: &str, date: &str| json!({"person_id": pid, "type": ty, "effective_date": date, "reported_date": date});
-    let mut moved = ev("moved_in", "2001-04-01");
-    moved["from"] = json!("other_prefecture");
-    moved["household_id"] = json!(hid);
-    let mut renamed = ev("name_changed", "2015-02-02");
-    renamed["name"] = json!("山田 花子");
-    renamed["name_kana"] = json!("ヤマダ　ハナコ");
-    vec![
-        reg,
-        moved,
-        ev("employee_insurance_joined", "2005-04-01"),
-        ev("employee_insurance_left", "2008-10-01"),
-        ev("welfare_started", "2012-06-10"),
-        ev("welfare_ended", "2013-01-05"),
-        renamed,
-        ev("document_collected", "2016-03-03"),
-        ev("disclosure_restricted", "2018-01-01"),
-        ev("disclosure_restriction_lifted", "2019-01-01"),
-    ]
+    kokuho_testing::history::person_events(i, &hid)
+        .into_iter()
+        .map(|event| {
+            let mut line = serde_json::Map::new();
+            line.insert("person_id".into(), json!(person_id(i)));
+            line.extend(event.as_object().cloned().unwrap_or_default());
+            Value::Object(line)
+        })
+        .collect()
 }
 
 /// An import file of the generated persons in `persons`.

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cqrs_repo;
+pub mod history;
 pub mod load;
 pub mod nats;
 pub mod oidc;

@@ -76,6 +76,22 @@ pub fn vault_key(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// A command of the binary with the deployment's environment of `dir` (vault key, insurer
+/// number; PostgreSQL's audit key) against `db`.
+pub fn cli(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(&*BIN);
+    if db.is_postgres() {
+        command.env("KOKUHO_AUDIT_KEY_FILE", audit_key(dir));
+    }
+    command
+        .args(args)
+        .args(["--database-url", &db.url])
+        .env("KOKUHO_VAULT_KEY_FILE", vault_key(dir))
+        .env("KOKUHO_INSURER_NUMBER", "131999")
+        .output()
+        .unwrap()
+}
+
 /// Tokens of the running servers by address: every request of [`http`] carries its server's.
 static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
 

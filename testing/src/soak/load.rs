@@ -88,34 +88,10 @@ impl Shared {
     }
 }
 
-/// The ten events of a generated person (a registration, a move in, employment, welfare, a
-/// name change, a document, a restriction): a valid history, recorded one event at a time.
+/// The ten events of a generated person ([`crate::history`]), recorded one event at a time.
 /// Households of three consecutive persons of one appender, so appenders never contend.
 fn person_events(n: u64) -> Vec<Value> {
-    let i = n as usize;
-    let household = format!("{}", 200_000_000_000u64 + n / 3);
-    let ev = |ty: &str, date: &str| json!({"type": ty, "effective_date": date, "reported_date": date});
-    let mut moved = ev("moved_in", "2001-04-01");
-    moved["from"] = json!("other_prefecture");
-    moved["household_id"] = json!(household);
-    let mut renamed = ev("name_changed", "2015-02-02");
-    renamed["name"] = json!("山田 花子");
-    renamed["name_kana"] = json!("ヤマダ　ハナコ");
-    vec![
-        json!({"type": "registered", "effective_date": "2000-01-01", "reported_date": "2000-01-05",
-            "name": "山田 太郎", "name_kana": "ヤマダ　タロウ",
-            "birth_date": format!("19{:02}-0{}-1{}", 45 + i % 40, 1 + i % 9, i % 10),
-            "sex": if i % 2 == 0 { "1" } else { "2" }}),
-        moved,
-        ev("employee_insurance_joined", "2005-04-01"),
-        ev("employee_insurance_left", "2008-10-01"),
-        ev("welfare_started", "2012-06-10"),
-        ev("welfare_ended", "2013-01-05"),
-        renamed,
-        ev("document_collected", "2016-03-03"),
-        ev("disclosure_restricted", "2018-01-01"),
-        ev("disclosure_restriction_lifted", "2019-01-01"),
-    ]
+    crate::history::person_events(n as usize, &format!("{}", 200_000_000_000u64 + n / 3))
 }
 
 fn person_id(n: u64) -> String {
