@@ -98,12 +98,13 @@ impl Tail {
                 if *stop.borrow() {
                     break;
                 }
+                // Marked seen before the query, so that a commit during it wakes us again
+                // (after it, the commit would wait for the next 200 ms look).
+                moved.borrow_and_update();
                 if let Err(e) = tail.advance(cause).await {
                     tracing::error!(error = %e, "the feed tail cannot read the feed; retrying");
                     metrics::global().feed_tail_errors.inc();
                 }
-                // Marked unseen before waiting, so a commit during the query wakes us again.
-                moved.borrow_and_update();
                 cause = tokio::select! {
                     changed = moved.changed(), if watching => {
                         // Without the projections only the poll is left.
