@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+// Many small short-lived allocations per request (JSON, rows, headers): glibc malloc was an
+// eighth of the server's CPU under load (perf), mimalloc a fraction of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // clap exits with 2 on bad usage by itself.

@@ -15,7 +15,7 @@ use crate::support::{import, ledger, percentiles, serve, unrecorded, write_impor
 
 /// Single-event appends (new persons' registrations) over HTTP from `clients` connections
 /// for `seconds`: requests/s and latencies.
-async fn appends(addr: &Served, clients: usize, seconds: u64, base: u64) -> anyhow::Result<(f64, Vec<Duration>)> {
+pub async fn appends(addr: &Served, clients: usize, seconds: u64, base: u64) -> anyhow::Result<(f64, Vec<Duration>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(base));
     let mut tasks = Vec::new();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::support::{command_rate, ledger, PLAIN_TABLE};
+use crate::support::{command_rate, ledger, percentiles, serve, PLAIN_TABLE};
 
 pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> anyhow::Result<()> {
     let app = ledger(url, None).await?;
@@ -18,6 +18,10 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
 
     // The ledger: each client records single-event commands (a new person's registration).
     let ledger_rate = command_rate(&ledger, clients, seconds, idempotency).await?;
+    // The same over HTTP, each request through the guard with its access record written.
+    let served = serve(&app).await?;
+    let (http_rate, latencies) = crate::access::appends(&served, clients, seconds, 700_000_000_000).await?;
+    let (http_p50, http_p99, _) = percentiles(latencies);
 
     // Baseline: the same rows, one INSERT and one commit each, from the same number of clients.
     let sample = store.read_log(0, 1).await?.pop().context("a stored row")?;
@@ -59,9 +63,11 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     let peer_rate = crate::peers::postgres_es_rate(&pool, &sample.payload, clients, seconds).await?;
     println!("appends: {clients} clients, {seconds} s each, idempotency keys: {idempotency}");
     println!("  ledger single-event commands: {ledger_rate:.0} events/s");
+    println!("  ledger over HTTP with access records: {http_rate:.0} events/s (p50 {http_p50:?}, p99 {http_p99:?})");
     println!("  postgres-es 0.5 single-event commands: {peer_rate:.0} events/s");
     println!("  plain INSERT, one commit each: {plain_rate:.0} rows/s");
     println!("  ratio ledger / plain: {:.2}", ledger_rate / plain_rate);
+    println!("  ratio ledger over HTTP / plain: {:.2}", http_rate / plain_rate);
     println!("  ratio postgres-es / plain: {:.2}", peer_rate / plain_rate);
     println!("  ratio ledger / postgres-es: {:.2}", ledger_rate / peer_rate);
     store.close().await;

@@ -6,6 +6,10 @@
 //! Build the product binary beside it: `cargo build --release --workspace`, then
 //! `target/release/ledger-bench <what>`.
 
+// The same allocator as the product's binary, so in-process figures match `serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod access;
 mod appends;
 mod audit;

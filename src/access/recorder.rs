@@ -3,12 +3,13 @@
 //! head row, so that the log stays gapless and chained whichever process writes. A request is
 //! answered only after its record's transaction committed.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::fast::{self, Head};
 use super::{AccessError, AccessRecord};
-use crate::audit::merkle::Hash;
 use crate::store::sql::{json_array, Db, Ty, Val};
 use crate::store::StoreError;
 
@@ -46,6 +47,8 @@ impl Recorder {
     pub fn spawn(db: Db) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<(AccessRecord, Reply)>(MAX_BATCH * 8);
         let task = tokio::spawn(async move {
+            // The head as this task last wrote it: PostgreSQL's one-statement path starts there.
+            let mut known: Option<Head> = None;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -55,11 +58,11 @@ impl Recorder {
                     }
                 }
                 let (mut records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let mut result = write(&db, &mut records).await;
+                let mut result = write(&db, &mut known, &mut records).await;
                 // A full disk releases the storage reserve: then there is room for the records.
                 if let Err(e) = &result {
                     if db.note_failure(e) {
-                        result = write(&db, &mut records).await;
+                        result = write(&db, &mut known, &mut records).await;
                     }
                 }
                 match result {
@@ -115,9 +118,66 @@ impl Recorder {
     }
 }
 
+/// Flags the records that name a person with a DV disclosure restriction (閲覧制限) on record,
+/// for review: one query for the whole batch.
+async fn mark_restricted(db: &Db, records: &mut [AccessRecord]) -> Result<(), StoreError> {
+    let mut persons: Vec<String> = records.iter().flat_map(|r| r.persons.iter().cloned()).collect();
+    if persons.is_empty() {
+        return Ok(());
+    }
+    persons.sort_unstable();
+    persons.dedup();
+    let restricted: HashSet<String> = db
+        .fetch(
+            &format!(
+                "SELECT person_id FROM proj_person WHERE known_to IS NULL \
+                 AND disclosure_restricted_from IS NOT NULL AND {}",
+                db.dialect().in_json_array("person_id", 1)
+            ),
+            &[json_array(&persons)],
+            &[Ty::Text],
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| r[0].as_text().map(str::to_owned))
+        .collect();
+    for r in records.iter_mut() {
+        r.restricted = r.persons.iter().any(|p| restricted.contains(p));
+    }
+    Ok(())
+}
+
+/// Writes a batch: on PostgreSQL in one statement from the head this task last wrote, else
+/// (first batch, another process wrote since, a read-only database, SQLite) in a transaction
+/// that reads the head under its lock.
+async fn write(db: &Db, known: &mut Option<Head>, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreError> {
+    mark_restricted(db, records).await?;
+    if let (Db::Postgres(pool), Some(head)) = (db, *known) {
+        let (hashes, next) = fast::chain(head, records);
+        match fast::write(pool, head, records, &hashes).await {
+            Ok(true) => {
+                *known = Some(next);
+                return Ok(records.iter().map(|r| r.id).collect());
+            }
+            Ok(false) => {}
+            Err(e) if fast::read_only(&e) => {}
+            Err(e) => {
+                *known = None;
+                return Err(e);
+            }
+        }
+    }
+    *known = None;
+    let head = careful(db, records).await?;
+    if matches!(db, Db::Postgres(_)) {
+        *known = Some(head);
+    }
+    Ok(records.iter().map(|r| r.id).collect())
+}
+
 /// One transaction: lock the head, number and chain the records, insert them and their
 /// person index, move the head.
-async fn write(db: &Db, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreError> {
+async fn careful(db: &Db, records: &mut [AccessRecord]) -> Result<Head, StoreError> {
     // A database made read-only by its operator stops the ledger's changes, not the record of
     // who read it: reads go on only if their records can be written.
     let mut tx = db.begin_read_write().await?;
@@ -135,21 +195,19 @@ async fn write(db: &Db, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreE
         .into_iter()
         .next()
         .ok_or_else(|| crate::store::corrupt("access_head has no row"))?;
-    let mut last_id = head[0].as_int().unwrap_or(0);
-    let mut last_hash: Hash = head[1]
-        .as_bytes()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| crate::store::corrupt("access_head hash is not 32 bytes"))?;
+    let known = Head {
+        last_id: head[0].as_int().unwrap_or(0),
+        last_hash: head[1]
+            .as_bytes()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| crate::store::corrupt("access_head hash is not 32 bytes"))?,
+    };
+    let (hashes, next) = fast::chain(known, records);
     let mut rows = Vec::with_capacity(records.len());
     let mut persons = Vec::new();
-    let mut ids = Vec::with_capacity(records.len());
-    for r in records.iter_mut() {
-        last_id += 1;
-        r.id = last_id;
-        last_hash = r.chain(&last_hash);
-        ids.push(last_id);
+    for (r, hash) in records.iter().zip(&hashes) {
         for p in &r.persons {
-            persons.push(vec![Val::text(p.clone()), Val::int(last_id)]);
+            persons.push(vec![Val::text(p.clone()), Val::int(r.id)]);
         }
         rows.push(vec![
             Val::int(r.id),
@@ -166,7 +224,7 @@ async fn write(db: &Db, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreE
             Val::text(r.request_id.clone()),
             Val::opt_text(r.path.clone()),
             Val::Json(r.export.as_ref().map(|v| v.to_string())),
-            Val::Bytes(Some(last_hash.to_vec())),
+            Val::Bytes(Some(hash.to_vec())),
         ]);
     }
     tx.insert("access_records", &RECORD_COLS, rows).await?;
@@ -178,9 +236,9 @@ async fn write(db: &Db, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreE
     .await?;
     tx.execute(
         "UPDATE access_head SET last_id = $1, last_hash = $2 WHERE id = 1",
-        &[Val::int(last_id), Val::Bytes(Some(last_hash.to_vec()))],
+        &[Val::int(next.last_id), Val::Bytes(Some(next.last_hash.to_vec()))],
     )
     .await?;
     tx.commit().await?;
-    Ok(ids)
+    Ok(next)
 }

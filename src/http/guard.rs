@@ -356,15 +356,7 @@ async fn finish(s: &AppState, mut record: AccessRecord, mut response: Response) 
         record.export = t.export;
     }
     record.outcome = status.as_u16();
-    if !record.persons.is_empty() {
-        match s.ledger.reads.any_restricted(&record.persons).await {
-            Ok(r) => record.restricted = r,
-            Err(e) => {
-                tracing::error!(error = %e, request_id = %record.request_id, "restriction check failed");
-                return access_log_unavailable();
-            }
-        }
-    }
+    // `restricted` is decided by the recorder, for the whole batch in one query.
     let request_id = record.request_id.clone();
     match s.access.recorder.record(record).await {
         Ok(_) => response,

@@ -90,23 +90,6 @@ impl Reads {
         }
     }
 
-    /// Whether any of these persons has a DV disclosure restriction (閲覧制限) on record: the
-    /// access record flags such reads for review.
-    pub async fn any_restricted(&self, persons: &[String]) -> Result<bool, LedgerError> {
-        let db = self.store.db();
-        let n = db
-            .fetch_int(
-                &format!(
-                    "SELECT count(*) FROM proj_person WHERE known_to IS NULL \
-                     AND disclosure_restricted_from IS NOT NULL AND {}",
-                    db.dialect().in_json_array("person_id", 1)
-                ),
-                &[crate::store::sql::json_array(persons)],
-            )
-            .await?;
-        Ok(n > 0)
-    }
-
     /// Answers a query at the position `r` calls for.
     pub async fn ask<Q: Query>(&self, query: &Q, r: &Read) -> Result<Q::Answer, LedgerError> {
         let at = At {

@@ -37,27 +37,28 @@ impl Query for PersonQuery {
             .map(|m| m.household_id);
         // The card of the period shown (under which card they are, or were last, insured);
         // without one, the card of today's household.
-        let intervals = sql::periods(db, true, id, position).await?;
-        let shown_household = shown
-            .and_then(|s| {
-                intervals
-                    .iter()
-                    .rev()
-                    .find(|i| i.from >= s.from && i.from <= today && s.to.is_none_or(|t| i.from < t))
-            })
-            .and_then(|i| i.household_id.clone())
-            .or_else(|| household_id.clone());
-        let mut card = None;
-        if let Some(h) = &shown_household {
-            if let Some((c, branch)) = sql::card_and_branch(db, h, id, position).await? {
-                card = Some(CardView {
-                    insurer_number: reads.settings.insurer_number.to_string(),
-                    symbol: c.symbol,
-                    number: c.number,
-                    branch,
-                });
-            }
-        }
+        let intervals = sql::intervals_with_cards(db, id, position).await?;
+        let shown_interval = shown.and_then(|s| {
+            intervals
+                .iter()
+                .rev()
+                .find(|(i, _)| i.from >= s.from && i.from <= today && s.to.is_none_or(|t| i.from < t))
+                .filter(|(i, _)| i.household_id.is_some())
+        });
+        let card_view = |symbol: String, number: String, branch: Option<String>| CardView {
+            insurer_number: reads.settings.insurer_number.to_string(),
+            symbol,
+            number,
+            branch,
+        };
+        let card = match (shown_interval, &household_id) {
+            // The interval's row already carries its household's card and branch.
+            (Some((_, card)), _) => card.clone().map(|c| card_view(c.symbol, c.number, c.branch)),
+            (None, Some(h)) => sql::card_and_branch(db, h, id, position)
+                .await?
+                .map(|(c, branch)| card_view(c.symbol, c.number, branch)),
+            (None, None) => None,
+        };
         // Only an uninsured register head can be a deemed head; the household's rule decides.
         let mut deemed_head = false;
         if let (None, Some(h)) = (current, &household_id) {

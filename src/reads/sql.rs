@@ -136,36 +136,84 @@ pub async fn last_sequence(db: &Db, id: &str, at: i64) -> Result<i64, StoreError
 
 /// Ward application periods (`proj_run`) or timeline intervals (`proj_interval`), oldest first.
 pub async fn periods(db: &Db, intervals: bool, id: &str, at: i64) -> Result<Vec<PeriodRow>, StoreError> {
-    let (table, last) = if intervals {
-        ("proj_interval", "household_id")
-    } else {
-        ("proj_run", "loss_by_age")
-    };
+    if intervals {
+        return Ok(intervals_with_cards(db, id, at)
+            .await?
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect());
+    }
     let sql = format!(
-        "SELECT from_date, to_date, acquisition_reason, loss_reason, loss_code, qualified_on, disqualified_on, {last} \
-         FROM {table} WHERE person_id = $1 AND {KNOWN_AT} ORDER BY ordinal"
+        "SELECT from_date, to_date, acquisition_reason, loss_reason, loss_code, qualified_on, disqualified_on, loss_by_age \
+         FROM proj_run WHERE person_id = $1 AND {KNOWN_AT} ORDER BY ordinal"
     );
     use Ty::*;
-    let last_ty = if intervals { Text } else { Bool };
     db.fetch(
         &sql,
         &[Val::text(id), Val::Int(Some(at))],
-        &[Text, Text, Text, Text, Text, Text, Text, last_ty],
+        &[Text, Text, Text, Text, Text, Text, Text, Bool],
+    )
+    .await?
+    .iter()
+    .map(|r| period(r, r[7].as_bool(), None))
+    .collect()
+}
+
+fn period(r: &[Val], loss_by_age: bool, household_id: Option<String>) -> Result<PeriodRow, StoreError> {
+    Ok(PeriodRow {
+        from: req_date(&r[0])?,
+        to: date(&r[1])?,
+        acquisition_reason: text(&r[2]),
+        loss_reason: opt_text(&r[3]),
+        loss_code: opt_text(&r[4]),
+        qualified_on: req_date(&r[5])?,
+        disqualified_on: date(&r[6])?,
+        loss_by_age,
+        household_id,
+    })
+}
+
+/// A household's card as an interval shows it, with the person's branch under it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntervalCardRow {
+    pub symbol: String,
+    pub number: String,
+    pub branch: Option<String>,
+}
+
+/// Timeline intervals, oldest first, each with its household's card and the person's branch
+/// there as known at `at`: one query for what a timeline shows of the read models.
+pub async fn intervals_with_cards(
+    db: &Db,
+    id: &str,
+    at: i64,
+) -> Result<Vec<(PeriodRow, Option<IntervalCardRow>)>, StoreError> {
+    // Correlated lookups, not joins: each is a primary-key or index probe whatever the
+    // planner's statistics say (a join planned before ANALYZE scanned the card table per read).
+    let sql = "SELECT i.from_date, i.to_date, i.acquisition_reason, i.loss_reason, i.loss_code, i.qualified_on, \
+         i.disqualified_on, i.household_id, \
+         (SELECT c.symbol FROM proj_card c WHERE c.household_id = i.household_id AND c.position <= $2), \
+         (SELECT c.number FROM proj_card c WHERE c.household_id = i.household_id AND c.position <= $2), \
+         (SELECT b.branch FROM proj_branch b \
+          WHERE b.household_id = i.household_id AND b.person_id = $1 AND b.position <= $2) \
+         FROM proj_interval i \
+         WHERE i.person_id = $1 AND i.known_from <= $2 AND (i.known_to IS NULL OR i.known_to > $2) \
+         ORDER BY i.ordinal";
+    use Ty::*;
+    db.fetch(
+        sql,
+        &[Val::text(id), Val::Int(Some(at))],
+        &[Text, Text, Text, Text, Text, Text, Text, Text, Text, Text, Text],
     )
     .await?
     .iter()
     .map(|r| {
-        Ok(PeriodRow {
-            from: req_date(&r[0])?,
-            to: date(&r[1])?,
-            acquisition_reason: text(&r[2]),
-            loss_reason: opt_text(&r[3]),
-            loss_code: opt_text(&r[4]),
-            qualified_on: req_date(&r[5])?,
-            disqualified_on: date(&r[6])?,
-            loss_by_age: !intervals && r[7].as_bool(),
-            household_id: if intervals { opt_text(&r[7]) } else { None },
-        })
+        let card = r[8].as_text().map(|symbol| IntervalCardRow {
+            symbol: symbol.to_owned(),
+            number: text(&r[9]),
+            branch: opt_text(&r[10]),
+        });
+        Ok((period(r, false, opt_text(&r[7]))?, card))
     })
     .collect()
 }

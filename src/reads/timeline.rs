@@ -2,13 +2,11 @@
 //! the timeline's events are the person's stream itself, cut at the position the intervals
 //! describe.
 
-use std::collections::HashMap;
-
 use chrono::NaiveDate;
 use cqrs_es::Aggregate;
 use serde_json::Value;
 
-use super::sql::{self, CardRow, PeriodRow};
+use super::sql::{self, IntervalCardRow, PeriodRow};
 use super::views::{EligibilityView, EventView, IntervalCard, IntervalView, TimelineView};
 use super::{person_not_found, At, Query, Reads};
 use crate::codec::fold;
@@ -33,12 +31,13 @@ impl Query for TimelineQuery {
     async fn run(&self, reads: &Reads, at: At) -> Result<TimelineView, LedgerError> {
         let db = reads.store.db();
         let id = self.person_id.as_str();
-        if sql::person(db, id, at.position).await?.is_none() {
-            return Err(person_not_found(&self.person_id, at));
-        }
         // The log prefix the read model's rows describe: never ahead of the intervals.
         let mut stored = reads.store.load_stream(Person::TYPE, id, None).await?;
         stored.retain(|e| e.position <= at.position);
+        // A stream begins with its registration: empty at this position, no person yet.
+        if stored.is_empty() {
+            return Err(person_not_found(&self.person_id, at));
+        }
         let person = fold::<Person>(&stored)?;
         let (statuses, _) = person.statuses();
         let events = stored
@@ -62,10 +61,10 @@ impl Query for TimelineQuery {
                 }
             })
             .collect();
-        let intervals = sql::periods(db, true, id, at.position).await?;
+        let intervals = sql::intervals_with_cards(db, id, at.position).await?;
         Ok(TimelineView {
             person_id: self.person_id.to_string(),
-            intervals: interval_views(reads, &self.person_id, intervals, at.position).await?,
+            intervals: intervals.into_iter().map(interval_view).collect(),
             events,
         })
     }
@@ -80,12 +79,12 @@ impl Query for EligibilityQuery {
         if sql::person(db, id, at.position).await?.is_none() {
             return Err(person_not_found(&self.person_id, at));
         }
-        let found: Vec<PeriodRow> = sql::periods(db, true, id, at.position)
+        let interval = sql::intervals_with_cards(db, id, at.position)
             .await?
             .into_iter()
-            .filter(|i| i.contains(on))
-            .collect();
-        let interval = interval_views(reads, &self.person_id, found, at.position).await?.pop();
+            .filter(|(i, _)| i.contains(on))
+            .map(interval_view)
+            .next_back();
         Ok(EligibilityView {
             person_id: self.person_id.to_string(),
             on,
@@ -95,40 +94,22 @@ impl Query for EligibilityQuery {
     }
 }
 
-/// The intervals with the card (and the person's branch) of each interval's household.
-async fn interval_views(
-    reads: &Reads,
-    person_id: &PersonId,
-    intervals: Vec<PeriodRow>,
-    at: i64,
-) -> Result<Vec<IntervalView>, LedgerError> {
-    let db = reads.store.db();
-    let mut cards: HashMap<String, Option<(CardRow, Option<String>)>> = HashMap::new();
-    let mut out = Vec::with_capacity(intervals.len());
-    for i in intervals {
-        let mut card = None;
-        if let Some(h) = &i.household_id {
-            if !cards.contains_key(h) {
-                cards.insert(h.clone(), sql::card_and_branch(db, h, person_id.as_str(), at).await?);
-            }
-            card = cards[h].as_ref().map(|(c, branch)| IntervalCard {
-                symbol: c.symbol.clone(),
-                number: c.number.clone(),
-                branch: branch.clone(),
-            });
-        }
-        out.push(IntervalView {
-            from: i.from,
-            to: i.to,
-            acquisition_reason: i.acquisition_reason,
-            loss_reason: i.loss_reason,
-            loss_code: i.loss_code,
-            qualified_on: i.qualified_on,
-            disqualified_on: i.disqualified_on,
-            applied_to: i.to.and_then(|t| t.pred_opt()),
-            household_id: i.household_id,
-            card,
-        });
+/// An interval as the API shows it, with its household's card and the person's branch.
+fn interval_view((i, card): (PeriodRow, Option<IntervalCardRow>)) -> IntervalView {
+    IntervalView {
+        from: i.from,
+        to: i.to,
+        acquisition_reason: i.acquisition_reason,
+        loss_reason: i.loss_reason,
+        loss_code: i.loss_code,
+        qualified_on: i.qualified_on,
+        disqualified_on: i.disqualified_on,
+        applied_to: i.to.and_then(|t| t.pred_opt()),
+        household_id: i.household_id,
+        card: card.map(|c| IntervalCard {
+            symbol: c.symbol,
+            number: c.number,
+            branch: c.branch,
+        }),
     }
-    Ok(out)
 }

@@ -8,6 +8,7 @@
 
 mod append;
 mod careful;
+mod head;
 mod postgres;
 pub mod space;
 pub mod sql;
@@ -229,6 +230,7 @@ fn commit_instant(last: DateTime<Utc>) -> DateTime<Utc> {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    heads: head::SharedHead,
 }
 
 /// Which database a URL selects.
@@ -310,7 +312,10 @@ impl Store {
                 Db::connect_sqlite(sqlite_path(url).ok_or_else(|| StoreError::Url(url.into()))?).await?
             }
         };
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            heads: head::SharedHead::new(),
+        })
     }
 
     pub fn kind(&self) -> DatabaseKind {
@@ -488,8 +493,9 @@ impl Store {
     }
 
     /// The highest position written.
+    /// The log head, read after this call began (concurrent callers share the query).
     pub async fn head(&self) -> Result<i64, StoreError> {
-        self.db.fetch_int("SELECT last_position FROM log_head", &[]).await
+        self.heads.read(&self.db).await
     }
 
     pub async fn idempotency_record(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
