@@ -28,6 +28,19 @@ pub async fn timelines(
     rate: Option<u64>,
     query: &'static str,
 ) -> anyhow::Result<(Vec<Duration>, f64)> {
+    person_reads(addr, persons, clients, seconds, rate, "/timeline", query).await
+}
+
+/// GETs of `/v1/persons/{random id}{resource}{query}`, as [`timelines`] describes.
+pub async fn person_reads(
+    addr: &Served,
+    persons: usize,
+    clients: usize,
+    seconds: u64,
+    rate: Option<u64>,
+    resource: &'static str,
+    query: &'static str,
+) -> anyhow::Result<(Vec<Duration>, f64)> {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -47,7 +60,7 @@ pub async fn timelines(
                 x ^= x << 17;
                 let pid = person_id((x % persons as u64) as usize);
                 let t = if interval.is_some() { next } else { Instant::now() };
-                let (status, _) = conn.get(&format!("/v1/persons/{pid}/timeline{query}")).await?;
+                let (status, _) = conn.get(&format!("/v1/persons/{pid}{resource}{query}")).await?;
                 anyhow::ensure!(status == 200, "status {status}");
                 lat.push(t.elapsed());
                 if let Some(i) = interval {
@@ -113,6 +126,11 @@ pub async fn projections(url: &str, persons: usize, clients: usize, seconds: u64
             "timeline over TCP, {label}, {clients} connections, {persons} persons: p50 {p50:?}, p99 {p99:?}, max {max:?}, {rate:.0} req/s"
         );
     }
+    let (all, rate) = person_reads(&addr, persons, clients, seconds, None, "", "").await?;
+    let (p50, p99, max) = percentiles(all);
+    println!(
+        "person over TCP, closed loop, {clients} connections, {persons} persons: p50 {p50:?}, p99 {p99:?}, max {max:?}, {rate:.0} req/s"
+    );
     store.close().await;
     Ok(())
 }

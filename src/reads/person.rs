@@ -89,7 +89,7 @@ impl Query for PersonQuery {
             deemed_head,
             disclosure_restricted: row.disclosure_restricted_from.is_some_and(|d| d <= today),
             deceased_on: row.deceased_on,
-            last_sequence: sql::last_sequence(db, id, position).await? as u64,
+            last_sequence: row.last_sequence as u64,
             today,
         })
     }

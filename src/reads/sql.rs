@@ -38,6 +38,8 @@ pub struct PersonRow {
     pub sex_on_back: bool,
     pub deceased_on: Option<NaiveDate>,
     pub disclosure_restricted_from: Option<NaiveDate>,
+    /// The person's last sequence in the log prefix the row describes.
+    pub last_sequence: i64,
 }
 
 /// A ward application period (a run) or a timeline interval (`household_id` set).
@@ -92,14 +94,17 @@ pub struct BranchRow {
 pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, StoreError> {
     let sql = format!(
         "SELECT name, name_kana, real_name, real_name_kana, birth_date, sex, sex_on_back, \
-         deceased_on, disclosure_restricted_from FROM proj_person WHERE person_id = $1 AND {KNOWN_AT}"
+         deceased_on, disclosure_restricted_from, \
+         (SELECT coalesce(max(e.sequence), 0) FROM events e \
+          WHERE e.aggregate_type = 'person' AND e.aggregate_id = $1 AND e.position <= $2) \
+         FROM proj_person WHERE person_id = $1 AND {KNOWN_AT}"
     );
     use Ty::*;
     let rows = db
         .fetch(
             &sql,
             &[Val::text(id), Val::Int(Some(at))],
-            &[Text, Text, Text, Text, Text, Text, Bool, Text, Text],
+            &[Text, Text, Text, Text, Text, Text, Bool, Text, Text, Int],
         )
         .await?;
     rows.first()
@@ -114,24 +119,10 @@ pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, Sto
                 sex_on_back: r[6].as_bool(),
                 deceased_on: date(&r[7])?,
                 disclosure_restricted_from: date(&r[8])?,
+                last_sequence: r[9].as_int().unwrap_or(0),
             })
         })
         .transpose()
-}
-
-/// The person's last sequence in the log prefix up to `at` (0: no events).
-pub async fn last_sequence(db: &Db, id: &str, at: i64) -> Result<i64, StoreError> {
-    Ok(db
-        .fetch(
-            "SELECT coalesce(max(sequence), 0) FROM events \
-             WHERE aggregate_type = 'person' AND aggregate_id = $1 AND position <= $2",
-            &[Val::text(id), Val::Int(Some(at))],
-            &[Ty::Int],
-        )
-        .await?
-        .first()
-        .and_then(|r| r[0].as_int())
-        .unwrap_or(0))
 }
 
 /// Ward application periods (`proj_run`) or timeline intervals (`proj_interval`), oldest first.
