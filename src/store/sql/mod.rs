@@ -7,11 +7,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{PgPool, Postgres, Row as _, Sqlite, SqlitePool, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 
-use super::{format_instant, StoreError};
+use super::StoreError;
+
+mod bind;
+use bind::{bind_pg, bind_sqlite, read_pg, read_sqlite, sqlite_sql, PgColumn};
 
 /// A column value. Dates are ISO `YYYY-MM-DD` text on both backends (their order is the
 /// dates' order); booleans are `boolean` on PostgreSQL and 0/1 on SQLite; JSON is `json` on
@@ -509,135 +512,4 @@ impl Tx {
         }
         Ok(())
     }
-}
-
-/// One column of a PostgreSQL bulk insert, as a typed array.
-enum PgColumn {
-    Text(Vec<Option<String>>),
-    Int(Vec<Option<i64>>),
-    Bool(Vec<bool>),
-    Bytes(Vec<Option<Vec<u8>>>),
-    Instant(Vec<Option<DateTime<Utc>>>),
-}
-
-impl PgColumn {
-    fn new(t: Ty) -> Self {
-        match t {
-            Ty::Text | Ty::Json => PgColumn::Text(Vec::new()),
-            Ty::Int => PgColumn::Int(Vec::new()),
-            Ty::Bool => PgColumn::Bool(Vec::new()),
-            Ty::Bytes => PgColumn::Bytes(Vec::new()),
-            Ty::Instant => PgColumn::Instant(Vec::new()),
-        }
-    }
-    /// Moves the value in (no copy of the text).
-    fn push(&mut self, v: Val) {
-        match (self, v) {
-            (PgColumn::Text(c), Val::Text(t) | Val::Json(t)) => c.push(t),
-            (PgColumn::Int(c), Val::Int(n)) => c.push(n),
-            (PgColumn::Bool(c), Val::Bool(b)) => c.push(b),
-            (PgColumn::Bytes(c), Val::Bytes(b)) => c.push(b),
-            (PgColumn::Instant(c), Val::Instant(t)) => c.push(t),
-            (c, v) => panic!("column type mismatch: {v:?} in a {} column", c.name()),
-        }
-    }
-    fn name(&self) -> &'static str {
-        match self {
-            PgColumn::Text(_) => "text",
-            PgColumn::Int(_) => "integer",
-            PgColumn::Bool(_) => "boolean",
-            PgColumn::Bytes(_) => "bytes",
-            PgColumn::Instant(_) => "instant",
-        }
-    }
-    fn bind(self, q: PgQuery<'_>) -> PgQuery<'_> {
-        match self {
-            PgColumn::Text(c) => q.bind(c),
-            PgColumn::Int(c) => q.bind(c),
-            PgColumn::Bool(c) => q.bind(c),
-            PgColumn::Bytes(c) => q.bind(c),
-            PgColumn::Instant(c) => q.bind(c),
-        }
-    }
-}
-
-/// `$1` → `?1`: SQLite's numbered parameters (a `$` not followed by a digit, as in a JSON path
-/// `'$.field'`, stays).
-fn sqlite_sql(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(|n| n.is_ascii_digit()) {
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
-type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-
-fn bind_pg<'q>(mut q: PgQuery<'q>, args: &'q [Val]) -> PgQuery<'q> {
-    for a in args {
-        q = match a {
-            Val::Text(t) | Val::Json(t) => q.bind(t.as_deref()),
-            Val::Int(i) => q.bind(*i),
-            Val::Bool(b) => q.bind(*b),
-            Val::Bytes(b) => q.bind(b.as_deref()),
-            Val::Instant(t) => q.bind(*t),
-        };
-    }
-    q
-}
-
-fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, args: &'q [Val]) -> SqliteQuery<'q> {
-    for a in args {
-        q = match a {
-            Val::Text(t) | Val::Json(t) => q.bind(t.as_deref()),
-            Val::Int(i) => q.bind(*i),
-            Val::Bool(b) => q.bind(*b),
-            Val::Bytes(b) => q.bind(b.as_deref()),
-            Val::Instant(t) => q.bind(t.map(|t| format_instant(&t))),
-        };
-    }
-    q
-}
-
-fn read_pg(row: &PgRow, tys: &[Ty]) -> Result<Vec<Val>, StoreError> {
-    tys.iter()
-        .enumerate()
-        .map(|(i, t)| {
-            Ok(match t {
-                Ty::Text => Val::Text(row.try_get(i)?),
-                // Selected as text (`Dialect::json_text`): the stored JSON, byte for byte.
-                Ty::Json => Val::Json(row.try_get(i)?),
-                Ty::Int => Val::Int(row.try_get(i)?),
-                Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i)?.unwrap_or(false)),
-                Ty::Bytes => Val::Bytes(row.try_get(i)?),
-                Ty::Instant => Val::Instant(row.try_get(i)?),
-            })
-        })
-        .collect()
-}
-
-fn read_sqlite(row: &SqliteRow, tys: &[Ty]) -> Result<Vec<Val>, StoreError> {
-    tys.iter()
-        .enumerate()
-        .map(|(i, t)| {
-            Ok(match t {
-                Ty::Text => Val::Text(row.try_get(i)?),
-                Ty::Json => Val::Json(row.try_get(i)?),
-                Ty::Int => Val::Int(row.try_get(i)?),
-                Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i)?.unwrap_or(false)),
-                Ty::Bytes => Val::Bytes(row.try_get(i)?),
-                Ty::Instant => Val::Instant(
-                    row.try_get::<Option<String>, _>(i)?
-                        .map(|s| super::parse_instant(&s))
-                        .transpose()?,
-                ),
-            })
-        })
-        .collect()
 }

@@ -1,0 +1,140 @@
+//! Binding values to and reading them from each backend's statements and rows.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Postgres, Row as _, Sqlite};
+
+use super::{Ty, Val};
+use crate::store::{format_instant, StoreError};
+
+/// One column of a PostgreSQL bulk insert, as a typed array.
+pub(super) enum PgColumn {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+    Bool(Vec<bool>),
+    Bytes(Vec<Option<Vec<u8>>>),
+    Instant(Vec<Option<DateTime<Utc>>>),
+}
+
+impl PgColumn {
+    pub(super) fn new(t: Ty) -> Self {
+        match t {
+            Ty::Text | Ty::Json => PgColumn::Text(Vec::new()),
+            Ty::Int => PgColumn::Int(Vec::new()),
+            Ty::Bool => PgColumn::Bool(Vec::new()),
+            Ty::Bytes => PgColumn::Bytes(Vec::new()),
+            Ty::Instant => PgColumn::Instant(Vec::new()),
+        }
+    }
+    /// Moves the value in (no copy of the text).
+    pub(super) fn push(&mut self, v: Val) {
+        match (self, v) {
+            (PgColumn::Text(c), Val::Text(t) | Val::Json(t)) => c.push(t),
+            (PgColumn::Int(c), Val::Int(n)) => c.push(n),
+            (PgColumn::Bool(c), Val::Bool(b)) => c.push(b),
+            (PgColumn::Bytes(c), Val::Bytes(b)) => c.push(b),
+            (PgColumn::Instant(c), Val::Instant(t)) => c.push(t),
+            (c, v) => panic!("column type mismatch: {v:?} in a {} column", c.name()),
+        }
+    }
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            PgColumn::Text(_) => "text",
+            PgColumn::Int(_) => "integer",
+            PgColumn::Bool(_) => "boolean",
+            PgColumn::Bytes(_) => "bytes",
+            PgColumn::Instant(_) => "instant",
+        }
+    }
+    pub(super) fn bind(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        match self {
+            PgColumn::Text(c) => q.bind(c),
+            PgColumn::Int(c) => q.bind(c),
+            PgColumn::Bool(c) => q.bind(c),
+            PgColumn::Bytes(c) => q.bind(c),
+            PgColumn::Instant(c) => q.bind(c),
+        }
+    }
+}
+
+/// `$1` → `?1`: SQLite's numbered parameters (a `$` not followed by a digit, as in a JSON path
+/// `'$.field'`, stays).
+pub(super) fn sqlite_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|n| n.is_ascii_digit()) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub(super) type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+pub(super) type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+pub(super) fn bind_pg<'q>(mut q: PgQuery<'q>, args: &'q [Val]) -> PgQuery<'q> {
+    for a in args {
+        q = match a {
+            Val::Text(t) | Val::Json(t) => q.bind(t.as_deref()),
+            Val::Int(i) => q.bind(*i),
+            Val::Bool(b) => q.bind(*b),
+            Val::Bytes(b) => q.bind(b.as_deref()),
+            Val::Instant(t) => q.bind(*t),
+        };
+    }
+    q
+}
+
+pub(super) fn bind_sqlite<'q>(mut q: SqliteQuery<'q>, args: &'q [Val]) -> SqliteQuery<'q> {
+    for a in args {
+        q = match a {
+            Val::Text(t) | Val::Json(t) => q.bind(t.as_deref()),
+            Val::Int(i) => q.bind(*i),
+            Val::Bool(b) => q.bind(*b),
+            Val::Bytes(b) => q.bind(b.as_deref()),
+            Val::Instant(t) => q.bind(t.map(|t| format_instant(&t))),
+        };
+    }
+    q
+}
+
+pub(super) fn read_pg(row: &PgRow, tys: &[Ty]) -> Result<Vec<Val>, StoreError> {
+    tys.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok(match t {
+                Ty::Text => Val::Text(row.try_get(i)?),
+                // Selected as text (`Dialect::json_text`): the stored JSON, byte for byte.
+                Ty::Json => Val::Json(row.try_get(i)?),
+                Ty::Int => Val::Int(row.try_get(i)?),
+                Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i)?.unwrap_or(false)),
+                Ty::Bytes => Val::Bytes(row.try_get(i)?),
+                Ty::Instant => Val::Instant(row.try_get(i)?),
+            })
+        })
+        .collect()
+}
+
+pub(super) fn read_sqlite(row: &SqliteRow, tys: &[Ty]) -> Result<Vec<Val>, StoreError> {
+    tys.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok(match t {
+                Ty::Text => Val::Text(row.try_get(i)?),
+                Ty::Json => Val::Json(row.try_get(i)?),
+                Ty::Int => Val::Int(row.try_get(i)?),
+                Ty::Bool => Val::Bool(row.try_get::<Option<bool>, _>(i)?.unwrap_or(false)),
+                Ty::Bytes => Val::Bytes(row.try_get(i)?),
+                Ty::Instant => Val::Instant(
+                    row.try_get::<Option<String>, _>(i)?
+                        .map(|s| crate::store::parse_instant(&s))
+                        .transpose()?,
+                ),
+            })
+        })
+        .collect()
+}
