@@ -69,6 +69,26 @@ pub struct AccessRecord {
     pub export: Option<Value>,
 }
 
+/// The head of the access log: the last record's id and the chain hash after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub last_id: i64,
+    pub last_hash: Hash,
+}
+
+/// Numbers and chains `records` after `head`: each record's chain hash, and the new head.
+pub fn chain_from(head: Head, records: &mut [AccessRecord]) -> (Vec<Hash>, Head) {
+    let (mut last_id, mut last_hash) = (head.last_id, head.last_hash);
+    let mut hashes = Vec::with_capacity(records.len());
+    for r in records.iter_mut() {
+        last_id += 1;
+        r.id = last_id;
+        last_hash = r.chain(&last_hash);
+        hashes.push(last_hash);
+    }
+    (hashes, Head { last_id, last_hash })
+}
+
 /// Truncates an instant to microseconds, as stored.
 pub fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)

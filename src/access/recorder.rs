@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::fast::{self, Head};
+use super::fast;
+use super::record::{chain_from, Head};
 use super::{AccessError, AccessRecord};
+use crate::audit::merkle::Hash;
 use crate::store::sql::{json_array, Db, Ty, Val};
 use crate::store::StoreError;
 
@@ -24,6 +26,8 @@ type Reply = oneshot::Sender<Result<i64, Arc<StoreError>>>;
 pub struct Recorder {
     tx: mpsc::Sender<(AccessRecord, Reply)>,
 }
+
+const PERSON_COLS: [(&str, Ty); 2] = [("person_id", Ty::Text), ("record_id", Ty::Int)];
 
 const RECORD_COLS: [(&str, Ty); 15] = [
     ("id", Ty::Int),
@@ -153,8 +157,9 @@ async fn mark_restricted(db: &Db, records: &mut [AccessRecord]) -> Result<(), St
 async fn write(db: &Db, known: &mut Option<Head>, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreError> {
     mark_restricted(db, records).await?;
     if let (Db::Postgres(pool), Some(head)) = (db, *known) {
-        let (hashes, next) = fast::chain(head, records);
-        match fast::write(pool, head, records, &hashes).await {
+        let (hashes, next) = chain_from(head, records);
+        let (rows, persons) = rows(records, &hashes);
+        match fast::write(pool, (head, next), (&RECORD_COLS, rows), (&PERSON_COLS, persons)).await {
             Ok(true) => {
                 *known = Some(next);
                 return Ok(records.iter().map(|r| r.id).collect());
@@ -202,10 +207,25 @@ async fn careful(db: &Db, records: &mut [AccessRecord]) -> Result<Head, StoreErr
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| crate::store::corrupt("access_head hash is not 32 bytes"))?,
     };
-    let (hashes, next) = fast::chain(known, records);
+    let (hashes, next) = chain_from(known, records);
+    let (rows, persons) = rows(records, &hashes);
+    tx.insert("access_records", &RECORD_COLS, rows).await?;
+    tx.insert("access_record_persons", &PERSON_COLS, persons).await?;
+    tx.execute(
+        "UPDATE access_head SET last_id = $1, last_hash = $2 WHERE id = 1",
+        &[Val::int(next.last_id), Val::Bytes(Some(next.last_hash.to_vec()))],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(next)
+}
+
+/// The stored rows of chained records (`hashes`: each one's chain hash) and of their person
+/// index.
+fn rows(records: &[AccessRecord], hashes: &[Hash]) -> (Vec<Vec<Val>>, Vec<Vec<Val>>) {
     let mut rows = Vec::with_capacity(records.len());
     let mut persons = Vec::new();
-    for (r, hash) in records.iter().zip(&hashes) {
+    for (r, hash) in records.iter().zip(hashes) {
         for p in &r.persons {
             persons.push(vec![Val::text(p.clone()), Val::int(r.id)]);
         }
@@ -227,18 +247,5 @@ async fn careful(db: &Db, records: &mut [AccessRecord]) -> Result<Head, StoreErr
             Val::Bytes(Some(hash.to_vec())),
         ]);
     }
-    tx.insert("access_records", &RECORD_COLS, rows).await?;
-    tx.insert(
-        "access_record_persons",
-        &[("person_id", Ty::Text), ("record_id", Ty::Int)],
-        persons,
-    )
-    .await?;
-    tx.execute(
-        "UPDATE access_head SET last_id = $1, last_hash = $2 WHERE id = 1",
-        &[Val::int(next.last_id), Val::Bytes(Some(next.last_hash.to_vec()))],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(next)
+    (rows, persons)
 }

@@ -127,26 +127,31 @@ pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, Sto
 
 /// Ward application periods (`proj_run`) or timeline intervals (`proj_interval`), oldest first.
 pub async fn periods(db: &Db, intervals: bool, id: &str, at: i64) -> Result<Vec<PeriodRow>, StoreError> {
-    if intervals {
-        return Ok(intervals_with_cards(db, id, at)
-            .await?
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect());
-    }
+    let (table, last) = if intervals {
+        ("proj_interval", "household_id")
+    } else {
+        ("proj_run", "loss_by_age")
+    };
     let sql = format!(
-        "SELECT from_date, to_date, acquisition_reason, loss_reason, loss_code, qualified_on, disqualified_on, loss_by_age \
-         FROM proj_run WHERE person_id = $1 AND {KNOWN_AT} ORDER BY ordinal"
+        "SELECT from_date, to_date, acquisition_reason, loss_reason, loss_code, qualified_on, disqualified_on, {last} \
+         FROM {table} WHERE person_id = $1 AND {KNOWN_AT} ORDER BY ordinal"
     );
     use Ty::*;
+    let last_ty = if intervals { Text } else { Bool };
     db.fetch(
         &sql,
         &[Val::text(id), Val::Int(Some(at))],
-        &[Text, Text, Text, Text, Text, Text, Text, Bool],
+        &[Text, Text, Text, Text, Text, Text, Text, last_ty],
     )
     .await?
     .iter()
-    .map(|r| period(r, r[7].as_bool(), None))
+    .map(|r| {
+        if intervals {
+            period(r, false, opt_text(&r[7]))
+        } else {
+            period(r, r[7].as_bool(), None)
+        }
+    })
     .collect()
 }
 

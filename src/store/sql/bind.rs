@@ -8,8 +8,45 @@ use sqlx::{Postgres, Row as _, Sqlite};
 use super::{Ty, Val};
 use crate::store::{format_instant, StoreError};
 
+/// `SELECT … FROM UNNEST(…) AS u(…)` over `cols`, their arrays bound from parameter `$first`
+/// on (see [`bind_pg_rows`]): the rows part of a PostgreSQL bulk insert, one statement
+/// whatever the number of rows.
+pub fn pg_unnest(cols: &[(&str, Ty)], first: usize) -> String {
+    let arrays = cols
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| format!("${}::{}", first + i, t.pg_array()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let aliases = (1..=cols.len()).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ");
+    let select = cols
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| match t {
+            Ty::Json => format!("c{}::json", i + 1),
+            _ => format!("c{}", i + 1),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("SELECT {select} FROM UNNEST({arrays}) AS u({aliases})")
+}
+
+/// Binds `rows` as one typed array per column, in the order [`pg_unnest`] expects them.
+pub fn bind_pg_rows<'q>(mut q: PgQuery<'q>, cols: &[(&str, Ty)], rows: Vec<Vec<Val>>) -> PgQuery<'q> {
+    let mut columns: Vec<PgColumn> = cols.iter().map(|(_, t)| PgColumn::new(*t)).collect();
+    for row in rows {
+        for (i, v) in row.into_iter().enumerate() {
+            columns[i].push(v);
+        }
+    }
+    for c in columns {
+        q = c.bind(q);
+    }
+    q
+}
+
 /// One column of a PostgreSQL bulk insert, as a typed array.
-pub(super) enum PgColumn {
+enum PgColumn {
     Text(Vec<Option<String>>),
     Int(Vec<Option<i64>>),
     Bool(Vec<bool>),
@@ -73,7 +110,7 @@ pub(super) fn sqlite_sql(sql: &str) -> String {
     out
 }
 
-pub(super) type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+pub type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 pub(super) type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 pub(super) fn bind_pg<'q>(mut q: PgQuery<'q>, args: &'q [Val]) -> PgQuery<'q> {

@@ -14,7 +14,8 @@ use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use super::StoreError;
 
 mod bind;
-use bind::{bind_pg, bind_sqlite, read_pg, read_sqlite, sqlite_sql, PgColumn};
+use bind::{bind_pg, bind_sqlite, read_pg, read_sqlite, sqlite_sql};
+pub use bind::{bind_pg_rows, pg_unnest, PgQuery};
 
 /// A column value. Dates are ISO `YYYY-MM-DD` text on both backends (their order is the
 /// dates' order); booleans are `boolean` on PostgreSQL and 0/1 on SQLite; JSON is `json` on
@@ -439,36 +440,8 @@ impl Tx {
         let names = cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
         match self {
             Tx::Postgres(tx) => {
-                let arrays = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, t))| format!("${}::{}", i + 1, t.pg_array()))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let aliases = (1..=cols.len()).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", ");
-                let select = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, t))| match t {
-                        Ty::Json => format!("c{}::json", i + 1),
-                        _ => format!("c{}", i + 1),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS u({aliases}) {suffix}"
-                );
-                let mut columns: Vec<PgColumn> = cols.iter().map(|(_, t)| PgColumn::new(*t)).collect();
-                for row in rows {
-                    for (i, v) in row.into_iter().enumerate() {
-                        columns[i].push(v);
-                    }
-                }
-                let mut q = sqlx::query(&sql);
-                for c in columns {
-                    q = c.bind(q);
-                }
-                q.execute(&mut **tx).await?;
+                let sql = format!("INSERT INTO {table} ({names}) {} {suffix}", pg_unnest(cols, 1));
+                bind_pg_rows(sqlx::query(&sql), cols, rows).execute(&mut **tx).await?;
             }
             Tx::Sqlite(tx) => {
                 let marks = (1..=cols.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
