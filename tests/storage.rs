@@ -471,3 +471,67 @@ on_both!(a_used_idempotency_key_returns_the_first_record, |kind| async move {
     assert_eq!(store.head().await.unwrap(), 3);
     db.cleanup().await;
 });
+
+on_both!(bulk_inserts_keep_every_value, |kind| async move {
+    use chrono::TimeZone as _;
+    use kokuho_ledger::store::sql::{Dialect, Ty, Val};
+    let db = TestDb::new(kind).await;
+    let store = db.store().await;
+    let ddl = match store.db().dialect() {
+        Dialect::Postgres => "CREATE TABLE bulk (n bigint, t text, b boolean, y bytea, at timestamptz, j json)",
+        Dialect::Sqlite => "CREATE TABLE bulk (n INTEGER, t TEXT, b INTEGER, y BLOB, at TEXT, j TEXT)",
+    };
+    store.db().execute(ddl, &[]).await.unwrap();
+    let cols = [
+        ("n", Ty::Int),
+        ("t", Ty::Text),
+        ("b", Ty::Bool),
+        ("y", Ty::Bytes),
+        ("at", Ty::Instant),
+        ("j", Ty::Json),
+    ];
+    // Text that COPY's text format must escape, a literal `\N` that must not come back as
+    // NULL, and NULLs of every type.
+    let texts = [
+        "a\\b",
+        "tab\there",
+        "line\nbreak\r",
+        "\\N",
+        "",
+        "国民健康保険 ｺｸﾎ",
+        "\\\\x00",
+    ];
+    let at = chrono::Utc.with_ymd_and_hms(2026, 12, 4, 9, 30, 15).unwrap() + chrono::Duration::microseconds(123_456);
+    let row = |i: usize| {
+        let null = i % 9 == 8;
+        vec![
+            Val::Int((!null).then_some(i as i64 - 600)),
+            Val::Text((!null).then(|| format!("{}{i}", texts[i % texts.len()]))),
+            Val::Bool(i % 2 == 0),
+            Val::Bytes((!null).then(|| vec![0, b'\\', b'\t', 255, i as u8])),
+            Val::Instant((!null).then_some(at + chrono::Duration::seconds(i as i64))),
+            Val::Json((!null).then(|| format!(r#"{{"k":"{}"}}"#, i))),
+        ]
+    };
+    // Few rows take the one-statement insert, many the bulk path: both must store the same.
+    for (from, n) in [(0, 3), (3, 1200)] {
+        let mut tx = store.db().begin().await.unwrap();
+        tx.insert("bulk", &cols, (from..from + n).map(row).collect())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let tys: Vec<Ty> = cols.iter().map(|(_, t)| *t).collect();
+    let sql = match store.db().dialect() {
+        Dialect::Postgres => "SELECT n, t, b, y, at, j::text FROM bulk",
+        Dialect::Sqlite => "SELECT n, t, b, y, at, j FROM bulk",
+    };
+    let stored = store.db().fetch(sql, &[], &tys).await.unwrap();
+    assert_eq!(stored.len(), 1203);
+    let mut expected: Vec<Vec<Val>> = (0..1203).map(row).collect();
+    expected.sort();
+    let mut got = stored;
+    got.sort();
+    assert_eq!(got, expected);
+    db.cleanup().await;
+});

@@ -29,11 +29,12 @@ pub async fn run(url: &str) -> anyhow::Result<()> {
     recorded?;
     let summary = summary?;
     println!(
-        "rebuilt {} from {} events in {:.1} s ({:.0} events/s per projection)",
+        "rebuilt {} from {} events in {:.1} s ({:.0} events/s); feed check {:.1} s",
         rebuilt.join(", "),
         summary.events,
-        summary.seconds,
-        (summary.events as f64 * summary.projections.len() as f64) / summary.seconds.max(1e-9)
+        summary.build_seconds,
+        summary.events as f64 / summary.build_seconds.max(1e-9),
+        summary.seconds - summary.build_seconds,
     );
     for (table, rows) in &summary.rows {
         println!("  {table}: {rows} rows");

@@ -10,9 +10,11 @@
 //! cqrs-es's own queries run after commit without a checkpoint (engineering-notes.md), which is
 //! why the ledger does not use them.
 
+mod ahead;
 pub mod feed;
 pub mod households;
 pub mod persons;
+mod rebuild;
 mod runner;
 
 #[cfg(feature = "test-hooks")]
@@ -46,6 +48,16 @@ impl From<sqlx::Error> for ProjectionError {
     }
 }
 
+/// What a projection worked out for a batch from the log alone (see [`Projection::prepare`]).
+pub type Prepared = Box<dyn std::any::Any + Send>;
+
+/// A projection's own prepared work back from the runner (`name`: whose, for the error).
+pub(crate) fn prepared<T: 'static>(work: Prepared, name: &str) -> Result<T, ProjectionError> {
+    work.downcast::<T>()
+        .map(|w| *w)
+        .map_err(|_| ProjectionError::Corrupt(format!("{name}: prepared work of another projection")))
+}
+
 /// One read model (or another durable consumer of the log, such as the audit chainer).
 #[async_trait::async_trait]
 pub trait Projection: Send + Sync {
@@ -67,6 +79,18 @@ pub trait Projection: Send + Sync {
     }
     /// Applies a batch of consecutive log events (of every stream type) inside `tx`.
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError>;
+    /// The part of a batch's work that needs the log only, never the projection's own rows
+    /// (reading streams, deriving rows). While a backlog is applied, the runner prepares the
+    /// next batch while the previous one's transaction runs, so the ledger's CPU and the
+    /// database's overlap; the work then goes to [`apply_prepared`](Self::apply_prepared)
+    /// instead of `apply`. The default prepares nothing (everything in `apply`).
+    async fn prepare(&self, _store: &Store, _batch: &[StoredEvent]) -> Result<Option<Prepared>, ProjectionError> {
+        Ok(None)
+    }
+    /// Writes, inside `tx`, a batch that [`prepare`](Self::prepare) gave `work` for.
+    async fn apply_prepared(&self, _tx: &mut Tx, _work: Prepared) -> Result<(), ProjectionError> {
+        Err(ProjectionError::Corrupt(format!("{} prepares no work", self.name())))
+    }
     /// Called after every round of its lane, busy or idle, with its committed position: work
     /// that depends on time rather than on new events (the audit trail's tail checkpoint).
     async fn tick(&self, _store: &Store, _db: &Db, _position: i64) -> Result<(), ProjectionError> {
@@ -117,7 +141,10 @@ pub struct RebuildSummary {
     /// are never rewritten).
     pub verified: Vec<Verification>,
     pub events: i64,
+    /// The whole rebuild, feed check included.
     pub seconds: f64,
+    /// Emptying and building the read models (before the feed check).
+    pub build_seconds: f64,
     pub projections: Vec<(&'static str, i64)>,
     pub rows: Vec<(&'static str, i64)>,
 }

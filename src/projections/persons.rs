@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use cqrs_es::Aggregate;
 
-use super::{Projection, ProjectionError};
+use super::{prepared, Prepared, Projection, ProjectionError};
 use crate::codec::{decode, fold};
 use crate::domain::Person;
 use crate::store::sql::{Tx, Ty, Val};
@@ -200,78 +200,105 @@ impl Projection for Persons {
     }
 
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
-        let mut order: Vec<&str> = Vec::new();
-        let mut mine: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
-        for e in batch.iter().filter(|e| e.aggregate_type == Person::TYPE) {
-            mine.entry(&e.aggregate_id)
-                .or_insert_with(|| {
-                    order.push(&e.aggregate_id);
-                    Vec::new()
-                })
-                .push(e);
-        }
-        let Some(first) = batch.first() else { return Ok(()) };
-        let ids: Vec<String> = order.iter().map(|s| (*s).to_owned()).collect();
-        // Earlier events of these persons: immutable, so read outside the transaction.
-        let mut earlier: HashMap<String, Vec<StoredEvent>> = HashMap::new();
-        for e in store.load_streams_before(Person::TYPE, &ids, first.position).await? {
-            earlier.entry(e.aggregate_id.clone()).or_default().push(e);
-        }
+        let plan = plan(store, batch).await?;
+        self.write(tx, plan).await
+    }
 
-        let mut inserts: [Vec<Vec<Val>>; 4] = Default::default();
-        let mut closes: [Vec<(String, i64)>; 4] = Default::default();
-        for id in order {
-            let stream = earlier.remove(id).unwrap_or_default();
-            // Each event is deserialised once and applied once; rows are derived per event.
-            let mut person = fold::<Person>(&stream)?;
-            let mut previous: [Rows; 4] = if stream.is_empty() {
-                Default::default()
-            } else {
-                derive_rows(&person)?
-            };
-            let mut open: [Open; 4] = std::array::from_fn(|t| {
-                if previous[t].is_empty() {
-                    Open::None
-                } else {
-                    Open::Stored
-                }
-            });
-            for e in &mine[id] {
-                person.apply(decode::<Person>(e)?);
-                let current = derive_rows(&person)?;
-                for t in 0..4 {
-                    if current[t] == previous[t] {
-                        continue;
-                    }
-                    match open[t] {
-                        Open::Stored => closes[t].push((id.to_owned(), e.position)),
-                        Open::Pending(start, end) => {
-                            for row in &mut inserts[t][start..end] {
-                                row[2] = Val::Int(Some(e.position));
-                            }
-                        }
-                        Open::None => {}
-                    }
-                    let start = inserts[t].len();
-                    for data in &current[t] {
-                        let mut row = vec![Val::text(id), Val::Int(Some(e.position)), Val::Int(None)];
-                        row.extend(data.iter().cloned());
-                        inserts[t].push(row);
-                    }
-                    open[t] = if current[t].is_empty() {
-                        Open::None
-                    } else {
-                        Open::Pending(start, inserts[t].len())
-                    };
-                }
-                previous = current;
-            }
-        }
+    async fn prepare(&self, store: &Store, batch: &[StoredEvent]) -> Result<Option<Prepared>, ProjectionError> {
+        Ok(Some(Box::new(plan(store, batch).await?)))
+    }
+
+    async fn apply_prepared(&self, tx: &mut Tx, work: Prepared) -> Result<(), ProjectionError> {
+        self.write(tx, prepared(work, NAME)?).await
+    }
+}
+
+impl Persons {
+    async fn write(&self, tx: &mut Tx, mut plan: Plan) -> Result<(), ProjectionError> {
         for (t, (table, cols)) in self.tables().into_iter().enumerate() {
             // Close first: the new open versions must not be closed with them.
-            tx.close_versions(table, "person_id", &closes[t]).await?;
-            tx.insert(table, &cols, std::mem::take(&mut inserts[t])).await?;
+            tx.close_versions(table, "person_id", &plan.closes[t]).await?;
+            tx.insert(table, &cols, std::mem::take(&mut plan.inserts[t])).await?;
         }
         Ok(())
     }
+}
+
+/// A batch's rows, worked out from the log alone: per table, the stored open versions to close
+/// (person, position) and the versions to insert.
+#[derive(Default)]
+struct Plan {
+    inserts: [Rows; 4],
+    closes: [Vec<(String, i64)>; 4],
+}
+
+/// Derives a batch's versions from the persons' streams up to each of their events.
+async fn plan(store: &Store, batch: &[StoredEvent]) -> Result<Plan, ProjectionError> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut mine: HashMap<&str, Vec<&StoredEvent>> = HashMap::new();
+    for e in batch.iter().filter(|e| e.aggregate_type == Person::TYPE) {
+        mine.entry(&e.aggregate_id)
+            .or_insert_with(|| {
+                order.push(&e.aggregate_id);
+                Vec::new()
+            })
+            .push(e);
+    }
+    let mut out = Plan::default();
+    let Some(first) = batch.first() else { return Ok(out) };
+    let ids: Vec<String> = order.iter().map(|s| (*s).to_owned()).collect();
+    // Earlier events of these persons: immutable, so read outside the transaction.
+    let mut earlier: HashMap<String, Vec<StoredEvent>> = HashMap::new();
+    for e in store.load_streams_before(Person::TYPE, &ids, first.position).await? {
+        earlier.entry(e.aggregate_id.clone()).or_default().push(e);
+    }
+    let Plan { inserts, closes } = &mut out;
+    for id in order {
+        let stream = earlier.remove(id).unwrap_or_default();
+        // Each event is deserialised once and applied once; rows are derived per event.
+        let mut person = fold::<Person>(&stream)?;
+        let mut previous: [Rows; 4] = if stream.is_empty() {
+            Default::default()
+        } else {
+            derive_rows(&person)?
+        };
+        let mut open: [Open; 4] = std::array::from_fn(|t| {
+            if previous[t].is_empty() {
+                Open::None
+            } else {
+                Open::Stored
+            }
+        });
+        for e in &mine[id] {
+            person.apply(decode::<Person>(e)?);
+            let current = derive_rows(&person)?;
+            for t in 0..4 {
+                if current[t] == previous[t] {
+                    continue;
+                }
+                match open[t] {
+                    Open::Stored => closes[t].push((id.to_owned(), e.position)),
+                    Open::Pending(start, end) => {
+                        for row in &mut inserts[t][start..end] {
+                            row[2] = Val::Int(Some(e.position));
+                        }
+                    }
+                    Open::None => {}
+                }
+                let start = inserts[t].len();
+                for data in &current[t] {
+                    let mut row = vec![Val::text(id), Val::Int(Some(e.position)), Val::Int(None)];
+                    row.extend(data.iter().cloned());
+                    inserts[t].push(row);
+                }
+                open[t] = if current[t].is_empty() {
+                    Open::None
+                } else {
+                    Open::Pending(start, inserts[t].len())
+                };
+            }
+            previous = current;
+        }
+    }
+    Ok(out)
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{watch, Notify};
 
-use super::{Lagging, Lane, Projection, ProjectionError, RebuildSummary, Status, LANES};
+use super::ahead::{Batch, Cursor};
+use super::{Lagging, Lane, Prepared, Projection, ProjectionError, Status, LANES};
 use crate::metrics;
 use crate::store::sql::{Db, Ty, Val};
 use crate::store::{Store, StoreError, StoredEvent};
@@ -50,18 +51,18 @@ impl Faults {
     }
 }
 
-struct Entry {
-    projection: Box<dyn Projection>,
+pub(super) struct Entry {
+    pub(super) projection: Arc<dyn Projection>,
     /// The committed checkpoint, as this process last saw it.
-    position: watch::Sender<i64>,
+    pub(super) position: watch::Sender<i64>,
 }
 
 /// Every projection of the ledger, with its checkpoint and runner.
 pub struct Projections {
-    store: Store,
-    db: Db,
-    entries: Vec<Entry>,
-    batch: i64,
+    pub(super) store: Store,
+    pub(super) db: Db,
+    pub(super) entries: Vec<Entry>,
+    pub(super) batch: i64,
     /// One per lane, woken by this process's appends.
     wakes: [Notify; 3],
     /// Woken after every committed batch (feed long-polls wait on it).
@@ -78,7 +79,7 @@ const BATCH: i64 = 2000;
 /// second under load; adds at most this much to the lag).
 const GATHER: Duration = Duration::from_millis(20);
 /// Events per transaction during a rebuild.
-const REBUILD_BATCH: i64 = 10_000;
+pub(super) const REBUILD_BATCH: i64 = 10_000;
 /// A runner looks at the log at least this often, for writers in other processes.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -92,7 +93,7 @@ impl Projections {
             entries: projections
                 .into_iter()
                 .map(|projection| Entry {
-                    projection,
+                    projection: Arc::from(projection),
                     position: watch::Sender::new(0),
                 })
                 .collect(),
@@ -157,7 +158,7 @@ impl Projections {
 
     /// A projection's committed checkpoint (0 before its row exists); reads only, so status
     /// and metrics scrapes never take a write lock.
-    async fn stored_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
+    pub(super) async fn stored_checkpoint(&self, name: &str) -> Result<i64, StoreError> {
         let rows = self
             .db
             .fetch(
@@ -262,7 +263,13 @@ impl Projections {
     }
 
     /// Applies `events` (which follow position `from`) to one projection in one transaction.
-    async fn apply_batch(&self, entry: &Entry, from: i64, events: &[StoredEvent]) -> Result<usize, ProjectionError> {
+    async fn apply_batch(
+        &self,
+        entry: &Entry,
+        from: i64,
+        events: &[StoredEvent],
+        prepared: Option<Prepared>,
+    ) -> Result<usize, ProjectionError> {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(0);
         };
@@ -287,7 +294,10 @@ impl Projections {
             entry.position.send_replace(stored);
             return Ok(0);
         }
-        entry.projection.apply(&self.store, &mut tx, events).await?;
+        match prepared {
+            Some(work) => entry.projection.apply_prepared(&mut tx, work).await?,
+            None => entry.projection.apply(&self.store, &mut tx, events).await?,
+        }
         tx.execute(
             "UPDATE projection_checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1",
             &[Val::text(name), Val::Int(Some(last))],
@@ -316,11 +326,12 @@ impl Projections {
         self.catch_up_in(self.batch, progress).await
     }
 
-    async fn catch_up_in(&self, batch: i64, progress: impl Fn(u64)) -> Result<(), ProjectionError> {
+    pub(super) async fn catch_up_in(&self, batch: i64, progress: impl Fn(u64)) -> Result<(), ProjectionError> {
         self.load_checkpoints().await?;
         let head = self.store.head().await?;
+        let mut cursor = Cursor::default();
         while self.position() < head {
-            self.round(batch, &progress, None).await?;
+            self.round(batch, &progress, None, &mut cursor).await?;
         }
         Ok(())
     }
@@ -338,30 +349,60 @@ impl Projections {
                 .min()
                 .unwrap_or(head)
         };
+        let mut cursor = Cursor::default();
         while lowest(self) < head {
-            self.round(self.batch, &|_| {}, Some(lane)).await?;
+            self.round(self.batch, &|_| {}, Some(lane), &mut cursor).await?;
         }
         Ok(())
     }
 
     /// Reads the batch after the lowest checkpoint once and applies to every projection the
     /// part it has not applied yet; the number of events read (0: the log has nothing new).
-    /// With `lane`, only that lane's projections.
-    async fn round(&self, batch: i64, progress: &impl Fn(u64), lane: Option<Lane>) -> Result<usize, ProjectionError> {
+    /// With `lane`, only that lane's projections. After a full batch (a backlog), the next one
+    /// is read and prepared by `cursor` while this one's transactions run.
+    async fn round(
+        &self,
+        batch: i64,
+        progress: &impl Fn(u64),
+        lane: Option<Lane>,
+        cursor: &mut Cursor,
+    ) -> Result<usize, ProjectionError> {
         let mine = |e: &&Entry| lane.is_none_or(|l| e.projection.lane() == l);
         let Some(from) = self.entries.iter().filter(mine).map(|e| *e.position.borrow()).min() else {
             return Ok(0);
         };
-        let events = self.store.read_log(from, batch).await?;
-        for entry in self.entries.iter().filter(mine) {
+        let mut events = match cursor.take(from).await? {
+            Some(ahead) => ahead,
+            None => Batch::read_now(self.store.read_log(from, batch).await?, self.entries.len()),
+        };
+        let read = events.events.len();
+        if let Some(last) = events.events.last().map(|e| e.position) {
+            if read as i64 >= batch {
+                let readers = self
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| mine(e))
+                    .map(|(i, e)| (i, last.max(*e.position.borrow()), e.projection.clone()))
+                    .collect();
+                cursor.start(&self.store, last, batch, self.entries.len(), readers);
+            }
+        }
+        let all = events.events.clone();
+        for (index, entry) in self.entries.iter().enumerate().filter(|(_, e)| mine(e)) {
             let at = *entry.position.borrow();
-            let start = events.partition_point(|e| e.position <= at);
-            if start < events.len() {
-                let n = self.apply_batch(entry, at, &events[start..]).await?;
+            let start = all.partition_point(|e| e.position <= at);
+            if start < all.len() {
+                let part = &all[start..];
+                let prepared = match events.take(index, at) {
+                    Some(work) => Some(work),
+                    None => entry.projection.prepare(&self.store, part).await?,
+                };
+                let n = self.apply_batch(entry, at, part, prepared).await?;
                 progress(n as u64);
             }
         }
-        Ok(events.len())
+        Ok(read)
     }
 
     /// Runs the projections until `stop` turns true (or its sender is dropped): one task per
@@ -384,11 +425,12 @@ impl Projections {
             tracing::error!(error = %e, "cannot read the projection checkpoints");
         }
         let wake = &self.wakes[lane as usize];
+        let mut cursor = Cursor::default();
         loop {
             if *stop.borrow() {
                 break;
             }
-            let round = self.round(self.batch, &|_| {}, Some(lane)).await;
+            let round = self.round(self.batch, &|_| {}, Some(lane), &mut cursor).await;
             if let Err(e) = self.tick(lane).await {
                 tracing::error!(error = %e, ?lane, "projection tick failed");
                 metrics::global().projection_errors.inc();
@@ -486,91 +528,5 @@ impl Projections {
             });
         }
         Ok(out)
-    }
-
-    /// Empties every projection and builds it again from position 1. Card and branch numbers
-    /// are events in the log, so the rebuild reads them; it never issues or changes one.
-    pub async fn rebuild(&self, progress: impl Fn(u64)) -> Result<RebuildSummary, ProjectionError> {
-        let started = std::time::Instant::now();
-        let mut tx = self.db.begin().await?;
-        let tables: Vec<&str> = self
-            .entries
-            .iter()
-            .filter(|e| e.projection.rebuildable())
-            .flat_map(|e| e.projection.tables())
-            .map(|(t, _)| t)
-            .collect();
-        if tx.is_postgres() {
-            tx.execute(&format!("TRUNCATE {}", tables.join(", ")), &[]).await?;
-        } else {
-            for table in &tables {
-                tx.execute(&format!("DELETE FROM {table}"), &[]).await?;
-            }
-        }
-        for e in self.entries.iter().filter(|e| e.projection.rebuildable()) {
-            tx.execute(
-                "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
-                 ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = CURRENT_TIMESTAMP",
-                &[Val::text(e.projection.name())],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        // Nothing is served meanwhile: larger transactions than the runners'.
-        self.catch_up_in(self.batch.max(REBUILD_BATCH), progress).await?;
-        let mut rows = Vec::new();
-        for e in self.entries.iter().filter(|e| e.projection.rebuildable()) {
-            for (table, _) in e.projection.tables() {
-                let n = self
-                    .db
-                    .fetch(&format!("SELECT count(*) FROM {table}"), &[], &[Ty::Int])
-                    .await?;
-                rows.push((table, n.first().and_then(|r| r[0].as_int()).unwrap_or(0)));
-            }
-        }
-        let mut verified = Vec::new();
-        for e in self.entries.iter().filter(|e| !e.projection.rebuildable()) {
-            let upto = self.stored_checkpoint(e.projection.name()).await?;
-            verified.extend(e.projection.verify(&self.store, upto).await?);
-        }
-        Ok(RebuildSummary {
-            verified,
-            events: self.store.head().await?,
-            seconds: started.elapsed().as_secs_f64(),
-            projections: self
-                .entries
-                .iter()
-                .filter(|e| e.projection.rebuildable())
-                .map(|e| (e.projection.name(), *e.position.borrow()))
-                .collect(),
-            rows,
-        })
-    }
-}
-
-impl Projections {
-    /// Every projection table's rows, in a fixed order: what "rebuilt equals incremental"
-    /// compares.
-    pub async fn dump(&self) -> Result<Vec<(&'static str, Vec<Vec<Val>>)>, StoreError> {
-        let mut out = Vec::new();
-        for e in self.entries.iter().filter(|e| e.projection.rebuildable()) {
-            for (table, cols) in e.projection.tables() {
-                let names: Vec<&str> = cols.iter().map(|(n, _)| *n).collect();
-                let tys: Vec<Ty> = cols.iter().map(|(_, t)| *t).collect();
-                let list = names.join(", ");
-                let rows = self
-                    .db
-                    .fetch(&format!("SELECT {list} FROM {table} ORDER BY {list}"), &[], &tys)
-                    .await?;
-                out.push((table, rows));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Smaller batches, so tests cross batch boundaries with few events.
-    pub fn with_batch(mut self, batch: i64) -> Self {
-        self.batch = batch.max(1);
-        self
     }
 }

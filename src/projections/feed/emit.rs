@@ -94,7 +94,7 @@ impl Feed {
     /// each household's records last said.
     pub(super) fn generate(
         &self,
-        units: &[Unit<'_>],
+        units: &[Unit],
         slice: &Slice,
         state: &mut HashMap<String, Last>,
         next: &mut i64,
@@ -124,12 +124,11 @@ impl Feed {
         &self,
         slice: &Slice,
         folds: &mut Folds,
-        unit: &Unit<'_>,
+        unit: &Unit,
         household_id: &str,
         last: &Last,
         next: &mut i64,
     ) -> Result<Option<(Vec<Issued>, Last)>, ProjectionError> {
-        let cause = unit.cause;
         let Some((household, individuals)) = self.group_at(slice, folds, household_id, unit.upto)? else {
             return Ok(None);
         };
@@ -150,12 +149,12 @@ impl Feed {
                 .transpose()
                 .map_err(ProjectionError::corrupt)
         };
-        let recorded_at = json!(format_instant(&cause.recorded_at));
+        let recorded_at = json!(format_instant(&unit.recorded_at));
         let mut records = Vec::with_capacity(individuals.len() + 2);
         let mut issue = |kind: &'static str, person_id: Option<String>, json: String, change: Option<Change>| {
             let mut fields = vec![
                 ("position", json!(*next)),
-                ("cause_position", json!(cause.position)),
+                ("cause_position", json!(unit.position)),
                 ("kind", json!(kind)),
             ];
             if let Some(c) = change {
@@ -164,7 +163,7 @@ impl Feed {
             fields.push(("recorded_at", recorded_at.clone()));
             records.push(Issued {
                 position: *next,
-                cause_position: cause.position,
+                cause_position: unit.position,
                 kind,
                 household_id: household_id.to_owned(),
                 person_id,

@@ -13,10 +13,13 @@ mod emit;
 mod slice;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use super::{Projection, ProjectionError, Verification};
+use super::ahead::Cursor;
+use super::{prepared, Prepared, Projection, ProjectionError, Verification};
 use crate::store::sql::{self, Db, Tx, Ty, Val};
 use crate::store::{Store, StoredEvent};
+use slice::Plan;
 
 pub const NAME: &str = "feed";
 
@@ -34,6 +37,7 @@ fn is_consequence(e: &StoredEvent) -> bool {
     crate::codec::is_consequence(e)
 }
 
+#[derive(Clone)]
 pub struct Feed {
     pub insurer_number: String,
 }
@@ -68,11 +72,28 @@ impl Projection for Feed {
     }
 
     async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let plan = self.plan(store, batch).await?;
+        self.write(tx, plan).await
+    }
+
+    async fn prepare(&self, store: &Store, batch: &[StoredEvent]) -> Result<Option<Prepared>, ProjectionError> {
+        Ok(Some(Box::new(self.plan(store, batch).await?)))
+    }
+
+    async fn apply_prepared(&self, tx: &mut Tx, work: Prepared) -> Result<(), ProjectionError> {
+        self.write(tx, prepared(work, NAME)?).await
+    }
+}
+
+impl Feed {
+    /// Numbers and stores the records a planned batch emits against what each household's
+    /// records last said, in the batch's transaction.
+    async fn write(&self, tx: &mut Tx, plan: Plan) -> Result<(), ProjectionError> {
+        let Plan { units, slice } = plan;
         let head = tx
             .fetch("SELECT coalesce(max(position), 0) FROM feed_records", &[], &[Ty::Int])
             .await?;
         let mut next = head.first().and_then(|r| r[0].as_int()).unwrap_or(0) + 1;
-        let (units, slice) = self.plan(store, batch).await?;
         let touched: BTreeSet<String> = units.iter().flat_map(|u| u.households.iter().cloned()).collect();
         if touched.is_empty() {
             return Ok(());
@@ -137,6 +158,9 @@ impl Projection for Feed {
     }
 }
 
+/// Events per batch of a verification.
+const VERIFY_BATCH: i64 = 10_000;
+
 /// What a household's records last said: person id ('' for the household record) → JSON.
 type Last = HashMap<String, String>;
 
@@ -150,13 +174,29 @@ impl Feed {
         let mut after = 0;
         let mut differences = Vec::new();
         let mut checked = 0u64;
+        // The next batch is read and planned while this one is generated and compared. The
+        // log is gapless, so a limit of `upto - after` stops exactly at `upto`.
+        let me: Arc<dyn Projection> = Arc::new(self.clone());
+        let mut cursor = Cursor::default();
+        let read = |cursor: &mut Cursor, after: i64| {
+            let limit = VERIFY_BATCH.min(upto - after);
+            cursor.start(store, after, limit, 1, vec![(0, after, me.clone())]);
+        };
+        read(&mut cursor, after);
         while after < upto {
-            let mut batch = store.read_log(after, 10_000).await?;
-            batch.retain(|e| e.position <= upto);
-            let Some(last_event) = batch.last().map(|e| e.position) else {
+            let Some(mut batch) = cursor.take(after).await? else {
                 break;
             };
-            let (units, slice) = self.plan(store, &batch).await?;
+            let Some(last_event) = batch.events.last().map(|e| e.position) else {
+                break;
+            };
+            if last_event < upto {
+                read(&mut cursor, last_event);
+            }
+            let Plan { units, slice } = match batch.take(0, after) {
+                Some(work) => prepared(work, NAME)?,
+                None => self.plan(store, &batch.events).await?,
+            };
             let first = next;
             let (records, _) = self.generate(&units, &slice, &mut state, &mut next)?;
             let stored = feed_records(db, first - 1, next - first).await?;

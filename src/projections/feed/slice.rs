@@ -13,12 +13,20 @@ use crate::projections::ProjectionError;
 use crate::store::sql::{self, Db, Ty};
 use crate::store::{Store, StoredEvent};
 
-/// One cause of a batch: the event, the last position of its consequences, and the
-/// households whose group it may change.
-pub(super) struct Unit<'a> {
-    pub(super) cause: &'a StoredEvent,
+/// One cause of a batch: the event's position and time, the last position of its
+/// consequences, and the households whose group it may change.
+pub(super) struct Unit {
+    pub(super) position: i64,
+    pub(super) recorded_at: chrono::DateTime<chrono::Utc>,
     pub(super) upto: i64,
     pub(super) households: BTreeSet<String>,
+}
+
+/// A batch's causes and the log slice to evaluate them on: what the feed works out from the
+/// log alone, before its transaction.
+pub(super) struct Plan {
+    pub(super) units: Vec<Unit>,
+    pub(super) slice: Slice,
 }
 
 /// The part of the log a batch's causes need, read in a few bulk queries (not per cause):
@@ -107,11 +115,7 @@ impl Folds {
 
 impl Feed {
     /// The batch's causes, their touched households and the log slice to evaluate them on.
-    pub(super) async fn plan<'a>(
-        &self,
-        store: &Store,
-        batch: &'a [StoredEvent],
-    ) -> Result<(Vec<Unit<'a>>, Slice), ProjectionError> {
+    pub(super) async fn plan(&self, store: &Store, batch: &[StoredEvent]) -> Result<Plan, ProjectionError> {
         let units = units(store, batch).await?;
         let limit = units.iter().map(|(_, upto)| *upto).max().unwrap_or(0);
         let mut slice = Slice::default();
@@ -132,7 +136,8 @@ impl Feed {
             let households = touched(&slice, &mut folds, cause, upto)?;
             all.extend(households.iter().cloned());
             planned.push(Unit {
-                cause,
+                position: cause.position,
+                recorded_at: cause.recorded_at,
                 upto,
                 households,
             });
@@ -154,7 +159,7 @@ impl Feed {
             store.load_streams_before(Person::TYPE, &missing, limit + 1).await?,
             &mut slice.persons,
         );
-        Ok((planned, slice))
+        Ok(Plan { units: planned, slice })
     }
 }
 

@@ -14,6 +14,7 @@ use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use super::StoreError;
 
 mod bind;
+mod copy;
 use bind::{bind_pg, bind_sqlite, read_pg, read_sqlite, sqlite_sql};
 pub use bind::{bind_pg_rows, pg_unnest, PgQuery};
 
@@ -439,6 +440,9 @@ impl Tx {
         }
         let names = cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
         match self {
+            Tx::Postgres(tx) if suffix.is_empty() && rows.len() >= copy::COPY_FROM_ROWS => {
+                copy::copy_rows(tx, table, cols, &rows).await?;
+            }
             Tx::Postgres(tx) => {
                 let sql = format!("INSERT INTO {table} ({names}) {} {suffix}", pg_unnest(cols, 1));
                 bind_pg_rows(sqlx::query(&sql), cols, rows).execute(&mut **tx).await?;

@@ -1,0 +1,95 @@
+//! Reading ahead while a backlog is applied: the next batch of the log is read, and each
+//! projection's log-only work on it ([`Projection::prepare`]) done, in a task of its own while
+//! the current batch's transactions run. Nothing is written ahead: a projection's rows and
+//! checkpoint still move in its one transaction per batch, in log order, and prepared work is
+//! used only by a projection that stands exactly where it was prepared from.
+
+use std::sync::Arc;
+
+use super::{Prepared, Projection, ProjectionError};
+use crate::store::{Store, StoredEvent};
+
+/// A batch of the log, with the work prepared for it so far.
+pub(super) struct Batch {
+    pub(super) events: Arc<Vec<StoredEvent>>,
+    /// Per projection (by its index in the runner): the checkpoint it was prepared from and
+    /// its work.
+    work: Vec<Option<(i64, Prepared)>>,
+}
+
+impl Batch {
+    /// A batch read in the round that applies it (nothing prepared).
+    pub(super) fn read_now(events: Vec<StoredEvent>, projections: usize) -> Self {
+        Self {
+            events: Arc::new(events),
+            work: (0..projections).map(|_| None).collect(),
+        }
+    }
+
+    /// The work prepared for projection `index` if it was prepared from checkpoint `at`.
+    pub(super) fn take(&mut self, index: usize, at: i64) -> Option<Prepared> {
+        match self.work.get_mut(index)?.take() {
+            Some((from, work)) if from == at => Some(work),
+            _ => None,
+        }
+    }
+}
+
+/// A projection the next batch is prepared for: its index, the checkpoint it will stand at
+/// when the batch comes to be applied, and itself.
+pub(super) type Reader = (usize, i64, Arc<dyn Projection>);
+
+/// The read-ahead of one runner (a lane, a catch-up): at most one batch in flight.
+#[derive(Default)]
+pub(super) struct Cursor {
+    ahead: Option<(i64, tokio::task::JoinHandle<Result<Batch, ProjectionError>>)>,
+}
+
+impl Cursor {
+    /// Starts reading the `limit` events after `from` and preparing them for `readers`.
+    pub(super) fn start(&mut self, store: &Store, from: i64, limit: i64, projections: usize, readers: Vec<Reader>) {
+        self.cancel();
+        let store = store.clone();
+        let task = tokio::spawn(async move {
+            let mut batch = Batch::read_now(store.read_log(from, limit).await?, projections);
+            for (index, at, projection) in readers {
+                let start = batch.events.partition_point(|e| e.position <= at);
+                if start < batch.events.len() {
+                    if let Some(work) = projection.prepare(&store, &batch.events[start..]).await? {
+                        batch.work[index] = Some((at, work));
+                    }
+                }
+            }
+            Ok(batch)
+        });
+        self.ahead = Some((from, task));
+    }
+
+    /// The batch read ahead from `from`, if that is where the read-ahead started (a
+    /// read-ahead from elsewhere is dropped: another process moved a checkpoint meanwhile).
+    pub(super) async fn take(&mut self, from: i64) -> Result<Option<Batch>, ProjectionError> {
+        match self.ahead.take() {
+            Some((start, task)) if start == from => match task.await {
+                Ok(batch) => batch.map(Some),
+                Err(e) => Err(ProjectionError::corrupt(format!("read-ahead task failed: {e}"))),
+            },
+            Some((_, task)) => {
+                task.abort();
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn cancel(&mut self) {
+        if let Some((_, task)) = self.ahead.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
