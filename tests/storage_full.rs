@@ -41,9 +41,25 @@ fn register_until(addr: &str, person: &str, status: u16) -> Value {
 }
 
 /// The writes of a refusing database are refused, its reads answered and recorded.
-fn while_refusing(server: &Server, head: i64) {
-    let refused = register_until(&server.addr, "8000001", 503);
-    assert_eq!(refused["error"]["code"], "storage_unavailable", "{refused}");
+/// Registers new persons until one is refused (503), then checks that writes stay refused
+/// and reads go on; the log head then. A write may still be accepted just after the change:
+/// PostgreSQL applies a reloaded setting to a pooled backend only between its commands, so
+/// each attempt registers someone new and the head counts what was accepted.
+fn while_refusing(server: &Server, mut head: i64) -> i64 {
+    let started = Instant::now();
+    for n in 0.. {
+        let (s, body) = register(&server.addr, &format!("{}", 8_001_000 + n));
+        match s {
+            201 => head = body["position"].as_i64().unwrap(),
+            503 => {
+                assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+                break;
+            }
+            _ => panic!("{s} {body}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no 503 within 10 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for _ in 0..3 {
         let (s, body) = register(&server.addr, "8000002");
         assert_eq!(
@@ -67,6 +83,7 @@ fn while_refusing(server: &Server, head: i64) {
     // Nothing partial: the log did not move.
     let (_, ready) = http(&server.addr, "GET", "/readyz", "");
     assert_eq!(ready["log_head"].as_i64(), Some(head), "{ready}");
+    head
 }
 
 fn seed(server: &Server) -> i64 {
@@ -97,7 +114,7 @@ async fn read_only_postgres_refuses_writes_and_keeps_reading() {
 
     cluster.sql("postgres", "ALTER SYSTEM SET default_transaction_read_only = on");
     cluster.sql("postgres", "SELECT pg_reload_conf()");
-    while_refusing(&server, head);
+    let head = while_refusing(&server, head);
 
     cluster.sql("postgres", "ALTER SYSTEM RESET default_transaction_read_only");
     cluster.sql("postgres", "SELECT pg_reload_conf()");
@@ -155,7 +172,7 @@ async fn full_disk_under_the_embedded_default_refuses_writes_and_keeps_reading()
     let head = seed(&server);
 
     let filler = fill(disk.path());
-    while_refusing(&server, head);
+    let head = while_refusing(&server, head);
     let (_, ready) = http(&server.addr, "GET", "/readyz", "");
     assert_eq!(ready["storage"], "full", "{ready}");
 

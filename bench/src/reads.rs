@@ -135,8 +135,60 @@ pub async fn projections(url: &str, persons: usize, clients: usize, seconds: u64
     println!(
         "person over TCP, closed loop, {clients} connections, {persons} persons: p50 {p50:?}, p99 {p99:?}, max {max:?}, {rate:.0} req/s"
     );
+    // The person view's reads of the read models alone (no HTTP), same persons and run: the
+    // four statements it made before against the one it makes now.
+    for (label, one) in [("four statements", false), ("one statement", true)] {
+        let rate = person_queries(&store, persons, clients, seconds, one).await?;
+        println!("person view's read-model queries, {label}, {clients} tasks: {rate:.0} persons/s");
+    }
     store.close().await;
     Ok(())
+}
+
+/// Reads random persons' view rows from `clients` tasks for `seconds`: with `one`,
+/// `sql::person_record`; else its four former statements. Persons read per second.
+async fn person_queries(
+    store: &kokuho_ledger::store::Store,
+    persons: usize,
+    clients: usize,
+    seconds: u64,
+    one: bool,
+) -> anyhow::Result<f64> {
+    use kokuho_ledger::reads::sql;
+    let at = store.head().await?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let db = store.db().clone();
+            tokio::spawn(async move {
+                let (mut n, mut x) = (0u64, 0x2545_f491_4f6c_dd1du64 ^ (c as u64 + 1));
+                while Instant::now() < deadline {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let id = person_id((x % persons as u64) as usize);
+                    let found = if one {
+                        sql::person_record(&db, &id, at).await?.is_some()
+                    } else {
+                        let person = sql::person(&db, &id, at).await?;
+                        sql::periods(&db, false, &id, at).await?;
+                        sql::memberships(&db, &id, at).await?;
+                        sql::intervals_with_cards(&db, &id, at).await?;
+                        person.is_some()
+                    };
+                    anyhow::ensure!(found, "person {id} not found");
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
 /// What consistent reads cost: timelines with no writes and under `writers` clients appending,

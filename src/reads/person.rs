@@ -18,10 +18,15 @@ impl Query for PersonQuery {
         let (today, position) = (at.today, at.position);
         let db = reads.store.db();
         let id = self.person_id.as_str();
-        let row = sql::person(db, id, position)
+        // One statement for the person's four tables (the view's hot path).
+        let sql::PersonRecord {
+            person: row,
+            runs,
+            memberships,
+            intervals,
+        } = sql::person_record(db, id, position)
             .await?
             .ok_or_else(|| person_not_found(&self.person_id, at))?;
-        let runs = sql::periods(db, false, id, position).await?;
         let current = runs.iter().find(|r| r.contains(today));
         // Not insured today: show the last period, so staff see since when and why it ended.
         let shown = current.or_else(|| runs.iter().rev().find(|r| r.from <= today));
@@ -30,14 +35,12 @@ impl Query for PersonQuery {
         let pending_age_loss = current.filter(|r| r.loss_by_age).and_then(|r| r.to);
         let ended = shown.filter(|_| pending_age_loss.is_none());
         // The household the person belongs to today (none after moving out or dying).
-        let household_id = sql::memberships(db, id, position)
-            .await?
+        let household_id = memberships
             .into_iter()
             .find(|m| m.from <= today && m.to.is_none_or(|t| today < t))
             .map(|m| m.household_id);
         // The card of the period shown (under which card they are, or were last, insured);
         // without one, the card of today's household.
-        let intervals = sql::intervals_with_cards(db, id, position).await?;
         let shown_interval = shown.and_then(|s| {
             intervals
                 .iter()

@@ -93,8 +93,8 @@ pub struct BranchRow {
 
 pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, StoreError> {
     let sql = format!(
-        "SELECT name, name_kana, real_name, real_name_kana, birth_date, sex, sex_on_back, \
-         deceased_on, disclosure_restricted_from, \
+        "SELECT name, name_kana, real_name, real_name_kana, birth_date, sex, deceased_on, \
+         disclosure_restricted_from, sex_on_back, \
          (SELECT coalesce(max(e.sequence), 0) FROM events e \
           WHERE e.aggregate_type = 'person' AND e.aggregate_id = $1 AND e.position <= $2) \
          FROM proj_person WHERE person_id = $1 AND {KNOWN_AT}"
@@ -104,25 +104,28 @@ pub async fn person(db: &Db, id: &str, at: i64) -> Result<Option<PersonRow>, Sto
         .fetch(
             &sql,
             &[Val::text(id), Val::Int(Some(at))],
-            &[Text, Text, Text, Text, Text, Text, Bool, Text, Text, Int],
+            &[Text, Text, Text, Text, Text, Text, Text, Text, Bool, Int],
         )
         .await?;
     rows.first()
-        .map(|r| {
-            Ok(PersonRow {
-                name: text(&r[0]),
-                name_kana: text(&r[1]),
-                real_name: opt_text(&r[2]),
-                real_name_kana: opt_text(&r[3]),
-                birth_date: req_date(&r[4])?,
-                sex: text(&r[5]),
-                sex_on_back: r[6].as_bool(),
-                deceased_on: date(&r[7])?,
-                disclosure_restricted_from: date(&r[8])?,
-                last_sequence: r[9].as_int().unwrap_or(0),
-            })
-        })
+        .map(|r| person_row(r, r[8].as_bool(), r[9].as_int().unwrap_or(0)))
         .transpose()
+}
+
+/// A person's attributes from their eight text columns (name … disclosure_restricted_from).
+fn person_row(r: &[Val], sex_on_back: bool, last_sequence: i64) -> Result<PersonRow, StoreError> {
+    Ok(PersonRow {
+        name: text(&r[0]),
+        name_kana: text(&r[1]),
+        real_name: opt_text(&r[2]),
+        real_name_kana: opt_text(&r[3]),
+        birth_date: req_date(&r[4])?,
+        sex: text(&r[5]),
+        sex_on_back,
+        deceased_on: date(&r[6])?,
+        disclosure_restricted_from: date(&r[7])?,
+        last_sequence,
+    })
 }
 
 /// Ward application periods (`proj_run`) or timeline intervals (`proj_interval`), oldest first.
@@ -169,6 +172,19 @@ fn period(r: &[Val], loss_by_age: bool, household_id: Option<String>) -> Result<
     })
 }
 
+/// A person's (`$1`) timeline intervals at `$2` with their household's card symbol and number
+/// and the person's branch there: the columns and rows after `SELECT`. Correlated lookups, not
+/// joins: each is a primary-key or index probe whatever the planner's statistics say (a join
+/// planned before ANALYZE scanned the card table per read).
+const INTERVALS_WITH_CARDS: &str = "i.from_date, i.to_date, i.acquisition_reason, i.loss_reason, i.loss_code, \
+     i.qualified_on, i.disqualified_on, i.household_id, \
+     (SELECT c.symbol FROM proj_card c WHERE c.household_id = i.household_id AND c.position <= $2), \
+     (SELECT c.number FROM proj_card c WHERE c.household_id = i.household_id AND c.position <= $2), \
+     (SELECT b.branch FROM proj_branch b \
+      WHERE b.household_id = i.household_id AND b.person_id = $1 AND b.position <= $2) \
+     FROM proj_interval i \
+     WHERE i.person_id = $1 AND i.known_from <= $2 AND (i.known_to IS NULL OR i.known_to > $2)";
+
 /// A household's card as an interval shows it, with the person's branch under it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IntervalCardRow {
@@ -184,34 +200,28 @@ pub async fn intervals_with_cards(
     id: &str,
     at: i64,
 ) -> Result<Vec<(PeriodRow, Option<IntervalCardRow>)>, StoreError> {
-    // Correlated lookups, not joins: each is a primary-key or index probe whatever the
-    // planner's statistics say (a join planned before ANALYZE scanned the card table per read).
-    let sql = "SELECT i.from_date, i.to_date, i.acquisition_reason, i.loss_reason, i.loss_code, i.qualified_on, \
-         i.disqualified_on, i.household_id, \
-         (SELECT c.symbol FROM proj_card c WHERE c.household_id = i.household_id AND c.position <= $2), \
-         (SELECT c.number FROM proj_card c WHERE c.household_id = i.household_id AND c.position <= $2), \
-         (SELECT b.branch FROM proj_branch b \
-          WHERE b.household_id = i.household_id AND b.person_id = $1 AND b.position <= $2) \
-         FROM proj_interval i \
-         WHERE i.person_id = $1 AND i.known_from <= $2 AND (i.known_to IS NULL OR i.known_to > $2) \
-         ORDER BY i.ordinal";
+    let sql = format!("SELECT {INTERVALS_WITH_CARDS} ORDER BY i.ordinal");
     use Ty::*;
     db.fetch(
-        sql,
+        &sql,
         &[Val::text(id), Val::Int(Some(at))],
         &[Text, Text, Text, Text, Text, Text, Text, Text, Text, Text, Text],
     )
     .await?
     .iter()
-    .map(|r| {
-        let card = r[8].as_text().map(|symbol| IntervalCardRow {
-            symbol: symbol.to_owned(),
-            number: text(&r[9]),
-            branch: opt_text(&r[10]),
-        });
-        Ok((period(r, false, opt_text(&r[7]))?, card))
-    })
+    .map(|r| interval_with_card(r))
     .collect()
+}
+
+/// An interval (period columns, household id) followed by its card's symbol and number and
+/// the person's branch.
+fn interval_with_card(r: &[Val]) -> Result<(PeriodRow, Option<IntervalCardRow>), StoreError> {
+    let card = r[8].as_text().map(|symbol| IntervalCardRow {
+        symbol: symbol.to_owned(),
+        number: text(&r[9]),
+        branch: opt_text(&r[10]),
+    });
+    Ok((period(r, false, opt_text(&r[7]))?, card))
 }
 
 pub async fn memberships(db: &Db, id: &str, at: i64) -> Result<Vec<MembershipRow>, StoreError> {
@@ -225,14 +235,73 @@ pub async fn memberships(db: &Db, id: &str, at: i64) -> Result<Vec<MembershipRow
     )
     .await?
     .iter()
-    .map(|r| {
-        Ok(MembershipRow {
-            household_id: text(&r[0]),
-            from: req_date(&r[1])?,
-            to: date(&r[2])?,
-        })
-    })
+    .map(|r| membership(r))
     .collect()
+}
+
+fn membership(r: &[Val]) -> Result<MembershipRow, StoreError> {
+    Ok(MembershipRow {
+        household_id: text(&r[0]),
+        from: req_date(&r[1])?,
+        to: date(&r[2])?,
+    })
+}
+
+/// Everything the person view reads of the read models at `at`, in one statement: the
+/// attributes (with the last sequence), ward periods, memberships and intervals with their
+/// cards.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersonRecord {
+    pub person: PersonRow,
+    pub runs: Vec<PeriodRow>,
+    pub memberships: Vec<MembershipRow>,
+    pub intervals: Vec<(PeriodRow, Option<IntervalCardRow>)>,
+}
+
+/// The person's rows of four tables as one `UNION ALL`, each branch tagged by its first
+/// column and padded to shared columns (kind, ordinal, flag, sequence, eleven texts): one
+/// round trip and one snapshot instead of four.
+pub async fn person_record(db: &Db, id: &str, at: i64) -> Result<Option<PersonRecord>, StoreError> {
+    let sql = format!(
+        "SELECT CAST(0 AS BIGINT), CAST(0 AS BIGINT), sex_on_back, \
+          (SELECT coalesce(max(e.sequence), 0) FROM events e \
+           WHERE e.aggregate_type = 'person' AND e.aggregate_id = $1 AND e.position <= $2), \
+          name, name_kana, real_name, real_name_kana, birth_date, sex, deceased_on, \
+          disclosure_restricted_from, NULL, NULL, NULL \
+         FROM proj_person WHERE person_id = $1 AND {KNOWN_AT} \
+         UNION ALL \
+         SELECT CAST(1 AS BIGINT), ordinal, loss_by_age, NULL, from_date, to_date, acquisition_reason, \
+          loss_reason, loss_code, qualified_on, disqualified_on, NULL, NULL, NULL, NULL \
+         FROM proj_run WHERE person_id = $1 AND {KNOWN_AT} \
+         UNION ALL \
+         SELECT CAST(2 AS BIGINT), ordinal, FALSE, NULL, household_id, from_date, to_date, \
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+         FROM proj_membership WHERE person_id = $1 AND {KNOWN_AT} \
+         UNION ALL \
+         SELECT CAST(3 AS BIGINT), i.ordinal, FALSE, NULL, {INTERVALS_WITH_CARDS} \
+         ORDER BY 1, 2"
+    );
+    use Ty::*;
+    let mut tys = vec![Int, Int, Bool, Int];
+    tys.extend([Text; 11]);
+    let rows = db.fetch(&sql, &[Val::text(id), Val::Int(Some(at))], &tys).await?;
+    let mut person = None;
+    let (mut runs, mut memberships, mut intervals) = (Vec::new(), Vec::new(), Vec::new());
+    for r in &rows {
+        let t = &r[4..];
+        match r[0].as_int() {
+            Some(0) => person = Some(person_row(t, r[2].as_bool(), r[3].as_int().unwrap_or(0))?),
+            Some(1) => runs.push(period(t, r[2].as_bool(), None)?),
+            Some(2) => memberships.push(membership(t)?),
+            _ => intervals.push(interval_with_card(t)?),
+        }
+    }
+    Ok(person.map(|person| PersonRecord {
+        person,
+        runs,
+        memberships,
+        intervals,
+    }))
 }
 
 /// Persons whose membership of the household covers `day`; with `day` None, everyone ever a

@@ -38,6 +38,16 @@ pub struct Server {
 /// A test that fails never leaves its server running.
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test shows whether the server was still up and what it logged last.
+            let status = self.child.try_wait();
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("server {} exit status {status:?}; its last log lines:", self.addr);
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
