@@ -371,12 +371,12 @@ impl Projections {
         let Some(from) = self.entries.iter().filter(mine).map(|e| *e.position.borrow()).min() else {
             return Ok(0);
         };
-        let mut events = match cursor.take(from).await? {
+        let mut batch_read = match cursor.take(from).await? {
             Some(ahead) => ahead,
             None => Batch::read_now(self.store.read_log(from, batch).await?, self.entries.len()),
         };
-        let read = events.events.len();
-        if let Some(last) = events.events.last().map(|e| e.position) {
+        let read = batch_read.events.len();
+        if let Some(last) = batch_read.events.last().map(|e| e.position) {
             if read as i64 >= batch {
                 let readers = self
                     .entries
@@ -388,13 +388,13 @@ impl Projections {
                 cursor.start(&self.store, last, batch, self.entries.len(), readers);
             }
         }
-        let all = events.events.clone();
+        let events = batch_read.events.clone();
         for (index, entry) in self.entries.iter().enumerate().filter(|(_, e)| mine(e)) {
             let at = *entry.position.borrow();
-            let start = all.partition_point(|e| e.position <= at);
-            if start < all.len() {
-                let part = &all[start..];
-                let prepared = match events.take(index, at) {
+            let start = events.partition_point(|e| e.position <= at);
+            if start < events.len() {
+                let part = &events[start..];
+                let prepared = match batch_read.take(index, at) {
                     Some(work) => Some(work),
                     None => entry.projection.prepare(&self.store, part).await?,
                 };
