@@ -19,7 +19,7 @@ use super::checkpoint::{Checkpoint, SignedCheckpoint};
 use super::keys::Signer;
 use super::merkle::{decomposition, Frontier, Hash, CHAIN_START};
 use super::{entry, store};
-use crate::projections::{Lane, Projection, ProjectionError};
+use crate::projections::{Lane, Prepared, Projection, ProjectionError};
 use crate::store::sql::{Db, Tx, Ty, Val};
 use crate::store::{format_instant, Store, StoredEvent};
 
@@ -162,7 +162,7 @@ impl Projection for Chainer {
         Lane::Audit
     }
 
-    async fn apply(&self, _store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
+    async fn apply(&self, _: &Store, tx: &mut Tx, batch: &[StoredEvent], _: Prepared) -> Result<(), ProjectionError> {
         let Some(first) = batch.first() else {
             return Ok(());
         };

@@ -55,9 +55,8 @@ impl Cursor {
             for (index, at, projection) in readers {
                 let start = batch.events.partition_point(|e| e.position <= at);
                 if start < batch.events.len() {
-                    if let Some(work) = projection.prepare(&store, &batch.events[start..]).await? {
-                        batch.work[index] = Some((at, work));
-                    }
+                    let work = projection.prepare(&store, &batch.events[start..]).await?;
+                    batch.work[index] = Some((at, work));
                 }
             }
             Ok(batch)

@@ -4,7 +4,7 @@
 
 use cqrs_es::Aggregate;
 
-use super::{Projection, ProjectionError};
+use super::{Prepared, Projection, ProjectionError};
 use crate::codec::decode;
 use crate::domain::{Household, HouseholdFact};
 use crate::store::sql::{Tx, Ty, Val};
@@ -50,7 +50,7 @@ impl Projection for Households {
         ]
     }
 
-    async fn apply(&self, _: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
+    async fn apply(&self, _: &Store, tx: &mut Tx, batch: &[StoredEvent], _: Prepared) -> Result<(), ProjectionError> {
         let (mut facts, mut cards, mut branches) = (Vec::new(), Vec::new(), Vec::new());
         for e in batch.iter().filter(|e| e.aggregate_type == Household::TYPE) {
             let event = decode::<Household>(e)?;

@@ -77,20 +77,22 @@ pub trait Projection: Send + Sync {
     fn lane(&self) -> Lane {
         Lane::Reads
     }
-    /// Applies a batch of consecutive log events (of every stream type) inside `tx`.
-    async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError>;
     /// The part of a batch's work that needs the log only, never the projection's own rows
     /// (reading streams, deriving rows). While a backlog is applied, the runner prepares the
     /// next batch while the previous one's transaction runs, so the ledger's CPU and the
-    /// database's overlap; the work then goes to [`apply_prepared`](Self::apply_prepared)
-    /// instead of `apply`. The default prepares nothing (everything in `apply`).
-    async fn prepare(&self, _store: &Store, _batch: &[StoredEvent]) -> Result<Option<Prepared>, ProjectionError> {
-        Ok(None)
+    /// database's overlap. The default prepares nothing (all the work in `apply`).
+    async fn prepare(&self, _store: &Store, _batch: &[StoredEvent]) -> Result<Prepared, ProjectionError> {
+        Ok(Box::new(()))
     }
-    /// Writes, inside `tx`, a batch that [`prepare`](Self::prepare) gave `work` for.
-    async fn apply_prepared(&self, _tx: &mut Tx, _work: Prepared) -> Result<(), ProjectionError> {
-        Err(ProjectionError::Corrupt(format!("{} prepares no work", self.name())))
-    }
+    /// Applies a batch of consecutive log events (of every stream type) inside `tx`, with what
+    /// [`prepare`](Self::prepare) gave for exactly this batch.
+    async fn apply(
+        &self,
+        store: &Store,
+        tx: &mut Tx,
+        batch: &[StoredEvent],
+        prepared: Prepared,
+    ) -> Result<(), ProjectionError>;
     /// Called after every round of its lane, busy or idle, with its committed position: work
     /// that depends on time rather than on new events (the audit trail's tail checkpoint).
     async fn tick(&self, _store: &Store, _db: &Db, _position: i64) -> Result<(), ProjectionError> {

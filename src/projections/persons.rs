@@ -199,16 +199,11 @@ impl Projection for Persons {
             .collect()
     }
 
-    async fn apply(&self, store: &Store, tx: &mut Tx, batch: &[StoredEvent]) -> Result<(), ProjectionError> {
-        let plan = plan(store, batch).await?;
-        self.write(tx, plan).await
+    async fn prepare(&self, store: &Store, batch: &[StoredEvent]) -> Result<Prepared, ProjectionError> {
+        Ok(Box::new(plan(store, batch).await?))
     }
 
-    async fn prepare(&self, store: &Store, batch: &[StoredEvent]) -> Result<Option<Prepared>, ProjectionError> {
-        Ok(Some(Box::new(plan(store, batch).await?)))
-    }
-
-    async fn apply_prepared(&self, tx: &mut Tx, work: Prepared) -> Result<(), ProjectionError> {
+    async fn apply(&self, _: &Store, tx: &mut Tx, _: &[StoredEvent], work: Prepared) -> Result<(), ProjectionError> {
         self.write(tx, prepared(work, NAME)?).await
     }
 }

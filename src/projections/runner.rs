@@ -268,7 +268,7 @@ impl Projections {
         entry: &Entry,
         from: i64,
         events: &[StoredEvent],
-        prepared: Option<Prepared>,
+        prepared: Prepared,
     ) -> Result<usize, ProjectionError> {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(0);
@@ -294,10 +294,7 @@ impl Projections {
             entry.position.send_replace(stored);
             return Ok(0);
         }
-        match prepared {
-            Some(work) => entry.projection.apply_prepared(&mut tx, work).await?,
-            None => entry.projection.apply(&self.store, &mut tx, events).await?,
-        }
+        entry.projection.apply(&self.store, &mut tx, events, prepared).await?;
         tx.execute(
             "UPDATE projection_checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1",
             &[Val::text(name), Val::Int(Some(last))],
@@ -395,7 +392,7 @@ impl Projections {
             if start < events.len() {
                 let part = &events[start..];
                 let prepared = match batch_read.take(index, at) {
-                    Some(work) => Some(work),
+                    Some(work) => work,
                     None => entry.projection.prepare(&self.store, part).await?,
                 };
                 let n = self.apply_batch(entry, at, part, prepared).await?;
