@@ -218,8 +218,9 @@ impl Builder {
         if let Some(signer) = &self.audit {
             check_audit_key(&store, signer).await?;
         }
-        let (writer, writer_task) = Writer::spawn(store.clone(), settings.max_batch);
         let (recorder, access_task) = Recorder::spawn(store.db().clone());
+        // Writes' access records commit with their events where they can.
+        let (writer, writer_task) = Writer::spawn(store.clone(), settings.max_batch, recorder.side());
         let access = Access {
             roles: settings.role_table.clone(),
             tokens: TokenStore::new(store.db().clone()),

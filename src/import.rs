@@ -440,6 +440,7 @@ async fn decide_batch(ledger: &Ledger, lines: &[&Line], actor: &str) -> anyhow::
                 fingerprint: l.key.clone(),
             }),
             cards: decision.follow.cards,
+            rider: None,
         });
     }
     Ok((requests, None, guards))

@@ -14,6 +14,9 @@ pub struct RequestContext {
     pub fingerprint: Option<String>,
     /// `If-Match`: the stream's last sequence the client saw.
     pub if_match: Option<i64>,
+    /// A write's access record as its door began it (the persons the request names set): the
+    /// ledger completes it and commits it with the events where the store can.
+    pub access: Option<crate::access::AccessRecord>,
 }
 
 impl RequestContext {

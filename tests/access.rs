@@ -449,6 +449,101 @@ on_both!(every_request_leaves_one_record_with_every_field, |kind| async move {
     api.t.db.cleanup().await;
 });
 
+/// On PostgreSQL a write's access record commits in its event's own statement (one commit,
+/// so the same transaction id on both rows); when another process has moved the access log's
+/// head meanwhile, the record is written the recorder's way instead, still exactly once, and
+/// the next write rides again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writes_record_commits_with_its_event_postgres() {
+    let api = Api::new(Kind::Postgres).await;
+    residents(&api).await;
+    let pool = api.t.store.pg_pool().unwrap().clone();
+    let write = |request_id: &'static str, day: &'static str| {
+        let api = &api;
+        async move {
+            let body = json!({"type": "document_collected", "effective_date": day}).to_string();
+            let r = api
+                .post("/v1/persons/3/events", &body, &[("x-request-id", request_id)])
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            r.body["position"].as_i64().unwrap()
+        }
+    };
+    // Whether the record of `request_id` was committed by the transaction of the event at
+    // `position`; there is exactly one record of it.
+    let same_commit = |request_id: &'static str, position: i64| {
+        let pool = pool.clone();
+        async move {
+            let rows: Vec<(bool,)> = sqlx::query_as(
+                "SELECT r.xmin::text = e.xmin::text FROM access_records r, events e \
+                 WHERE r.request_id = $1 AND e.position = $2",
+            )
+            .bind(request_id)
+            .bind(position)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert_eq!(rows.len(), 1, "one record of {request_id}");
+            rows[0].0
+        }
+    };
+
+    // Right after the restriction was recorded: the flag of a write's own person comes from
+    // its history, whatever the read models have applied yet.
+    let position = write("w-ride", "2024-03-01").await;
+    assert!(same_commit("w-ride", position).await, "the record rode with its event");
+    let r = records(&api)
+        .await
+        .into_iter()
+        .find(|r| r.request_id == "w-ride")
+        .unwrap();
+    assert_eq!(
+        (
+            r.kind.as_str(),
+            r.persons.clone(),
+            r.outcome,
+            r.restricted,
+            r.actor.as_str()
+        ),
+        ("update", vec!["3".to_owned()], 201, true, Api::NAME),
+        "a write's record is complete: restricted person 3 flagged"
+    );
+    assert_eq!(r.path.as_deref(), Some("/v1/persons/3/events"));
+
+    // Another process writes a record: the head this process knows is stale.
+    let (other, task) = kokuho_ledger::access::Recorder::spawn(api.t.store.db().clone());
+    let mut foreign = AccessRecord::new(
+        Utc::now(),
+        "os:other@host",
+        kokuho_ledger::access::AccessKind::Inquiry,
+        "audit verify",
+    );
+    foreign.request_id = "elsewhere".into();
+    other.record(foreign).await.unwrap();
+    drop(other);
+    task.await.unwrap();
+
+    let position = write("w-stale", "2024-03-02").await;
+    assert!(
+        !same_commit("w-stale", position).await,
+        "written after its event, by the recorder"
+    );
+    let position = write("w-again", "2024-03-03").await;
+    assert!(
+        same_commit("w-again", position).await,
+        "the head is known again: it rides"
+    );
+
+    let all = records(&api).await;
+    assert!(all.iter().enumerate().all(|(i, r)| r.id == i as i64 + 1), "gapless ids");
+    let verified = log::verify(api.t.store.db()).await.unwrap();
+    assert_eq!(verified.last_id, all.len() as i64, "the chain verifies");
+    for id in ["w-ride", "w-stale", "w-again", "elsewhere"] {
+        assert_eq!(all.iter().filter(|r| r.request_id == id).count(), 1, "{id}");
+    }
+    api.t.db.cleanup().await;
+}
+
 on_both!(the_unusual_access_report, |kind| async move {
     let mut settings = test_settings();
     settings.unusual.bulk_threshold = 3;

@@ -30,6 +30,7 @@ fn request(stream: &str, expected: i64, events: Vec<NewEvent>) -> AppendRequest 
         vault: vec![],
         idempotency: None,
         cards: vec![],
+        rider: None,
     }
 }
 
@@ -52,6 +53,7 @@ fn card(household: &str, number: &str) -> AppendRequest {
         vault: vec![],
         idempotency: None,
         cards: vec![],
+        rider: None,
     }
 }
 

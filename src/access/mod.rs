@@ -11,6 +11,7 @@ pub mod log;
 pub mod oidc;
 pub mod record;
 pub mod recorder;
+pub mod ride;
 pub mod roles;
 pub mod sessions;
 pub mod terminal;

@@ -10,8 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::fast;
 use super::record::{chain_from, Head};
+use super::ride::Chain;
 use super::{AccessError, AccessRecord};
 use crate::audit::merkle::Hash;
+use crate::store::side::SideLog;
 use crate::store::sql::{json_array, Db, Ty, Val};
 use crate::store::StoreError;
 
@@ -25,11 +27,14 @@ type Reply = oneshot::Sender<Result<i64, Arc<StoreError>>>;
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<(AccessRecord, Reply)>,
+    /// The chain head this process knows, shared with the event writer when writes' records
+    /// ride with their events (PostgreSQL).
+    chain: Option<Arc<Chain>>,
 }
 
-const PERSON_COLS: [(&str, Ty); 2] = [("person_id", Ty::Text), ("record_id", Ty::Int)];
+pub(super) const PERSON_COLS: [(&str, Ty); 2] = [("person_id", Ty::Text), ("record_id", Ty::Int)];
 
-const RECORD_COLS: [(&str, Ty); 15] = [
+pub(super) const RECORD_COLS: [(&str, Ty); 15] = [
     ("id", Ty::Int),
     ("at", Ty::Instant),
     ("actor", Ty::Text),
@@ -50,9 +55,10 @@ const RECORD_COLS: [(&str, Ty); 15] = [
 impl Recorder {
     pub fn spawn(db: Db) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<(AccessRecord, Reply)>(MAX_BATCH * 8);
+        let chain = Arc::new(Chain::default());
+        let known = chain.clone();
+        let postgres = matches!(db, Db::Postgres(_));
         let task = tokio::spawn(async move {
-            // The head as this task last wrote it: PostgreSQL's one-statement path starts there.
-            let mut known: Option<Head> = None;
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -62,6 +68,8 @@ impl Recorder {
                     }
                 }
                 let (mut records, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                // Nothing else chains from the head while this batch is written.
+                let mut known = known.head.lock().await;
                 let mut result = write(&db, &mut known, &mut records).await;
                 // A full disk releases the storage reserve: then there is room for the records.
                 if let Err(e) = &result {
@@ -69,6 +77,7 @@ impl Recorder {
                         result = write(&db, &mut known, &mut records).await;
                     }
                 }
+                drop(known);
                 match result {
                     Ok(ids) => {
                         for (reply, id) in replies.into_iter().zip(ids) {
@@ -85,7 +94,19 @@ impl Recorder {
                 }
             }
         });
-        (Self { tx }, task)
+        let chain = postgres.then_some(chain);
+        (Self { tx, chain }, task)
+    }
+
+    /// Whether writes' records may ride with their events.
+    pub fn rides(&self) -> bool {
+        self.chain.is_some()
+    }
+
+    /// The access log as a side log of the event writer: a write's record commits in its
+    /// event's statement (PostgreSQL only; None where records are not written here).
+    pub fn side(&self) -> Option<Arc<dyn SideLog>> {
+        self.chain.clone().map(|c| c as Arc<dyn SideLog>)
     }
 
     /// A recorder that answers at once and writes nothing: only for the benchmark that
@@ -98,7 +119,7 @@ impl Recorder {
                 let _ = reply.send(Ok(0));
             }
         });
-        Self { tx }
+        Self { tx, chain: None }
     }
 
     /// Writes a record durably; returns its id.
@@ -125,9 +146,18 @@ impl Recorder {
 /// Flags the records that name a person with a DV disclosure restriction (閲覧制限) on record,
 /// for review: one query for the whole batch.
 async fn mark_restricted(db: &Db, records: &mut [AccessRecord]) -> Result<(), StoreError> {
-    let mut persons: Vec<String> = records.iter().flat_map(|r| r.persons.iter().cloned()).collect();
+    let persons: Vec<String> = records.iter().flat_map(|r| r.persons.iter().cloned()).collect();
+    let restricted = restricted_among(db, persons).await?;
+    for r in records.iter_mut() {
+        r.restricted = r.persons.iter().any(|p| restricted.contains(p));
+    }
+    Ok(())
+}
+
+/// Those of `persons` with a DV disclosure restriction in force, as the read models know it.
+pub async fn restricted_among(db: &Db, mut persons: Vec<String>) -> Result<HashSet<String>, StoreError> {
     if persons.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     persons.sort_unstable();
     persons.dedup();
@@ -145,10 +175,7 @@ async fn mark_restricted(db: &Db, records: &mut [AccessRecord]) -> Result<(), St
         .into_iter()
         .filter_map(|r| r[0].as_text().map(str::to_owned))
         .collect();
-    for r in records.iter_mut() {
-        r.restricted = r.persons.iter().any(|p| restricted.contains(p));
-    }
-    Ok(())
+    Ok(restricted)
 }
 
 /// Writes a batch: on PostgreSQL in one statement from the head this task last wrote, else
@@ -222,7 +249,7 @@ async fn careful(db: &Db, records: &mut [AccessRecord]) -> Result<Head, StoreErr
 
 /// The stored rows of chained records (`hashes`: each one's chain hash) and of their person
 /// index.
-fn rows(records: &[AccessRecord], hashes: &[Hash]) -> (Vec<Vec<Val>>, Vec<Vec<Val>>) {
+pub(super) fn rows(records: &[AccessRecord], hashes: &[Hash]) -> (Vec<Vec<Val>>, Vec<Vec<Val>>) {
     let mut rows = Vec::with_capacity(records.len());
     let mut persons = Vec::new();
     for (r, hash) in records.iter().zip(hashes) {

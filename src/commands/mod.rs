@@ -20,6 +20,7 @@ use cqrs_es::Aggregate;
 pub use decide::Decision;
 pub use recorded::{Consequence, Recorded};
 
+use crate::access::ride;
 use crate::clock::Clock;
 use crate::domain::input::PersonInput;
 use crate::domain::{DomainError, Household, HouseholdEvent, HouseholdId, Person, PersonId};
@@ -116,9 +117,13 @@ impl Commands {
     async fn run(&self, command: &Command, ctx: &RequestContext, system: bool) -> Result<Recorded, LedgerError> {
         let (stream, id) = command.stream();
         let _serial = self.locks.lock(format!("{stream}/{id}")).await;
+        // The write's access record commits with its events where it can.
+        let rides = ctx.access.is_some() && self.writer.rides();
         for _ in 0..CONFLICT_RETRIES {
             let ticket = self.writer.ticket();
-            let (expected, decision) = match command {
+            // With a riding record: the stream's person, and whether its own history (this
+            // write included) has a disclosure restriction in force.
+            let (expected, decided) = match command {
                 Command::Person { person_id, input } => {
                     let folded = self.source.person(person_id).await?;
                     let expected = folded.sequence;
@@ -127,8 +132,15 @@ impl Commands {
                     }
                     let decided = self
                         .decide_person(&self.source, person_id, folded, input, ctx, system)
-                        .await;
-                    (expected, decided.map(|(d, _)| d))
+                        .await
+                        .and_then(|(d, after)| {
+                            let own = match rides {
+                                true => Some((person_id.to_string(), under_restriction(&after.aggregate)?)),
+                                false => None,
+                            };
+                            Ok((d, own))
+                        });
+                    (expected, decided)
                 }
                 Command::Household { household_id, event } => {
                     let folded = self.source.household(household_id).await?;
@@ -139,15 +151,27 @@ impl Commands {
                     let decided = self
                         .decide_household(&self.source, household_id, folded, event, ctx)
                         .await;
-                    (expected, decided.map(|(d, _)| d))
+                    (expected, decided.map(|(d, _)| (d, None)))
                 }
             };
-            let decision = match decision {
+            let (decision, own) = match decided {
                 Ok(d) => d,
                 Err(e @ (LedgerError::Rule(_) | LedgerError::Input(_))) => return self.or_replay(e, ctx).await,
                 Err(e) => return Err(e),
             };
             let caused = !decision.follow.also.is_empty();
+            let rider = match (&ctx.access, rides) {
+                (Some(record), true) => {
+                    let consequences = decision
+                        .follow
+                        .also
+                        .iter()
+                        .filter(|s| s.aggregate_type == "person")
+                        .map(|s| s.aggregate_id.clone());
+                    Some(ride::rider(self.store.db(), record.clone(), consequences, own).await?)
+                }
+                _ => None,
+            };
             let request = AppendRequest {
                 aggregate_type: stream.into(),
                 aggregate_id: id.into(),
@@ -160,6 +184,7 @@ impl Commands {
                     fingerprint: ctx.fingerprint.clone().unwrap_or_default(),
                 }),
                 cards: decision.follow.cards,
+                rider,
             };
             // The household and card locks are held until the append is answered.
             let _held = (decision.follow.guards, decision.follow.card_guard);
@@ -202,9 +227,10 @@ impl Commands {
         match self.writer.append(Some(ticket), request).await? {
             Ok(appended) => {
                 self.projections.notify();
-                Recorded::new(&appended.events, appended.recorded_at, false)
-                    .map(Some)
-                    .ok_or_else(|| LedgerError::Internal("an append wrote no event".into()))
+                let mut recorded = Recorded::new(&appended.events, appended.recorded_at, false)
+                    .ok_or_else(|| LedgerError::Internal("an append wrote no event".into()))?;
+                recorded.access_recorded = appended.rider_written;
+                Ok(Some(recorded))
             }
             Err(Rejection::KeyUsed(rec)) => self.replayed(ctx, rec).await.map(Some),
             Err(Rejection::Conflict { expected, actual }) => {
@@ -259,6 +285,14 @@ impl Commands {
         }
         Err(e)
     }
+}
+
+/// Whether a person's history has a disclosure restriction (閲覧制限) in force.
+fn under_restriction(person: &Person) -> Result<bool, LedgerError> {
+    person
+        .derive()
+        .map(|d| d.disclosure_restricted_from.is_some())
+        .map_err(|e| LedgerError::Internal(format!("a decided history does not derive: {e}")))
 }
 
 fn check_if_match(ctx: &RequestContext, last: i64) -> Result<(), LedgerError> {

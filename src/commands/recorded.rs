@@ -31,6 +31,8 @@ pub struct Recorded {
     pub last_position: i64,
     /// Answered from the Idempotency-Key record: nothing new was written.
     pub replayed: bool,
+    /// The request's access record committed with its events (see `access::ride`).
+    pub access_recorded: bool,
 }
 
 impl Recorded {
@@ -55,6 +57,7 @@ impl Recorded {
                 .collect(),
             last_position: events.last().map_or(own.position, |e| e.position),
             replayed,
+            access_recorded: false,
         })
     }
 

@@ -94,6 +94,7 @@ async fn audit(State(s): State<AppState>, params: Params) -> Result<Response, Ap
         persons: sent.persons,
         my_number: false,
         export: Some(sent.export),
+        recorded: None,
     }
     .on(res))
 }
@@ -167,6 +168,7 @@ async fn feed(State(s): State<AppState>, mut params: Params) -> Result<Response,
         persons: sent.persons,
         my_number: false,
         export: Some(sent.export),
+        recorded: None,
     }
     .on(res))
 }

@@ -27,6 +27,9 @@ pub struct Caller {
     /// The console session the request came with (None: a bearer credential, which a
     /// browser never sends by itself, so its forms need no CSRF token).
     pub session: Option<SessionCredential>,
+    /// The request's access record as begun here, for a write to carry with its event (None
+    /// where records cannot ride: see `access::ride`).
+    pub record: Option<AccessRecord>,
 }
 
 /// A console session as the handlers need it.
@@ -97,6 +100,8 @@ pub struct Touched {
     pub persons: Vec<String>,
     pub my_number: bool,
     pub export: Option<Value>,
+    /// The record was committed with the request's events, with this outcome.
+    pub recorded: Option<u16>,
 }
 
 impl Touched {
@@ -294,6 +299,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
                     terminal,
                     request_id: request_id.clone(),
                     session,
+                    record: (s.access.recorder.rides() && method == Method::POST).then(|| record.clone()),
                 });
                 next.run(req).await
             }
@@ -350,12 +356,24 @@ fn with_console_headers(console: bool, mut res: Response) -> Response {
 /// Completes the record from the response and writes it; the response goes out only after.
 async fn finish(s: &AppState, mut record: AccessRecord, mut response: Response) -> Response {
     let status = response.status();
+    let mut recorded = None;
     if let Some(t) = response.extensions_mut().remove::<Touched>() {
         record.set_persons(t.persons);
         record.my_number = t.my_number;
         record.export = t.export;
+        recorded = t.recorded;
     }
     record.outcome = status.as_u16();
+    match recorded {
+        Some(outcome) if outcome == record.outcome => return response,
+        // Cannot happen (a write that committed its record answers what it recorded); if it
+        // did, the answer actually given is recorded too.
+        Some(outcome) => {
+            tracing::error!(request_id = %record.request_id, recorded = outcome, answered = record.outcome,
+            "a write's access record disagrees with its answer")
+        }
+        None => {}
+    }
     // `restricted` is decided by the recorder, for the whole batch in one query.
     let request_id = record.request_id.clone();
     match s.access.recorder.record(record).await {

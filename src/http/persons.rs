@@ -129,12 +129,17 @@ pub(super) async fn record(
 ) -> Result<Response, ApiError> {
     params.finish()?;
     let (bytes, value) = json_body(body)?;
-    let ctx = context(caller, headers, uri.path(), &bytes, s.ledger.vault())?;
+    let mut ctx = context(caller, headers, uri.path(), &bytes, s.ledger.vault())?;
     let command = command(&value, s.ledger.clock().today())?;
     let mut persons = crate::access::record::named_persons(&value);
     if let Command::Person { person_id, .. } = &command {
         persons.push(person_id.to_string());
     }
+    // The record may commit with the events (one commit instead of two).
+    ctx.access = caller.record.clone().map(|mut record| {
+        record.set_persons(persons.clone());
+        record
+    });
     let r = s.ledger.record(&command, &ctx).await?;
     persons.extend(
         r.consequences
@@ -142,7 +147,9 @@ pub(super) async fn record(
             .filter(|c| c.stream == "person")
             .map(|c| c.stream_id.clone()),
     );
-    Ok(Touched::persons(persons).on(created(id_field, r)))
+    let mut touched = Touched::persons(persons);
+    touched.recorded = r.access_recorded.then_some(StatusCode::CREATED.as_u16());
+    Ok(touched.on(created(id_field, r)))
 }
 
 /// A read of one person's data: the person goes into the access record when answered.
@@ -256,6 +263,7 @@ async fn my_number(
         persons: vec![person_id.to_string()],
         my_number: true,
         export: None,
+        recorded: None,
     };
     let number = match held {
         None => {

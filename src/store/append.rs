@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::side::Rider;
 use super::sql::Ty;
 use super::{corrupt, IdempotencyClaim, IdempotencyRecord, NewEvent, StoreError, VaultEntry};
 
@@ -25,6 +26,9 @@ pub struct AppendRequest {
     pub idempotency: Option<IdempotencyClaim>,
     /// Card numbers this request takes from the deployment's sequences.
     pub cards: Vec<CardClaim>,
+    /// Written with the events in the same statement where the store can (the request's
+    /// access record); see [`super::side`].
+    pub rider: Option<Rider>,
 }
 
 impl AppendRequest {
@@ -39,6 +43,7 @@ impl AppendRequest {
             vault: Vec::new(),
             idempotency: None,
             cards: Vec::new(),
+            rider: None,
         }
     }
 
@@ -96,6 +101,8 @@ pub struct AppendedEvent {
 pub struct Appended {
     pub events: Vec<AppendedEvent>,
     pub recorded_at: DateTime<Utc>,
+    /// The request's rider committed with its events.
+    pub rider_written: bool,
 }
 
 impl Appended {
@@ -220,6 +227,7 @@ pub(super) fn plan(
         outcomes.push(Ok(Appended {
             events: written,
             recorded_at,
+            rider_written: false,
         }));
     }
     Ok(Plan {

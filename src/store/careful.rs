@@ -28,15 +28,20 @@ const KEY_COLS: [(&str, Ty); 5] = [
     ("position", Ty::Int),
     ("created_at", Ty::Instant),
 ];
+use super::side::SideLog;
 use super::sql::{Db, Tx, Ty, Val};
 use super::{commit_instant, corrupt, idempotency_record, StoreError};
 
-pub(super) async fn append_batch(db: &Db, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
+pub(super) async fn append_batch(
+    db: &Db,
+    requests: &[AppendRequest],
+    side: Option<&dyn SideLog>,
+) -> Result<Vec<Outcome>, StoreError> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
     if let Db::Postgres(pool) = db {
-        match super::postgres::fast_append(pool, requests).await {
+        match super::postgres::fast_append(pool, requests, side).await {
             Ok(Some(outcomes)) => return Ok(outcomes),
             // A stale expectation, a used Idempotency-Key or a uniqueness rule: nothing was
             // written; decide request by request on the careful path.
@@ -54,7 +59,7 @@ pub(super) async fn append_batch(db: &Db, requests: &[AppendRequest]) -> Result<
             // One request broke a uniqueness rule: find it by appending one at a time.
             let mut out = Vec::with_capacity(requests.len());
             for r in requests {
-                out.extend(Box::pin(append_batch(db, std::slice::from_ref(r))).await?);
+                out.extend(Box::pin(append_batch(db, std::slice::from_ref(r), None)).await?);
             }
             Ok(out)
         }
@@ -71,7 +76,7 @@ pub(super) async fn append_atomic(
     }
     // The fast path is all or nothing already: one statement that writes everything or nothing.
     if let Db::Postgres(pool) = db {
-        match super::postgres::fast_append(pool, requests).await {
+        match super::postgres::fast_append(pool, requests, None).await {
             Ok(Some(outcomes)) if outcomes.iter().all(Result::is_ok) => {
                 return Ok(Ok(outcomes.into_iter().filter_map(Result::ok).collect()));
             }

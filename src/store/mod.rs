@@ -10,6 +10,7 @@ mod append;
 mod careful;
 mod head;
 mod postgres;
+pub mod side;
 pub mod space;
 pub mod sql;
 pub mod writer;
@@ -365,8 +366,19 @@ impl Store {
     /// Appends a batch of requests in one transaction (group commit). Each request is
     /// all-or-nothing; a rejected request does not affect the others.
     pub async fn append_batch(&self, requests: &[AppendRequest]) -> Result<Vec<Outcome>, StoreError> {
+        self.append_riding(requests, None).await
+    }
+
+    /// [`Self::append_batch`], with the requests' riders written in the same statement as
+    /// their events where that can be done (PostgreSQL's fast path, the side log's head known
+    /// here); an outcome's `rider_written` says so.
+    pub async fn append_riding(
+        &self,
+        requests: &[AppendRequest],
+        side: Option<&dyn side::SideLog>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         self.room()?;
-        let result = careful::append_batch(&self.db, requests).await;
+        let result = careful::append_batch(&self.db, requests, side).await;
         self.note(result)
     }
 

@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Row as _};
 
 use super::append::{plan, Outcome, Row};
+use super::side::{Boarding, Rider, SideLog};
+use super::sql::{bind_pg_rows, pg_unnest};
 use super::{commit_instant, corrupt, AppendRequest, StoreError, VaultEntry};
 
 /// Rows as column arrays, for `INSERT … SELECT FROM UNNEST(…)`: one statement whatever the
@@ -72,7 +74,16 @@ impl From<&Vec<(VaultEntry, i64)>> for VaultColumns {
 /// pass wrongly); when it fails nothing is updated or inserted and `None` sends the batch to
 /// the careful path. A sequence taken meanwhile is a primary-key violation: the statement,
 /// head update included, is undone.
-pub(super) async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Result<Option<Vec<Outcome>>, StoreError> {
+///
+/// With a side log, the requests' riders board it and go in with the events: its head is
+/// moved first (only from where this process last left it), and the log head moves only if
+/// it did, so either both logs take the batch or neither does. A side head moved by another
+/// process sends the batch once more without riders.
+pub(super) async fn fast_append(
+    pool: &PgPool,
+    requests: &[AppendRequest],
+    side: Option<&dyn SideLog>,
+) -> Result<Option<Vec<Outcome>>, StoreError> {
     // Each stream is where its first request in the batch expects it; the plan chains later
     // requests of the same stream from there, and the guard checks only those first
     // expectations against the table.
@@ -93,6 +104,11 @@ pub(super) async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Re
     if plan.outcomes.iter().any(|o| o.is_err()) || plan.rows.is_empty() {
         return Ok(None);
     }
+    let riders: Vec<Rider> = requests.iter().filter_map(|r| r.rider.clone()).collect();
+    let boarding = match side {
+        Some(side) if !riders.is_empty() => side.board(riders).await,
+        _ => None,
+    };
     let n = plan.rows.len() as i64;
     let c = Columns::from(plan.rows);
     let v = VaultColumns::from(&plan.vault);
@@ -109,14 +125,125 @@ pub(super) async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Re
         card_widths.push(*width);
         card_numbers.push(*number);
     }
-    let row: Option<(i64, i64)> = sqlx::query_as(
+    let sql = statement(boarding.as_ref());
+    let q = sqlx::query(&sql)
+        .bind(&c.types)
+        .bind(&c.ids)
+        .bind(&c.sequences)
+        .bind(&c.event_types)
+        .bind(&c.versions)
+        .bind(&c.payloads)
+        .bind(now)
+        .bind(n)
+        .bind(&gt)
+        .bind(&gi)
+        .bind(&gs)
+        .bind(&c.metadata)
+        .bind(&keys)
+        .bind(&fingerprints)
+        .bind(&key_first)
+        .bind(&key_last)
+        .bind(&v.commitments)
+        .bind(&v.person_ids)
+        .bind(&v.nonces)
+        .bind(&v.sealed)
+        .bind(&v.blind_indexes)
+        .bind(&v.positions)
+        .bind(&card_symbols)
+        .bind(&card_widths)
+        .bind(&card_numbers);
+    let q = match &boarding {
+        None => q,
+        Some(b) => {
+            let mut q = q
+                .bind(b.next.0)
+                .bind(b.next.1.clone())
+                .bind(b.expected.0)
+                .bind(b.expected.1.clone());
+            for insert in &b.inserts {
+                q = bind_pg_rows(q, insert.cols, insert.rows.clone());
+            }
+            q
+        }
+    };
+    let row = match q.fetch_optional(pool).await {
+        Ok(row) => row,
+        Err(e) => {
+            if let Some(b) = boarding {
+                b.settle(false);
+            }
+            return Err(e.into());
+        }
+    };
+    let Some(row) = row else {
+        return match boarding {
+            // The side head had moved (or a stream had): once more, the events alone.
+            Some(b) => {
+                b.settle(false);
+                Box::pin(fast_append(pool, requests, None)).await
+            }
+            None => Ok(None),
+        };
+    };
+    let rode = boarding.is_some();
+    if let Some(b) = boarding {
+        b.settle(true);
+    }
+    let (base, micros): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| corrupt("recorded_at"))?;
+    Ok(Some(
+        plan.outcomes
+            .into_iter()
+            .zip(requests)
+            .map(|(o, r)| {
+                o.map(|mut a| {
+                    for e in &mut a.events {
+                        e.position += base;
+                    }
+                    a.recorded_at = at;
+                    a.rider_written = rode && r.rider.is_some();
+                    a
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// The fast path's statement; with a boarding, its side head and inserts (parameters from
+/// `$26` on: the side head's next id and hash, its expected id and hash, then each insert's
+/// column arrays).
+fn statement(boarding: Option<&Boarding>) -> String {
+    let (mut side_head, mut side_gate, mut side_inserts, mut side_checks) =
+        (String::new(), String::new(), String::new(), String::new());
+    if let Some(b) = boarding {
+        side_head = format!(
+            "side_head AS (\
+               UPDATE {} SET last_id = $26, last_hash = $27 \
+               WHERE id = 1 AND last_id = $28 AND last_hash = $29 AND (SELECT ok FROM guard) RETURNING 1), ",
+            b.head_table
+        );
+        side_gate = " AND EXISTS (SELECT 1 FROM side_head)".into();
+        let mut param = 30;
+        for (k, insert) in b.inserts.iter().enumerate() {
+            let names = insert.cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+            side_inserts += &format!(
+                ", side{k} AS (INSERT INTO {} ({names}) {}, head RETURNING 1)",
+                insert.table,
+                pg_unnest(insert.cols, param)
+            );
+            side_checks += &format!(" AND (SELECT count(*) FROM side{k}) = {}", insert.rows.len());
+            param += insert.cols.len();
+        }
+    }
+    format!(
         "WITH guard AS (\
            SELECT count(*) = cardinality($9::text[]) AS ok FROM events e \
            JOIN UNNEST($9::text[], $10::text[], $11::bigint[]) AS g(t, i, s) \
              ON e.aggregate_type = g.t AND e.aggregate_id = g.i AND e.sequence = g.s), \
+         {side_head}\
          head AS (\
            UPDATE log_head SET last_position = last_position + $8, last_recorded_at = greatest(last_recorded_at, $7) \
-           WHERE id AND (SELECT ok FROM guard) \
+           WHERE id AND (SELECT ok FROM guard){side_gate} \
            RETURNING last_position - $8 AS base, last_recorded_at AS at), \
          inserted AS (\
            INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at) \
@@ -140,54 +267,11 @@ pub(super) async fn fast_append(pool: &PgPool, requests: &[AppendRequest]) -> Re
            INSERT INTO card_sequence (symbol, width, last) \
            SELECT c.s, c.w, c.n FROM UNNEST($23::text[], $24::bigint[], $25::bigint[]) AS c(s, w, n), head \
            ON CONFLICT (symbol, width) DO UPDATE SET last = greatest(card_sequence.last, excluded.last) \
-           RETURNING 1) \
+           RETURNING 1){side_inserts} \
          SELECT head.base, (extract(epoch FROM head.at) * 1000000)::bigint FROM head \
          WHERE (SELECT count(*) FROM inserted) = $8 \
            AND (SELECT count(*) FROM keys) = cardinality($13::text[]) \
            AND (SELECT count(*) FROM vault) = cardinality($17::text[]) \
-           AND (SELECT count(*) FROM cards) = cardinality($23::text[])",
+           AND (SELECT count(*) FROM cards) = cardinality($23::text[]){side_checks}"
     )
-    .bind(&c.types)
-    .bind(&c.ids)
-    .bind(&c.sequences)
-    .bind(&c.event_types)
-    .bind(&c.versions)
-    .bind(&c.payloads)
-    .bind(now)
-    .bind(n)
-    .bind(&gt)
-    .bind(&gi)
-    .bind(&gs)
-    .bind(&c.metadata)
-    .bind(&keys)
-    .bind(&fingerprints)
-    .bind(&key_first)
-    .bind(&key_last)
-    .bind(&v.commitments)
-    .bind(&v.person_ids)
-    .bind(&v.nonces)
-    .bind(&v.sealed)
-    .bind(&v.blind_indexes)
-    .bind(&v.positions)
-    .bind(&card_symbols)
-    .bind(&card_widths)
-    .bind(&card_numbers)
-    .fetch_optional(pool)
-    .await?;
-    let Some((base, micros)) = row else { return Ok(None) };
-    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| corrupt("recorded_at"))?;
-    Ok(Some(
-        plan.outcomes
-            .into_iter()
-            .map(|o| {
-                o.map(|mut a| {
-                    for e in &mut a.events {
-                        e.position += base;
-                    }
-                    a.recorded_at = at;
-                    a
-                })
-            })
-            .collect(),
-    ))
 }

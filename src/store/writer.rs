@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::side::SideLog;
 use super::{AppendRequest, Appended, Outcome, Rejection, Store, StoreError};
 use crate::metrics;
 
@@ -36,6 +37,8 @@ pub type AllOutcome = Result<Vec<Appended>, (Option<usize>, Rejection)>;
 pub struct Writer {
     tx: mpsc::Sender<Job>,
     preparing: Arc<AtomicUsize>,
+    /// Requests' riders may be written with their events (a side log was given).
+    rides: bool,
 }
 
 /// A command being prepared (stream loaded, rules checked) that will probably submit an append
@@ -61,8 +64,15 @@ fn count(outcome: &Outcome) {
 }
 
 impl Writer {
-    /// Starts the writer task; `max_batch` bounds the requests committed together.
-    pub fn spawn(store: Store, max_batch: usize) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the writer task; `max_batch` bounds the requests committed together. With
+    /// `side`, the requests' riders are written to it in their events' statement where the
+    /// store can (see [`super::side`]).
+    pub fn spawn(
+        store: Store,
+        max_batch: usize,
+        side: Option<Arc<dyn SideLog>>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let rides = side.is_some();
         let (tx, mut rx) = mpsc::channel::<Job>(max_batch * 4);
         let preparing = Arc::new(AtomicUsize::new(0));
         let waiting = preparing.clone();
@@ -117,7 +127,7 @@ impl Writer {
                     }
                 }
                 metrics::global().append_batches.inc();
-                match store.append_batch(&requests).await {
+                match store.append_riding(&requests, side.as_deref()).await {
                     Ok(outcomes) => {
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
                             count(&outcome);
@@ -135,7 +145,12 @@ impl Writer {
                 }
             }
         });
-        (Self { tx, preparing }, handle)
+        (Self { tx, preparing, rides }, handle)
+    }
+
+    /// Whether a request's rider may be written with its events.
+    pub fn rides(&self) -> bool {
+        self.rides
     }
 
     /// Announces a command that is about to prepare an append.

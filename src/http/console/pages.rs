@@ -465,6 +465,7 @@ pub async fn my_number(
         persons: vec![person_id.to_string()],
         my_number: true,
         export: None,
+        recorded: None,
     };
     Ok(touched.on(res))
 }
