@@ -66,11 +66,11 @@ on_both!(two_processes_keep_one_gapless_chain, |kind| async move {
     db.cleanup().await;
 });
 
-/// Two ledgers ("processes") on one database answer writes and reads at once. On PostgreSQL a
-/// write's record rides in its event's statement from the access head its process last wrote,
-/// while the other process's records keep moving that head: some ride, some fall back to the
-/// recorder. Whatever the interleaving: one record per answered request, with the outcome
-/// answered; the log gapless and chained; every write's event in the log.
+// Two ledgers ("processes") on one database answer writes and reads at once. On PostgreSQL a
+// write's record rides in its event's statement from the access head its process last wrote,
+// while the other process's records keep moving that head: some ride, some fall back to the
+// recorder. Whatever the interleaving: one record per answered request, with the outcome
+// answered; the log gapless and chained; every write's event in the log.
 on_both!(
     two_processes_writing_and_reading_keep_one_record_per_request,
     |kind| async move {
