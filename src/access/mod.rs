@@ -6,7 +6,6 @@
 //! parts the same way.
 
 pub mod command_line;
-mod fast;
 pub mod log;
 pub mod oidc;
 pub mod record;

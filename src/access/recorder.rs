@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::fast;
 use super::record::{chain_from, Head};
 use super::ride::Chain;
 use super::{AccessError, AccessRecord};
 use crate::audit::merkle::Hash;
-use crate::store::side::SideLog;
+use crate::store::side::{SideInsert, SideLog, SideRows};
 use crate::store::sql::{json_array, Db, Ty, Val};
 use crate::store::StoreError;
 
@@ -32,9 +31,9 @@ pub struct Recorder {
     chain: Option<Arc<Chain>>,
 }
 
-pub(super) const PERSON_COLS: [(&str, Ty); 2] = [("person_id", Ty::Text), ("record_id", Ty::Int)];
+const PERSON_COLS: [(&str, Ty); 2] = [("person_id", Ty::Text), ("record_id", Ty::Int)];
 
-pub(super) const RECORD_COLS: [(&str, Ty); 15] = [
+const RECORD_COLS: [(&str, Ty); 15] = [
     ("id", Ty::Int),
     ("at", Ty::Instant),
     ("actor", Ty::Text),
@@ -184,15 +183,14 @@ pub async fn restricted_among(db: &Db, mut persons: Vec<String>) -> Result<HashS
 async fn write(db: &Db, known: &mut Option<Head>, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreError> {
     mark_restricted(db, records).await?;
     if let (Db::Postgres(pool), Some(head)) = (db, *known) {
-        let (hashes, next) = chain_from(head, records);
-        let (rows, persons) = rows(records, &hashes);
-        match fast::write(pool, (head, next), (&RECORD_COLS, rows), (&PERSON_COLS, persons)).await {
+        let (next, rows) = chained(head, records);
+        match rows.write(pool).await {
             Ok(true) => {
                 *known = Some(next);
                 return Ok(records.iter().map(|r| r.id).collect());
             }
             Ok(false) => {}
-            Err(e) if fast::read_only(&e) => {}
+            Err(e) if read_only(&e) => {}
             Err(e) => {
                 *known = None;
                 return Err(e);
@@ -247,9 +245,44 @@ async fn careful(db: &Db, records: &mut [AccessRecord]) -> Result<Head, StoreErr
     Ok(next)
 }
 
+/// Numbers and chains `records` after `head`: the new head, and the rows that write them
+/// only if the stored head is still at `head` (one statement on PostgreSQL, whether alone or
+/// with a batch of events: `store::side`).
+pub(super) fn chained(head: Head, records: &mut [AccessRecord]) -> (Head, SideRows) {
+    let (hashes, next) = chain_from(head, records);
+    let (records, persons) = rows(records, &hashes);
+    let rows = SideRows {
+        head_table: "access_head",
+        expected: (head.last_id, head.last_hash.to_vec()),
+        next: (next.last_id, next.last_hash.to_vec()),
+        inserts: vec![
+            SideInsert {
+                table: "access_records",
+                cols: &RECORD_COLS,
+                rows: records,
+            },
+            SideInsert {
+                table: "access_record_persons",
+                cols: &PERSON_COLS,
+                rows: persons,
+            },
+        ],
+    };
+    (next, rows)
+}
+
+/// Whether a failure is PostgreSQL refusing a write because the database was made read-only
+/// (SQLSTATE 25006): the careful path's explicit `BEGIN READ WRITE` still records.
+fn read_only(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(d)) => d.code().as_deref() == Some("25006"),
+        _ => false,
+    }
+}
+
 /// The stored rows of chained records (`hashes`: each one's chain hash) and of their person
 /// index.
-pub(super) fn rows(records: &[AccessRecord], hashes: &[Hash]) -> (Vec<Vec<Val>>, Vec<Vec<Val>>) {
+fn rows(records: &[AccessRecord], hashes: &[Hash]) -> (Vec<Vec<Val>>, Vec<Vec<Val>>) {
     let mut rows = Vec::with_capacity(records.len());
     let mut persons = Vec::new();
     for (r, hash) in records.iter().zip(hashes) {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::record::{chain_from, Head};
-use super::recorder::{restricted_among, rows, PERSON_COLS, RECORD_COLS};
+use super::record::Head;
+use super::recorder::{chained, restricted_among};
 use super::AccessRecord;
-use crate::store::side::{Boarding, Rider, SideInsert, SideLog};
+use crate::store::side::{Boarding, Rider, SideLog};
 use crate::store::sql::Db;
 use crate::store::StoreError;
 
@@ -33,28 +33,9 @@ impl SideLog for Chain {
             return None;
         }
         let mut known = self.head.clone().lock_owned().await;
-        let head = (*known)?;
-        let (hashes, next) = chain_from(head, &mut records);
-        let (records, persons) = rows(&records, &hashes);
-        Some(Boarding::new(
-            "access_head",
-            (head.last_id, head.last_hash.to_vec()),
-            (next.last_id, next.last_hash.to_vec()),
-            vec![
-                SideInsert {
-                    table: "access_records",
-                    cols: &RECORD_COLS,
-                    rows: records,
-                },
-                SideInsert {
-                    table: "access_record_persons",
-                    cols: &PERSON_COLS,
-                    rows: persons,
-                },
-            ],
-            // The head is held until here: the recorder's next batch chains after these.
-            move |written| *known = written.then_some(next),
-        ))
+        let (next, rows) = chained((*known)?, &mut records);
+        // The head is held until settled: the recorder's next batch chains after these.
+        Some(Boarding::new(rows, move |written| *known = written.then_some(next)))
     }
 }
 

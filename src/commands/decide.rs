@@ -71,6 +71,9 @@ pub struct Decision {
     pub events: Vec<NewEvent>,
     pub follow: Follow,
     pub vault: Vec<VaultEntry>,
+    /// A person's decision: whether the person's history, these events included, has a
+    /// disclosure restriction (閲覧制限) in force (for the write's access record).
+    pub restricted: Option<bool>,
 }
 
 /// A refusal of an event the ledger decided itself is a broken invariant, not the caller's
@@ -133,7 +136,13 @@ impl Commands {
             sequence: sequence + events.len() as i64,
             aggregate: person,
         };
-        Ok((Decision { events, follow, vault }, after))
+        let decision = Decision {
+            events,
+            follow,
+            vault,
+            restricted: Some(derived.disclosure_restricted_from.is_some()),
+        };
+        Ok((decision, after))
     }
 
     /// A household's event: the aggregate's rules (which read the persons concerned).
@@ -184,6 +193,7 @@ impl Commands {
             events,
             follow: Follow::default(),
             vault: Vec::new(),
+            restricted: None,
         };
         Ok((decision, after))
     }

@@ -121,9 +121,7 @@ impl Commands {
         let rides = ctx.access.is_some() && self.writer.rides();
         for _ in 0..CONFLICT_RETRIES {
             let ticket = self.writer.ticket();
-            // With a riding record: the stream's person, and whether its own history (this
-            // write included) has a disclosure restriction in force.
-            let (expected, decided) = match command {
+            let (expected, decision) = match command {
                 Command::Person { person_id, input } => {
                     let folded = self.source.person(person_id).await?;
                     let expected = folded.sequence;
@@ -132,15 +130,8 @@ impl Commands {
                     }
                     let decided = self
                         .decide_person(&self.source, person_id, folded, input, ctx, system)
-                        .await
-                        .and_then(|(d, after)| {
-                            let own = match rides {
-                                true => Some((person_id.to_string(), under_restriction(&after.aggregate)?)),
-                                false => None,
-                            };
-                            Ok((d, own))
-                        });
-                    (expected, decided)
+                        .await;
+                    (expected, decided.map(|(d, _)| d))
                 }
                 Command::Household { household_id, event } => {
                     let folded = self.source.household(household_id).await?;
@@ -151,10 +142,10 @@ impl Commands {
                     let decided = self
                         .decide_household(&self.source, household_id, folded, event, ctx)
                         .await;
-                    (expected, decided.map(|(d, _)| (d, None)))
+                    (expected, decided.map(|(d, _)| d))
                 }
             };
-            let (decision, own) = match decided {
+            let decision = match decision {
                 Ok(d) => d,
                 Err(e @ (LedgerError::Rule(_) | LedgerError::Input(_))) => return self.or_replay(e, ctx).await,
                 Err(e) => return Err(e),
@@ -162,6 +153,8 @@ impl Commands {
             let caused = !decision.follow.also.is_empty();
             let rider = match (&ctx.access, rides) {
                 (Some(record), true) => {
+                    // The stream's person's flag comes from its own history, this write included.
+                    let own = decision.restricted.map(|r| (id.to_owned(), r));
                     let consequences = decision
                         .follow
                         .also
@@ -285,14 +278,6 @@ impl Commands {
         }
         Err(e)
     }
-}
-
-/// Whether a person's history has a disclosure restriction (閲覧制限) in force.
-fn under_restriction(person: &Person) -> Result<bool, LedgerError> {
-    person
-        .derive()
-        .map(|d| d.disclosure_restricted_from.is_some())
-        .map_err(|e| LedgerError::Internal(format!("a decided history does not derive: {e}")))
 }
 
 fn check_if_match(ctx: &RequestContext, last: i64) -> Result<(), LedgerError> {

@@ -7,8 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row as _};
 
 use super::append::{plan, Outcome, Row};
-use super::side::{Boarding, Rider, SideLog};
-use super::sql::{bind_pg_rows, pg_unnest};
+use super::side::{Boarding, Rider, SideLog, SideSql};
 use super::{commit_instant, corrupt, AppendRequest, StoreError, VaultEntry};
 
 /// Rows as column arrays, for `INSERT … SELECT FROM UNNEST(…)`: one statement whatever the
@@ -154,17 +153,7 @@ pub(super) async fn fast_append(
         .bind(&card_numbers);
     let q = match &boarding {
         None => q,
-        Some(b) => {
-            let mut q = q
-                .bind(b.next.0)
-                .bind(b.next.1.clone())
-                .bind(b.expected.0)
-                .bind(b.expected.1.clone());
-            for insert in &b.inserts {
-                q = bind_pg_rows(q, insert.cols, insert.rows.clone());
-            }
-            q
-        }
+        Some(b) => b.rows.bind(q),
     };
     let row = match q.fetch_optional(pool).await {
         Ok(row) => row,
@@ -209,32 +198,21 @@ pub(super) async fn fast_append(
     ))
 }
 
-/// The fast path's statement; with a boarding, its side head and inserts (parameters from
-/// `$26` on: the side head's next id and hash, its expected id and hash, then each insert's
-/// column arrays).
+/// The fast path's statement; with a boarding, its side head (moved only if the guard holds)
+/// and inserts, parameters from `$26` on.
 fn statement(boarding: Option<&Boarding>) -> String {
-    let (mut side_head, mut side_gate, mut side_inserts, mut side_checks) =
-        (String::new(), String::new(), String::new(), String::new());
-    if let Some(b) = boarding {
-        side_head = format!(
-            "side_head AS (\
-               UPDATE {} SET last_id = $26, last_hash = $27 \
-               WHERE id = 1 AND last_id = $28 AND last_hash = $29 AND (SELECT ok FROM guard) RETURNING 1), ",
-            b.head_table
-        );
-        side_gate = " AND EXISTS (SELECT 1 FROM side_head)".into();
-        let mut param = 30;
-        for (k, insert) in b.inserts.iter().enumerate() {
-            let names = insert.cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-            side_inserts += &format!(
-                ", side{k} AS (INSERT INTO {} ({names}) {}, head RETURNING 1)",
-                insert.table,
-                pg_unnest(insert.cols, param)
-            );
-            side_checks += &format!(" AND (SELECT count(*) FROM side{k}) = {}", insert.rows.len());
-            param += insert.cols.len();
-        }
-    }
+    let SideSql {
+        head: side_head,
+        inserts: side_inserts,
+        checks: side_checks,
+    } = boarding
+        .map(|b| b.rows.sql(26, "(SELECT ok FROM guard)"))
+        .unwrap_or_default();
+    let side_gate = if boarding.is_some() {
+        " AND EXISTS (SELECT 1 FROM side_head)"
+    } else {
+        ""
+    };
     format!(
         "WITH guard AS (\
            SELECT count(*) = cardinality($9::text[]) AS ok FROM events e \
