@@ -32,19 +32,26 @@ async fn metrics(addr: &str) -> String {
 
 /// One long-poll over its own connection: the status and the JSON body.
 async fn long_poll(addr: String, token: String, after: i64) -> (u16, Value) {
-    let mut s = loop {
-        // A full accept backlog refuses a few connections at first: try again.
-        match tokio::net::TcpStream::connect(&addr).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
     let req = format!(
         "GET /v1/feed?after={after}&wait=30 HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    // A full accept backlog refuses or resets a few of 2,000 connections opened at once, before
+    // any answer: try again (the GET changes nothing).
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
+    for attempt in 0.. {
+        raw.clear();
+        let answered = async {
+            let mut s = tokio::net::TcpStream::connect(&addr).await?;
+            s.write_all(req.as_bytes()).await?;
+            s.read_to_end(&mut raw).await
+        }
+        .await;
+        match answered {
+            Ok(_) => break,
+            Err(_) if raw.is_empty() && attempt < 100 => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => panic!("long-poll: {e}"),
+        }
+    }
     let raw = String::from_utf8_lossy(&raw);
     let status = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
     let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();

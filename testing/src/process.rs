@@ -187,20 +187,33 @@ fn start_bare_with(db: &TestDb, dir: &std::path::Path, env: &[(&str, &str)]) -> 
     Server { child, addr, log }
 }
 
-/// A GET answered with text (`/metrics`): the status and the body as it came.
+/// A GET answered with text (`/metrics`): the status and the body as it came. A connection
+/// reset before any answer (a full accept queue while thousands of clients connect at once)
+/// is tried again: the GET changes nothing.
 pub fn http_text(addr: &str, path: &str) -> (u16, String) {
     let auth = token_of(addr)
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    let mut tries = 0;
+    let raw = loop {
+        let mut raw = String::new();
+        let attempt = TcpStream::connect(addr).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n"
+            )?;
+            s.read_to_string(&mut raw)
+        });
+        match attempt {
+            Ok(_) => break raw,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && raw.is_empty() && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    };
     let status: u16 = raw.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }
