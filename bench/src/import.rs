@@ -1,5 +1,6 @@
 //! `kokuho-ledger import` of 10 events per person, run as users run it (its own process, peak
-//! memory measured), against a plain batched INSERT of the same rows in the same run.
+//! memory measured), against a plain batched INSERT of the same rows in the same run; then how
+//! long `kokuho-ledger serve` takes to be ready on what the import left.
 
 use anyhow::Context as _;
 use kokuho_ledger::store::Store;
@@ -17,12 +18,19 @@ pub async fn run(url: &str, persons: usize, batch_lines: usize) -> anyhow::Resul
         .arg(&key)
         .output()?;
     anyhow::ensure!(keygen.status.success(), "vault keygen failed");
+    let audit_key = dir.path().join("audit.key");
+    let keygen = std::process::Command::new(&bin)
+        .args(["audit", "keygen", "--out"])
+        .arg(&audit_key)
+        .output()?;
+    anyhow::ensure!(keygen.status.success(), "audit keygen failed");
     let (secs, rss, said) = timed(
         std::process::Command::new(&bin)
             .arg("import")
             .arg(&file)
             .args(["--database-url", url, "--batch-size", &batch_lines.to_string()])
             .env("KOKUHO_VAULT_KEY_FILE", &key)
+            .env("KOKUHO_AUDIT_KEY_FILE", &audit_key)
             .env("KOKUHO_INSURER_NUMBER", "131999")
             .env("RUST_LOG", "warn"),
     )?;
@@ -34,6 +42,12 @@ pub async fn run(url: &str, persons: usize, batch_lines: usize) -> anyhow::Resul
          {:.0} events/s over {n} events; peak RSS {:.0} MiB",
         n as f64 / secs,
         rss as f64 / 1024.0
+    );
+
+    let (listening, ready, behind) = serve_ready(&bin, url, &key, &audit_key).await?;
+    println!(
+        "  `serve` on the imported database: listening {listening:.2} s after its start, /readyz 200 after {ready:.2} s \
+         (events its projections, feed and audit chain still had to apply then: {behind})"
     );
 
     // Baseline: the same rows into a plain table, batches of the same size, one commit each.
@@ -81,4 +95,64 @@ pub async fn run(url: &str, persons: usize, batch_lines: usize) -> anyhow::Resul
     println!("  ratio (end to end / plain): {:.2}", n as f64 / secs / plain);
     store.close().await;
     Ok(())
+}
+
+/// Starts `serve` on the database and times (from its start) its listening and its first
+/// `/readyz` 200 (every projection, the feed and the audit chain caught up, api.md), with the
+/// events they were still behind then (summed).
+async fn serve_ready(
+    bin: &std::path::Path,
+    url: &str,
+    vault_key: &std::path::Path,
+    audit_key: &std::path::Path,
+) -> anyhow::Result<(f64, f64, i64)> {
+    use std::io::BufRead as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+        .env("KOKUHO_VAULT_KEY_FILE", vault_key)
+        .env("KOKUHO_AUDIT_KEY_FILE", audit_key)
+        .env("KOKUHO_INSURER_NUMBER", "131999")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        // Read to the end, so the server never blocks on a full pipe.
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        }
+    });
+    let answer = async {
+        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(600))).await??;
+        let listening = started.elapsed().as_secs_f64();
+        loop {
+            let mut s = tokio::net::TcpStream::connect(&addr).await?;
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+                .await?;
+            let mut raw = String::new();
+            s.read_to_string(&mut raw).await?;
+            if raw.starts_with("HTTP/1.1 200") {
+                let ready = started.elapsed().as_secs_f64();
+                let body: serde_json::Value = serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap_or_default())?;
+                let projections = body["projections"].as_array().context("no projections in /readyz")?;
+                let behind = projections.iter().filter_map(|p| p["lag_events"].as_i64()).sum();
+                return anyhow::Ok((listening, ready, behind));
+            }
+            anyhow::ensure!(started.elapsed().as_secs() < 600, "not ready after 600 s: {raw}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    answer
 }

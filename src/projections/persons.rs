@@ -2,18 +2,20 @@
 //! timeline intervals and household memberships, versioned by knowledge time.
 //!
 //! For every person event at position P the person's rows are derived from the stream up to
-//! P (corrections included, exactly as the ledger derives them); a table whose rows changed
-//! gets a new version from P and its previous version ends at P. Versions are keyed by the
+//! P (corrections included, exactly as the ledger derives them) and compared row by row (by
+//! ordinal) with those before P: a changed or vanished row ends at P, a changed or new row
+//! starts at P, an unchanged one keeps its version. Versions are keyed by the
 //! position of the event that caused them, so the tables are the same however the log was cut
 //! into batches: incremental runs and a rebuild produce identical rows.
 
 use std::collections::HashMap;
 
+use chrono::NaiveDate;
 use cqrs_es::Aggregate;
 
 use super::{prepared, Prepared, Projection, ProjectionError};
 use crate::codec::{decode, fold};
-use crate::domain::Person;
+use crate::domain::{HouseholdId, Kana, Name, Person, Sex};
 use crate::store::sql::{Tx, Ty, Val};
 use crate::store::{Store, StoredEvent};
 
@@ -70,8 +72,63 @@ const KEY_COLS: [(&str, Ty); 3] = [("person_id", Ty::Text), ("known_from", Ty::I
 
 type Rows = Vec<Vec<Val>>;
 
+/// One row of a person's tables, typed: compared per event, turned into column values only
+/// when it is written (most events change few rows).
+#[derive(Clone, PartialEq)]
+enum Row {
+    Attributes(Box<Attributes>),
+    Run(Period, bool),
+    Interval(Period, Option<HouseholdId>),
+    Membership(HouseholdId, NaiveDate, Option<NaiveDate>),
+}
+
+/// `proj_person`'s data: only what it shows, so an unshown change (a My Number commitment)
+/// makes no new version.
+#[derive(Clone, PartialEq)]
+struct Attributes {
+    name: Name,
+    name_kana: Kana,
+    real_name: Option<Name>,
+    real_name_kana: Option<Kana>,
+    birth_date: NaiveDate,
+    sex: Sex,
+    sex_on_back: bool,
+    deceased_on: Option<NaiveDate>,
+    disclosure_restricted_from: Option<NaiveDate>,
+    age_reached_on: Option<NaiveDate>,
+}
+
+impl Row {
+    /// The row's data columns as [`tables`] lists them; `ordinal` for the tables that have one.
+    fn values(&self, ordinal: usize) -> Vec<Val> {
+        match self {
+            Row::Attributes(a) => vec![
+                Val::text(a.name.as_str()),
+                Val::text(a.name_kana.as_str()),
+                Val::opt_text(a.real_name.as_ref().map(|n| n.as_str())),
+                Val::opt_text(a.real_name_kana.as_ref().map(|n| n.as_str())),
+                Val::text(a.birth_date.to_string()),
+                Val::text(a.sex.code()),
+                Val::Bool(a.sex_on_back),
+                Val::opt_text(a.deceased_on),
+                Val::opt_text(a.disclosure_restricted_from),
+                Val::opt_text(a.age_reached_on),
+                Val::text(a.name_kana.search_key()),
+            ],
+            Row::Run(period, loss_by_age) => period.row(ordinal, Val::Bool(*loss_by_age)),
+            Row::Interval(period, household) => period.row(ordinal, Val::opt_text(household.as_ref())),
+            Row::Membership(household, from, to) => vec![
+                Val::Int(Some(ordinal as i64)),
+                Val::text(household.as_str()),
+                Val::text(from.to_string()),
+                Val::opt_text(*to),
+            ],
+        }
+    }
+}
+
 /// Everything the tables hold for one person as of one log prefix, table by table.
-fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
+fn derive_rows(person: &Person) -> Result<[Vec<Row>; 4], ProjectionError> {
     let derived = person
         .derive()
         .map_err(|e| ProjectionError::Corrupt(format!("stored history does not derive: {e}")))?;
@@ -79,25 +136,22 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
         // An unregistered stream cannot be written through the ledger; nothing to show.
         return Ok(Default::default());
     };
-    let date = |d: Option<chrono::NaiveDate>| Val::opt_text(d);
-    let attrs = vec![vec![
-        Val::text(reg.name.as_str()),
-        Val::text(reg.name_kana.as_str()),
-        Val::opt_text(reg.real_name.as_ref().map(|n| n.as_str())),
-        Val::opt_text(reg.real_name_kana.as_ref().map(|n| n.as_str())),
-        Val::text(reg.birth_date.to_string()),
-        Val::text(reg.sex.code()),
-        Val::Bool(reg.sex_on_back),
-        date(derived.death),
-        date(derived.disclosure_restricted_from),
-        date(person.age_reached_in_force().first().map(|(_, d)| *d)),
-        Val::text(reg.name_kana.search_key()),
-    ]];
+    let attributes = Row::Attributes(Box::new(Attributes {
+        name: reg.name.clone(),
+        name_kana: reg.name_kana.clone(),
+        real_name: reg.real_name.clone(),
+        real_name_kana: reg.real_name_kana.clone(),
+        birth_date: reg.birth_date,
+        sex: reg.sex,
+        sex_on_back: reg.sex_on_back,
+        deceased_on: derived.death,
+        disclosure_restricted_from: derived.disclosure_restricted_from,
+        age_reached_on: person.age_reached_in_force().first().map(|(_, d)| *d),
+    }));
     let runs = derived
         .runs
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
+        .map(|r| {
             let period = Period {
                 from: r.from,
                 to: r.to,
@@ -106,14 +160,13 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
                 qualified_on: r.qualified_on,
                 disqualified_on: r.disqualified_on(),
             };
-            period.row(i, Val::Bool(r.loss_by_age))
+            Row::Run(period, r.loss_by_age)
         })
         .collect();
     let intervals = derived
         .intervals
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
+        .into_iter()
+        .map(|r| {
             let period = Period {
                 from: r.from,
                 to: r.to,
@@ -122,33 +175,26 @@ fn derive_rows(person: &Person) -> Result<[Rows; 4], ProjectionError> {
                 qualified_on: r.qualified_on,
                 disqualified_on: r.disqualified_on,
             };
-            period.row(i, Val::opt_text(r.household_id.as_ref()))
+            Row::Interval(period, r.household_id)
         })
         .collect();
     let memberships = derived
         .memberships
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            vec![
-                Val::Int(Some(i as i64)),
-                Val::text(m.household_id.as_str()),
-                Val::text(m.from.to_string()),
-                date(m.to),
-            ]
-        })
+        .into_iter()
+        .map(|m| Row::Membership(m.household_id, m.from, m.to))
         .collect();
-    Ok([attrs, runs, intervals, memberships])
+    Ok([vec![attributes], runs, intervals, memberships])
 }
 
 /// What runs and intervals have in common: their first columns.
+#[derive(Clone, PartialEq)]
 struct Period {
-    from: chrono::NaiveDate,
-    to: Option<chrono::NaiveDate>,
+    from: NaiveDate,
+    to: Option<NaiveDate>,
     acquisition: crate::domain::history::AcquisitionReason,
     loss: Option<crate::domain::history::LossReason>,
-    qualified_on: chrono::NaiveDate,
-    disqualified_on: Option<chrono::NaiveDate>,
+    qualified_on: NaiveDate,
+    disqualified_on: Option<NaiveDate>,
 }
 
 impl Period {
@@ -168,14 +214,13 @@ impl Period {
     }
 }
 
-/// Where a table's open version of one person lives while a batch is applied.
+/// Where one open row of a person lives while a batch is applied.
 #[derive(Clone, Copy)]
 enum Open {
-    None,
     /// In the database, from an earlier batch.
     Stored,
-    /// Rows `start..end` of this batch's inserts.
-    Pending(usize, usize),
+    /// Row `i` of this batch's inserts.
+    Pending(usize),
 }
 
 pub struct Persons;
@@ -188,8 +233,9 @@ impl Projection for Persons {
 
     /// 2: memberships end with residence (move-out, death); `age_reached_on`.
     /// 3: `name_kana_key` for search.
+    /// 4: a run, interval or membership row lives until that row changes, not the whole table.
     fn version(&self) -> i64 {
-        3
+        4
     }
 
     fn tables(&self) -> Vec<(&'static str, Vec<(&'static str, Ty)>)> {
@@ -212,19 +258,27 @@ impl Persons {
     async fn write(&self, tx: &mut Tx, mut plan: Plan) -> Result<(), ProjectionError> {
         for (t, (table, cols)) in self.tables().into_iter().enumerate() {
             // Close first: the new open versions must not be closed with them.
-            tx.close_versions(table, "person_id", &plan.closes[t]).await?;
+            if t == ATTRIBUTES {
+                let whole: Vec<(String, i64)> = plan.closes[t].drain(..).map(|(id, _, p)| (id, p)).collect();
+                tx.close_versions(table, "person_id", &whole).await?;
+            } else {
+                tx.close_rows(table, "person_id", &plan.closes[t]).await?;
+            }
             tx.insert(table, &cols, std::mem::take(&mut plan.inserts[t])).await?;
         }
         Ok(())
     }
 }
 
-/// A batch's rows, worked out from the log alone: per table, the stored open versions to close
-/// (person, position) and the versions to insert.
+/// The index of `proj_person` in [`tables`]: one row per version, no ordinal.
+const ATTRIBUTES: usize = 0;
+
+/// A batch's rows, worked out from the log alone: per table, the stored open rows to close
+/// (person, ordinal, position) and the rows to insert.
 #[derive(Default)]
 struct Plan {
     inserts: [Rows; 4],
-    closes: [Vec<(String, i64)>; 4],
+    closes: [Vec<(String, i64, i64)>; 4],
 }
 
 /// Derives a batch's versions from the persons' streams up to each of their events.
@@ -252,18 +306,13 @@ async fn plan(store: &Store, batch: &[StoredEvent]) -> Result<Plan, ProjectionEr
         let stream = earlier.remove(id).unwrap_or_default();
         // Each event is deserialised once and applied once; rows are derived per event.
         let mut person = fold::<Person>(&stream)?;
-        let mut previous: [Rows; 4] = if stream.is_empty() {
+        let mut previous: [Vec<Row>; 4] = if stream.is_empty() {
             Default::default()
         } else {
             derive_rows(&person)?
         };
-        let mut open: [Open; 4] = std::array::from_fn(|t| {
-            if previous[t].is_empty() {
-                Open::None
-            } else {
-                Open::Stored
-            }
-        });
+        // Row i of a table's open rows lives where open[t][i] says.
+        let mut open: [Vec<Open>; 4] = std::array::from_fn(|t| vec![Open::Stored; previous[t].len()]);
         for e in &mine[id] {
             person.apply(decode::<Person>(e)?);
             let current = derive_rows(&person)?;
@@ -271,26 +320,31 @@ async fn plan(store: &Store, batch: &[StoredEvent]) -> Result<Plan, ProjectionEr
                 if current[t] == previous[t] {
                     continue;
                 }
-                match open[t] {
-                    Open::Stored => closes[t].push((id.to_owned(), e.position)),
-                    Open::Pending(start, end) => {
-                        for row in &mut inserts[t][start..end] {
-                            row[2] = Val::Int(Some(e.position));
-                        }
+                // Row by row: a period that did not change keeps its version, so a new event
+                // writes the rows it changed, not the person's whole history again. Rows
+                // compare with their ordinal (the first column of every table but
+                // `proj_person`, whose single row is closed whole).
+                for (i, row) in previous[t].iter().enumerate() {
+                    if current[t].get(i) == Some(row) {
+                        continue;
                     }
-                    Open::None => {}
+                    match open[t][i] {
+                        Open::Stored => closes[t].push((id.to_owned(), i as i64, e.position)),
+                        Open::Pending(k) => inserts[t][k][2] = Val::Int(Some(e.position)),
+                    }
                 }
-                let start = inserts[t].len();
-                for data in &current[t] {
+                let mut now = Vec::with_capacity(current[t].len());
+                for (i, data) in current[t].iter().enumerate() {
+                    if previous[t].get(i) == Some(data) {
+                        now.push(open[t][i]);
+                        continue;
+                    }
+                    now.push(Open::Pending(inserts[t].len()));
                     let mut row = vec![Val::text(id), Val::Int(Some(e.position)), Val::Int(None)];
-                    row.extend(data.iter().cloned());
+                    row.extend(data.values(i));
                     inserts[t].push(row);
                 }
-                open[t] = if current[t].is_empty() {
-                    Open::None
-                } else {
-                    Open::Pending(start, inserts[t].len())
-                };
+                open[t] = now;
             }
             previous = current;
         }

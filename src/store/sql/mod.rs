@@ -482,6 +482,49 @@ impl Tx {
         Ok(())
     }
 
+    /// Closes single open rows: (key, ordinal, position) ends the row of that key and ordinal
+    /// whose `known_to` is still NULL.
+    pub async fn close_rows(
+        &mut self,
+        table: &str,
+        key: &str,
+        closes: &[(String, i64, i64)],
+    ) -> Result<(), StoreError> {
+        if closes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Tx::Postgres(tx) => {
+                let sql = format!(
+                    "UPDATE {table} t SET known_to = u.p FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS u(k, o, p) \
+                     WHERE t.{key} = u.k AND t.ordinal = u.o AND t.known_to IS NULL"
+                );
+                let mut keys = Vec::with_capacity(closes.len());
+                let (mut ordinals, mut positions) =
+                    (Vec::with_capacity(closes.len()), Vec::with_capacity(closes.len()));
+                for (k, o, p) in closes {
+                    keys.push(k.as_str());
+                    ordinals.push(*o);
+                    positions.push(*p);
+                }
+                sqlx::query(&sql)
+                    .bind(keys)
+                    .bind(ordinals)
+                    .bind(positions)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Tx::Sqlite(tx) => {
+                let sql =
+                    format!("UPDATE {table} SET known_to = ?3 WHERE {key} = ?1 AND ordinal = ?2 AND known_to IS NULL");
+                for (k, o, p) in closes {
+                    sqlx::query(&sql).bind(k).bind(o).bind(p).execute(&mut **tx).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Tx::Postgres(tx) => tx.commit().await?,
