@@ -135,24 +135,54 @@ pub async fn projections(url: &str, persons: usize, clients: usize, seconds: u64
     println!(
         "person over TCP, closed loop, {clients} connections, {persons} persons: p50 {p50:?}, p99 {p99:?}, max {max:?}, {rate:.0} req/s"
     );
-    // The person view's reads of the read models alone (no HTTP), same persons and run: the
-    // four statements it made before against the one it makes now.
-    for (label, one) in [("four statements", false), ("one statement", true)] {
-        let rate = person_queries(&store, persons, clients, seconds, one).await?;
-        println!("person view's read-model queries, {label}, {clients} tasks: {rate:.0} persons/s");
+    // The views' reads alone (no HTTP), same persons and run: the statements each made before
+    // against the one it makes now.
+    for (label, queries) in [
+        (
+            "person view's read-model queries, four statements",
+            ViewQueries::PersonFour,
+        ),
+        (
+            "person view's read-model queries, one statement",
+            ViewQueries::PersonOne,
+        ),
+        (
+            "timeline's stream and intervals, two statements",
+            ViewQueries::TimelineTwo,
+        ),
+        (
+            "timeline's stream and intervals, one statement",
+            ViewQueries::TimelineOne,
+        ),
+    ] {
+        let rate = view_queries(&store, persons, clients, seconds, queries).await?;
+        println!("{label}, {clients} tasks: {rate:.0} persons/s");
     }
     store.close().await;
     Ok(())
 }
 
-/// Reads random persons' view rows from `clients` tasks for `seconds`: with `one`,
-/// `sql::person_record`; else its four former statements. Persons read per second.
-async fn person_queries(
+/// The statements a view reads with.
+#[derive(Clone, Copy)]
+enum ViewQueries {
+    /// The person view's four former statements.
+    PersonFour,
+    /// `sql::person_record`.
+    PersonOne,
+    /// The timeline's former stream read and `sql::intervals_with_cards`.
+    TimelineTwo,
+    /// `sql::timeline_record`.
+    TimelineOne,
+}
+
+/// Reads random persons' view rows from `clients` tasks for `seconds` with `queries`.
+/// Persons read per second.
+async fn view_queries(
     store: &kokuho_ledger::store::Store,
     persons: usize,
     clients: usize,
     seconds: u64,
-    one: bool,
+    queries: ViewQueries,
 ) -> anyhow::Result<f64> {
     use kokuho_ledger::reads::sql;
     let at = store.head().await?;
@@ -160,7 +190,7 @@ async fn person_queries(
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            let db = store.db().clone();
+            let (db, store) = (store.db().clone(), store.clone());
             tokio::spawn(async move {
                 let (mut n, mut x) = (0u64, 0x2545_f491_4f6c_dd1du64 ^ (c as u64 + 1));
                 while Instant::now() < deadline {
@@ -168,14 +198,22 @@ async fn person_queries(
                     x ^= x >> 7;
                     x ^= x << 17;
                     let id = person_id((x % persons as u64) as usize);
-                    let found = if one {
-                        sql::person_record(&db, &id, at).await?.is_some()
-                    } else {
-                        let person = sql::person(&db, &id, at).await?;
-                        sql::periods(&db, false, &id, at).await?;
-                        sql::memberships(&db, &id, at).await?;
-                        sql::intervals_with_cards(&db, &id, at).await?;
-                        person.is_some()
+                    let found = match queries {
+                        ViewQueries::PersonOne => sql::person_record(&db, &id, at).await?.is_some(),
+                        ViewQueries::PersonFour => {
+                            let person = sql::person(&db, &id, at).await?;
+                            sql::periods(&db, false, &id, at).await?;
+                            sql::memberships(&db, &id, at).await?;
+                            sql::intervals_with_cards(&db, &id, at).await?;
+                            person.is_some()
+                        }
+                        ViewQueries::TimelineTwo => {
+                            let mut stream = store.load_stream("person", &id, None).await?;
+                            stream.retain(|e| e.position <= at);
+                            sql::intervals_with_cards(&db, &id, at).await?;
+                            !stream.is_empty()
+                        }
+                        ViewQueries::TimelineOne => !sql::timeline_record(&db, &id, at).await?.0.is_empty(),
                     };
                     anyhow::ensure!(found, "person {id} not found");
                     n += 1;

@@ -3,7 +3,7 @@
 use chrono::NaiveDate;
 
 use crate::store::sql::{Db, Ty, Val};
-use crate::store::StoreError;
+use crate::store::{event_columns, raw_event, StoreError, StoredEvent, EVENT_TYS};
 
 /// The version of a bitemporal row that holds at position `$2`.
 const KNOWN_AT: &str = "known_from <= $2 AND (known_to IS NULL OR known_to > $2)";
@@ -211,6 +211,41 @@ pub async fn intervals_with_cards(
     .iter()
     .map(|r| interval_with_card(r))
     .collect()
+}
+
+/// What a timeline reads at `at`: the person's events up to that position (sequence order)
+/// and the intervals with their cards, in one statement — the events' columns, then the
+/// interval's, each branch padding the other's with NULLs: one round trip and one snapshot.
+pub async fn timeline_record(
+    db: &Db,
+    id: &str,
+    at: i64,
+) -> Result<(Vec<StoredEvent>, Vec<(PeriodRow, Option<IntervalCardRow>)>), StoreError> {
+    let events = event_columns(db.dialect());
+    let sql = format!(
+        "SELECT CAST(0 AS BIGINT), sequence, {events}, \
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+         FROM events WHERE aggregate_type = 'person' AND aggregate_id = $1 AND position <= $2 \
+         UNION ALL \
+         SELECT CAST(1 AS BIGINT), i.ordinal, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+          {INTERVALS_WITH_CARDS} \
+         ORDER BY 1, 2"
+    );
+    use Ty::*;
+    let mut tys = vec![Int, Int];
+    tys.extend(EVENT_TYS);
+    tys.extend([Text; 11]);
+    let rows = db.fetch(&sql, &[Val::text(id), Val::Int(Some(at))], &tys).await?;
+    let (mut stream, mut intervals) = (Vec::new(), Vec::new());
+    for mut r in rows {
+        if r[0].as_int() == Some(0) {
+            r.truncate(2 + EVENT_TYS.len());
+            stream.push(raw_event(r.split_off(2))?.parse()?);
+        } else {
+            intervals.push(interval_with_card(&r[2 + EVENT_TYS.len()..])?);
+        }
+    }
+    Ok((stream, intervals))
 }
 
 /// An interval (period columns, household id) followed by its card's symbol and number and

@@ -3,7 +3,6 @@
 //! describe.
 
 use chrono::NaiveDate;
-use cqrs_es::Aggregate;
 use serde_json::Value;
 
 use super::sql::{self, IntervalCardRow, PeriodRow};
@@ -29,11 +28,8 @@ pub struct EligibilityQuery {
 impl Query for TimelineQuery {
     type Answer = TimelineView;
     async fn run(&self, reads: &Reads, at: At) -> Result<TimelineView, LedgerError> {
-        let db = reads.store.db();
-        let id = self.person_id.as_str();
-        // The log prefix the read model's rows describe: never ahead of the intervals.
-        let mut stored = reads.store.load_stream(Person::TYPE, id, None).await?;
-        stored.retain(|e| e.position <= at.position);
+        // The log prefix the read model's rows describe, and the intervals: one statement.
+        let (stored, intervals) = sql::timeline_record(reads.store.db(), self.person_id.as_str(), at.position).await?;
         // A stream begins with its registration: empty at this position, no person yet.
         if stored.is_empty() {
             return Err(person_not_found(&self.person_id, at));
@@ -61,7 +57,6 @@ impl Query for TimelineQuery {
                 }
             })
             .collect();
-        let intervals = sql::intervals_with_cards(db, id, at.position).await?;
         Ok(TimelineView {
             person_id: self.person_id.to_string(),
             intervals: intervals.into_iter().map(interval_view).collect(),

@@ -258,7 +258,7 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
 }
 
 /// The columns of an event row, in the order [`raw_event`] reads them.
-const EVENT_TYS: [Ty; 9] = [
+pub(crate) const EVENT_TYS: [Ty; 9] = [
     Ty::Int,
     Ty::Text,
     Ty::Text,
@@ -271,14 +271,19 @@ const EVENT_TYS: [Ty; 9] = [
 ];
 
 fn select_events(d: Dialect) -> String {
+    format!("SELECT {} FROM events", event_columns(d))
+}
+
+/// The columns of an event row, as [`EVENT_TYS`] types them.
+pub(crate) fn event_columns(d: Dialect) -> String {
     format!(
-        "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, {}, {}, recorded_at FROM events",
+        "position, aggregate_type, aggregate_id, sequence, event_type, event_version, {}, {}, recorded_at",
         d.json_text("payload"),
         d.json_text("metadata")
     )
 }
 
-fn raw_event(row: Vec<Val>) -> Result<RawEvent, StoreError> {
+pub(crate) fn raw_event(row: Vec<Val>) -> Result<RawEvent, StoreError> {
     let mut it = row.into_iter();
     let mut next = || it.next().ok_or_else(|| corrupt("short event row"));
     let int = |v: Val| v.as_int().ok_or_else(|| corrupt("event row: integer missing"));
