@@ -12,7 +12,7 @@ use tokio::sync::{watch, Notify};
 use super::ahead::{Batch, Cursor};
 use super::{Lagging, Lane, Prepared, Projection, ProjectionError, Status, LANES};
 use crate::metrics;
-use crate::store::sql::{Db, Ty, Val};
+use crate::store::sql::{Db, Dialect, Tx, Ty, Val};
 use crate::store::{Store, StoreError, StoredEvent};
 
 #[cfg(feature = "test-hooks")]
@@ -49,6 +49,13 @@ impl Faults {
             });
         prev == Ok(0)
     }
+}
+
+/// A projection's batch written and not yet committed.
+struct Written {
+    tx: Tx,
+    last: i64,
+    events: usize,
 }
 
 pub(super) struct Entry {
@@ -270,9 +277,16 @@ impl Projections {
         events: &[StoredEvent],
         prepared: Prepared,
     ) -> Result<usize, ProjectionError> {
-        let Some(last) = events.last().map(|e| e.position) else {
+        let Some(tx) = self.begin_batch(entry, from).await? else {
             return Ok(0);
         };
+        let written = self.write_batch(entry, tx, events, prepared).await?;
+        self.commit_batch(entry, written).await
+    }
+
+    /// A projection's transaction with its checkpoint locked at `from`; None when another
+    /// process moved the checkpoint away from there.
+    async fn begin_batch(&self, entry: &Entry, from: i64) -> Result<Option<Tx>, ProjectionError> {
         let name = entry.projection.name();
         let mut tx = self.db.begin().await?;
         if tx.is_postgres() {
@@ -292,14 +306,37 @@ impl Projections {
             // Another process (or a rebuild) moved it: continue from what is committed.
             drop(tx);
             entry.position.send_replace(stored);
-            return Ok(0);
+            return Ok(None);
         }
+        Ok(Some(tx))
+    }
+
+    /// Writes `events` (which follow the checkpoint `tx` locked) and the new checkpoint, up to
+    /// the commit.
+    async fn write_batch(
+        &self,
+        entry: &Entry,
+        mut tx: Tx,
+        events: &[StoredEvent],
+        prepared: Prepared,
+    ) -> Result<Written, ProjectionError> {
+        let last = events.last().map_or(0, |e| e.position);
         entry.projection.apply(&self.store, &mut tx, events, prepared).await?;
         tx.execute(
             "UPDATE projection_checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1",
-            &[Val::text(name), Val::Int(Some(last))],
+            &[Val::text(entry.projection.name()), Val::Int(Some(last))],
         )
         .await?;
+        Ok(Written {
+            tx,
+            last,
+            events: events.len(),
+        })
+    }
+
+    /// Commits what [`write_batch`](Self::write_batch) wrote; the number of events applied.
+    async fn commit_batch(&self, entry: &Entry, written: Written) -> Result<usize, ProjectionError> {
+        let Written { tx, last, events } = written;
         #[cfg(feature = "test-hooks")]
         if self.faults.take() {
             // The transaction is dropped uncommitted, exactly as if the process died here.
@@ -308,8 +345,8 @@ impl Projections {
         tx.commit().await?;
         entry.position.send_replace(last);
         self.committed.notify_waiters();
-        metrics::global().projected(name, last, events.len() as u64);
-        Ok(events.len())
+        metrics::global().projected(entry.projection.name(), last, events as u64);
+        Ok(events)
     }
 
     /// Applies everything up to the current head to every projection.
@@ -386,19 +423,51 @@ impl Projections {
             }
         }
         let events = batch_read.events.clone();
+        let mut work = Vec::new();
         for (index, entry) in self.entries.iter().enumerate().filter(|(_, e)| mine(e)) {
             let at = *entry.position.borrow();
             let start = events.partition_point(|e| e.position <= at);
             if start < events.len() {
-                let part = &events[start..];
-                let prepared = match batch_read.take(index, at) {
+                work.push((entry, at, &events[start..], batch_read.take(index, at)));
+            }
+        }
+        if self.db.dialect() == Dialect::Postgres {
+            // The projections' transactions are written side by side (each on its own
+            // connection, none reads another's tables) and committed one by one in their
+            // order, as they would be one after the other. Their checkpoints are locked first,
+            // one by one in that order, so that two processes doing the same wait for each
+            // other instead of each holding a lock the other needs.
+            let mut begun = Vec::new();
+            for (entry, at, part, prepared) in work {
+                if let Some(tx) = self.begin_batch(entry, at).await? {
+                    begun.push((entry, tx, part, prepared));
+                }
+            }
+            let written =
+                futures::future::try_join_all(begun.into_iter().map(|(entry, tx, part, prepared)| async move {
+                    let prepared = match prepared {
+                        Some(work) => work,
+                        None => entry.projection.prepare(&self.store, part).await?,
+                    };
+                    Ok::<_, ProjectionError>((entry, self.write_batch(entry, tx, part, prepared).await?))
+                }))
+                .await?;
+            for (entry, written) in written {
+                progress(self.commit_batch(entry, written).await? as u64);
+            }
+        } else {
+            // SQLite has one writer: one transaction at a time.
+            for (entry, at, part, prepared) in work {
+                let prepared = match prepared {
                     Some(work) => work,
                     None => entry.projection.prepare(&self.store, part).await?,
                 };
-                let n = self.apply_batch(entry, at, part, prepared).await?;
-                progress(n as u64);
+                progress(self.apply_batch(entry, at, part, prepared).await? as u64);
             }
         }
+        // Freeing a batch's events takes a few milliseconds: not on the way of the next one.
+        drop(batch_read);
+        tokio::task::spawn_blocking(move || drop(events));
         Ok(read)
     }
 
