@@ -474,6 +474,36 @@ on_both!(a_used_idempotency_key_returns_the_first_record, |kind| async move {
     db.cleanup().await;
 });
 
+on_both!(
+    a_key_claimed_twice_in_one_batch_answers_the_first_request,
+    |kind| async move {
+        use kokuho_ledger::store::IdempotencyClaim;
+        let db = TestDb::new(kind).await;
+        let store = db.store().await;
+        let keyed = |stream: &str, key: &str| AppendRequest {
+            idempotency: Some(IdempotencyClaim {
+                key: key.into(),
+                fingerprint: format!("f-{key}"),
+            }),
+            ..request(stream, 0, vec![event("e", json!({}))])
+        };
+        // Many keys in one batch (as an import sends them), one of them twice.
+        let mut batch: Vec<AppendRequest> = (0..50).map(|n| keyed(&format!("s{n}"), &format!("k{n}"))).collect();
+        batch.push(keyed("other", "k7"));
+        let out = store.append_batch(&batch).await.unwrap();
+        assert!(out[..50].iter().all(|o| o.is_ok()));
+        match &out[50] {
+            Err(Rejection::KeyUsed(rec)) => {
+                assert_eq!(rec.fingerprint, "f-k7");
+                assert_eq!((rec.first_position, rec.last_position), (8, 8));
+            }
+            other => panic!("expected KeyUsed, got {other:?}"),
+        }
+        assert_eq!(store.head().await.unwrap(), 50, "the repeated claim wrote nothing");
+        db.cleanup().await;
+    }
+);
+
 on_both!(bulk_inserts_keep_every_value, |kind| async move {
     use chrono::TimeZone as _;
     use kokuho_ledger::store::sql::{Dialect, Ty, Val};

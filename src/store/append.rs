@@ -162,6 +162,8 @@ pub(super) fn plan(
     let mut rows = Vec::new();
     let mut vault = Vec::new();
     let mut keys: Vec<(IdempotencyClaim, i64, i64)> = Vec::new();
+    // Where each key claimed in this batch is in `keys`: an import batch claims thousands.
+    let mut claimed: HashMap<String, usize> = HashMap::new();
     let mut cards = BTreeMap::new();
     for r in requests {
         if let Some(claim) = &r.idempotency {
@@ -169,7 +171,7 @@ pub(super) fn plan(
                 outcomes.push(Err(Rejection::KeyUsed(rec.clone())));
                 continue;
             }
-            if let Some((c, first, last)) = keys.iter().find(|(c, _, _)| c.key == claim.key) {
+            if let Some((c, first, last)) = claimed.get(&claim.key).map(|&k| &keys[k]) {
                 outcomes.push(Err(Rejection::KeyUsed(IdempotencyRecord {
                     fingerprint: c.fingerprint.clone(),
                     first_position: *first,
@@ -218,6 +220,7 @@ pub(super) fn plan(
         // The registration carrying the commitment is the request's first event.
         vault.extend(r.vault.iter().map(|v| (v.clone(), first_position)));
         if let Some(claim) = &r.idempotency {
+            claimed.insert(claim.key.clone(), keys.len());
             keys.push((claim.clone(), first_position, position));
         }
         for c in &r.cards {
