@@ -445,10 +445,7 @@ impl Projections {
             }
             let written =
                 futures::future::try_join_all(begun.into_iter().map(|(entry, tx, part, prepared)| async move {
-                    let prepared = match prepared {
-                        Some(work) => work,
-                        None => entry.projection.prepare(&self.store, part).await?,
-                    };
+                    let prepared = self.prepared(entry, part, prepared).await?;
                     Ok::<_, ProjectionError>((entry, self.write_batch(entry, tx, part, prepared).await?))
                 }))
                 .await?;
@@ -458,10 +455,7 @@ impl Projections {
         } else {
             // SQLite has one writer: one transaction at a time.
             for (entry, at, part, prepared) in work {
-                let prepared = match prepared {
-                    Some(work) => work,
-                    None => entry.projection.prepare(&self.store, part).await?,
-                };
+                let prepared = self.prepared(entry, part, prepared).await?;
                 progress(self.apply_batch(entry, at, part, prepared).await? as u64);
             }
         }
@@ -469,6 +463,19 @@ impl Projections {
         drop(batch_read);
         tokio::task::spawn_blocking(move || drop(events));
         Ok(read)
+    }
+
+    /// The work read-ahead prepared for `events`, or prepared now.
+    async fn prepared(
+        &self,
+        entry: &Entry,
+        events: &[StoredEvent],
+        ahead: Option<Prepared>,
+    ) -> Result<Prepared, ProjectionError> {
+        match ahead {
+            Some(work) => Ok(work),
+            None => entry.projection.prepare(&self.store, events).await,
+        }
     }
 
     /// Runs the projections until `stop` turns true (or its sender is dropped): one task per
