@@ -4,33 +4,23 @@
 
 use anyhow::Context as _;
 use kokuho_ledger::store::Store;
+use kokuho_testing::{process, TestDb};
 
 use crate::support::{product_binary, timed, write_import_file, PLAIN_TABLE};
 
-pub async fn run(url: &str, persons: usize, batch_lines: usize) -> anyhow::Result<()> {
+pub async fn run(db: &TestDb, persons: usize, batch_lines: usize) -> anyhow::Result<()> {
+    let url = db.url.as_str();
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("bench.jsonl");
     write_import_file(&file, 0..persons)?;
     let bin = product_binary()?;
-    let key = dir.path().join("vault.key");
-    let keygen = std::process::Command::new(&bin)
-        .args(["vault", "keygen", "--out"])
-        .arg(&key)
-        .output()?;
-    anyhow::ensure!(keygen.status.success(), "vault keygen failed");
-    let audit_key = dir.path().join("audit.key");
-    let keygen = std::process::Command::new(&bin)
-        .args(["audit", "keygen", "--out"])
-        .arg(&audit_key)
-        .output()?;
-    anyhow::ensure!(keygen.status.success(), "audit keygen failed");
     let (secs, rss, said) = timed(
         std::process::Command::new(&bin)
             .arg("import")
             .arg(&file)
             .args(["--database-url", url, "--batch-size", &batch_lines.to_string()])
-            .env("KOKUHO_VAULT_KEY_FILE", &key)
-            .env("KOKUHO_AUDIT_KEY_FILE", &audit_key)
+            .env("KOKUHO_VAULT_KEY_FILE", process::vault_key(dir.path()))
+            .env("KOKUHO_AUDIT_KEY_FILE", process::audit_key(dir.path()))
             .env("KOKUHO_INSURER_NUMBER", "131999")
             .env("RUST_LOG", "warn"),
     )?;
@@ -44,7 +34,7 @@ pub async fn run(url: &str, persons: usize, batch_lines: usize) -> anyhow::Resul
         rss as f64 / 1024.0
     );
 
-    let (listening, ready, behind) = serve_ready(&bin, url, &key, &audit_key).await?;
+    let (listening, ready, behind) = serve_ready(db, dir.path())?;
     println!(
         "  `serve` on the imported database: listening {listening:.2} s after its start, /readyz 200 after {ready:.2} s \
          (events its projections, feed and audit chain still had to apply then: {behind})"
@@ -97,62 +87,28 @@ pub async fn run(url: &str, persons: usize, batch_lines: usize) -> anyhow::Resul
     Ok(())
 }
 
-/// Starts `serve` on the database and times (from its start) its listening and its first
-/// `/readyz` 200 (every projection, the feed and the audit chain caught up, api.md), with the
-/// events they were still behind then (summed).
-async fn serve_ready(
-    bin: &std::path::Path,
-    url: &str,
-    vault_key: &std::path::Path,
-    audit_key: &std::path::Path,
-) -> anyhow::Result<(f64, f64, i64)> {
-    use std::io::BufRead as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let started = std::time::Instant::now();
-    let mut child = std::process::Command::new(bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
-        .env("KOKUHO_VAULT_KEY_FILE", vault_key)
-        .env("KOKUHO_AUDIT_KEY_FILE", audit_key)
-        .env("KOKUHO_INSURER_NUMBER", "131999")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let stderr = child.stderr.take().context("no stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        // Read to the end, so the server never blocks on a full pipe.
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let answer = async {
-        let addr = tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(600))).await??;
+/// Starts `serve` on the database (with the keys the import used) and times, from its start,
+/// its listening and its first `/readyz` 200 (every projection, the feed and the audit chain
+/// caught up, api.md), with the events they were still behind then (summed).
+fn serve_ready(db: &TestDb, dir: &std::path::Path) -> anyhow::Result<(f64, f64, i64)> {
+    // The testing crate's server and requests block: off the runtime's task queue.
+    tokio::task::block_in_place(|| {
+        let started = std::time::Instant::now();
+        let server = process::start_bare(db, dir);
         let listening = started.elapsed().as_secs_f64();
-        loop {
-            let mut s = tokio::net::TcpStream::connect(&addr).await?;
-            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                .await?;
-            let mut raw = String::new();
-            s.read_to_string(&mut raw).await?;
-            if raw.starts_with("HTTP/1.1 200") {
-                let ready = started.elapsed().as_secs_f64();
-                let body: serde_json::Value = serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap_or_default())?;
-                let projections = body["projections"].as_array().context("no projections in /readyz")?;
-                let behind = projections.iter().filter_map(|p| p["lag_events"].as_i64()).sum();
-                return anyhow::Ok((listening, ready, behind));
+        let answer = loop {
+            let (status, body) = process::http_text(&server.addr, "/readyz");
+            if status == 200 {
+                break (started.elapsed().as_secs_f64(), body);
             }
-            anyhow::ensure!(started.elapsed().as_secs() < 600, "not ready after 600 s: {raw}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-    .await;
-    let _ = child.kill();
-    let _ = child.wait();
-    answer
+            anyhow::ensure!(started.elapsed().as_secs() < 600, "not ready after 600 s: {body}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        process::stop(server);
+        let (ready, body) = answer;
+        let body: serde_json::Value = serde_json::from_str(&body)?;
+        let projections = body["projections"].as_array().context("no projections in /readyz")?;
+        let behind = projections.iter().filter_map(|p| p["lag_events"].as_i64()).sum();
+        Ok((listening, ready, behind))
+    })
 }

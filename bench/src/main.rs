@@ -209,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
             sample_seconds,
             warm_up_seconds,
         } => soak::run(&db, minutes, sample_seconds, warm_up_seconds).await,
-        What::Import { persons, batch_size } => import::run(&url, persons, batch_size).await,
+        What::Import { persons, batch_size } => import::run(&db, persons, batch_size).await,
         What::Timeline {
             events,
             requests,
