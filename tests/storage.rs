@@ -567,3 +567,73 @@ on_both!(bulk_inserts_keep_every_value, |kind| async move {
     assert_eq!(got, expected);
     db.cleanup().await;
 });
+
+/// The projections read a batch's streams (`Store::load_streams_before`) one index lookup per
+/// stream, with statistics and without them (a fresh deployment or an import before
+/// autovacuum's first ANALYZE): never a scan of every event of the type, whose cost grows with
+/// the log on every batch.
+#[tokio::test]
+async fn a_batch_of_streams_is_read_by_index_with_or_without_statistics_postgres() {
+    use kokuho_ledger::store::sql::{Dialect, Ty, Val};
+    let db = TestDb::new(Kind::Postgres).await;
+    let store = db.store().await;
+    // No ANALYZE behind the test's back.
+    store
+        .db()
+        .execute("ALTER TABLE events SET (autovacuum_enabled = false)", &[])
+        .await
+        .unwrap();
+    let streams: Vec<AppendRequest> = (0..3000)
+        .map(|i| {
+            request(
+                &format!("p{i}"),
+                0,
+                vec![event("registered", json!({"type": "registered"}))],
+            )
+        })
+        .collect();
+    for chunk in streams.chunks(500) {
+        store.append_atomic(chunk).await.unwrap().unwrap();
+    }
+    let ids: Vec<String> = (0..60).map(|i| format!("p{}", i * 37)).collect();
+    let sql = kokuho_ledger::store::streams_before_sql(Dialect::Postgres);
+    for statistics in ["none", "analyzed"] {
+        if statistics == "analyzed" {
+            store.db().execute("ANALYZE events", &[]).await.unwrap();
+        }
+        let args = [
+            Val::text("person"),
+            Val::text(serde_json::to_string(&ids).unwrap()),
+            Val::int(i64::MAX),
+        ];
+        let plan: Vec<String> = store
+            .db()
+            .fetch(&format!("EXPLAIN {sql}"), &args, &[Ty::Text])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| match &row[0] {
+                Val::Text(Some(line)) => line.clone(),
+                other => panic!("a plan line: {other:?}"),
+            })
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains("Index Scan using events_pkey") && plan.contains("aggregate_id ="),
+            "statistics {statistics}: not an index lookup per stream:\n{plan}"
+        );
+        assert!(
+            !plan.contains("Seq Scan on events") && !plan.contains("Bitmap Heap Scan on events"),
+            "statistics {statistics}: the events of the type are scanned:\n{plan}"
+        );
+        let events = store.load_streams_before("person", &ids, i64::MAX).await.unwrap();
+        let read: Vec<&str> = events.iter().map(|e| e.aggregate_id.as_str()).collect();
+        let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+        expected.sort();
+        assert_eq!(
+            read, expected,
+            "statistics {statistics}: one event per stream, by stream"
+        );
+    }
+    db.cleanup().await;
+}

@@ -29,7 +29,7 @@ const KEY_COLS: [(&str, Ty); 5] = [
     ("created_at", Ty::Instant),
 ];
 use super::side::SideLog;
-use super::sql::{Db, Tx, Ty, Val};
+use super::sql::{Db, Dialect, Tx, Ty, Val};
 use super::{commit_instant, corrupt, idempotency_record, StoreError};
 
 pub(super) async fn append_batch(
@@ -147,10 +147,19 @@ async fn careful_in(tx: &mut Tx, requests: &[AppendRequest], atomic: bool) -> Re
     }
     let mut heads: HashMap<(String, String), i64> = HashMap::new();
     for (t, ids) in by_type {
-        let sql = format!(
-            "SELECT aggregate_id, max(sequence) FROM events WHERE aggregate_type = $1 AND {} GROUP BY aggregate_id",
-            d.in_json_array("aggregate_id", 2)
-        );
+        let sql = match d {
+            // A backward index lookup per stream, whatever the statistics say (as
+            // `super::streams_before_sql`).
+            Dialect::Postgres => "SELECT h.id, h.last FROM (SELECT ids.id, \
+                 (SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = ids.id) AS last \
+                 FROM (SELECT DISTINCT json_array_elements_text($2::json) AS id) AS ids) AS h \
+                 WHERE h.last IS NOT NULL"
+                .to_owned(),
+            Dialect::Sqlite => format!(
+                "SELECT aggregate_id, max(sequence) FROM events WHERE aggregate_type = $1 AND {} GROUP BY aggregate_id",
+                d.in_json_array("aggregate_id", 2)
+            ),
+        };
         for r in tx
             .fetch(
                 &sql,

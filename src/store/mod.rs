@@ -270,6 +270,29 @@ pub(crate) const EVENT_TYS: [Ty; 9] = [
     Ty::Instant,
 ];
 
+/// The statement of [`Store::load_streams_before`]: `$1` the aggregate type, `$2` the ids as a
+/// JSON array, `$3` the position the events lie before.
+pub fn streams_before_sql(d: Dialect) -> String {
+    match d {
+        // One index lookup per stream, whatever the statistics say. Without statistics (a
+        // fresh deployment, an import, before autovacuum's first ANALYZE) `aggregate_id =
+        // ANY(…)`, or this join flattened, was planned as a scan of every event of the type
+        // up to `$3`: a cost that grew with the log on every projection batch. `OFFSET 0`
+        // keeps the subquery a per-stream index scan.
+        Dialect::Postgres => format!(
+            "SELECT e.* FROM (SELECT DISTINCT json_array_elements_text($2::json) AS id) AS ids \
+             CROSS JOIN LATERAL ({} WHERE aggregate_type = $1 AND aggregate_id = ids.id AND position < $3 \
+             OFFSET 0) AS e ORDER BY e.aggregate_id, e.sequence",
+            select_events(d)
+        ),
+        Dialect::Sqlite => format!(
+            "{} WHERE aggregate_type = $1 AND {} AND position < $3 ORDER BY aggregate_id, sequence",
+            select_events(d),
+            d.in_json_array("aggregate_id", 2)
+        ),
+    }
+}
+
 fn select_events(d: Dialect) -> String {
     format!("SELECT {} FROM events", event_columns(d))
 }
@@ -447,12 +470,7 @@ impl Store {
         ids: &[String],
         before: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let d = self.db.dialect();
-        let sql = format!(
-            "{} WHERE aggregate_type = $1 AND {} AND position < $3 ORDER BY aggregate_id, sequence",
-            select_events(d),
-            d.in_json_array("aggregate_id", 2)
-        );
+        let sql = streams_before_sql(self.db.dialect());
         let mut out = Vec::new();
         for chunk in ids.chunks(5000) {
             let args = [Val::text(aggregate_type), sql::json_array(chunk), Val::int(before)];
