@@ -17,10 +17,14 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     sqlx::query(PLAIN_TABLE).execute(&pool).await?;
 
     // The ledger: each client records single-event commands (a new person's registration).
+    let commits = Commits::start();
     let ledger_rate = command_rate(&ledger, clients, seconds, idempotency).await?;
+    let ledger_per_commit = commits.events_per_commit();
     // The same over HTTP, each request through the guard with its access record written.
     let served = serve(&app).await?;
+    let commits = Commits::start();
     let (http_rate, latencies) = crate::access::appends(&served, clients, seconds, 700_000_000_000).await?;
+    let http_per_commit = commits.events_per_commit();
     let (http_p50, http_p99, _) = percentiles(latencies);
 
     // Baseline: the same rows, one INSERT and one commit each, from the same number of clients.
@@ -62,8 +66,10 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     // The peer: postgres-es 0.5 with the same payload, same clients, same server.
     let peer_rate = crate::peers::postgres_es_rate(&pool, &sample.payload, clients, seconds).await?;
     println!("appends: {clients} clients, {seconds} s each, idempotency keys: {idempotency}");
-    println!("  ledger single-event commands: {ledger_rate:.0} events/s");
-    println!("  ledger over HTTP with access records: {http_rate:.0} events/s (p50 {http_p50:?}, p99 {http_p99:?})");
+    println!("  ledger single-event commands: {ledger_rate:.0} events/s ({ledger_per_commit:.1} events per commit)");
+    println!(
+        "  ledger over HTTP with access records: {http_rate:.0} events/s (p50 {http_p50:?}, p99 {http_p99:?}; {http_per_commit:.1} events per commit)"
+    );
     println!("  postgres-es 0.5 single-event commands: {peer_rate:.0} events/s");
     println!("  plain INSERT, one commit each: {plain_rate:.0} rows/s");
     println!("  ratio ledger / plain: {:.2}", ledger_rate / plain_rate);
@@ -72,4 +78,26 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     println!("  ratio ledger / postgres-es: {:.2}", ledger_rate / peer_rate);
     store.close().await;
     Ok(())
+}
+
+/// The log's group commits during a phase, from the process's metrics (the ledger runs in the
+/// bench's process): how many events one commit carried on average.
+struct Commits {
+    events: u64,
+    batches: u64,
+}
+
+impl Commits {
+    fn start() -> Self {
+        let m = kokuho_ledger::metrics::global();
+        Self {
+            events: m.events_appended.get(),
+            batches: m.append_batches.get(),
+        }
+    }
+
+    fn events_per_commit(&self) -> f64 {
+        let m = kokuho_ledger::metrics::global();
+        (m.events_appended.get() - self.events) as f64 / (m.append_batches.get() - self.batches).max(1) as f64
+    }
 }
