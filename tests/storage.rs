@@ -637,3 +637,42 @@ async fn a_batch_of_streams_is_read_by_index_with_or_without_statistics_postgres
     }
     db.cleanup().await;
 }
+
+/// A pooled connection that the server ended while it sat idle (a restart, an administrator's
+/// `pg_terminate_backend`) is found dead before it is handed out, and replaced: the next
+/// queries get live connections, not an error. (Connections in steady use are not pinged
+/// before each query; one that breaks in use fails its query, answered as 503.)
+#[tokio::test]
+async fn a_connection_ended_while_idle_is_replaced_before_use_postgres() {
+    use sqlx::Connection as _;
+    let db = TestDb::new(Kind::Postgres).await;
+    let store = db.store().await;
+    let writes: Vec<AppendRequest> = (0..4)
+        .map(|i| {
+            request(
+                &format!("idle{i}"),
+                0,
+                vec![event("registered", json!({"type": "registered"}))],
+            )
+        })
+        .collect();
+    // Several connections in the pool at once.
+    let appended = futures::future::join_all(writes.iter().map(|w| store.append_atomic(std::slice::from_ref(w)))).await;
+    assert!(appended.into_iter().all(|a| matches!(a, Ok(Ok(_)))));
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&common::pg_admin_url()).await.unwrap();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(ended >= 1, "the pool's connections were ended ({ended})");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for _ in 0..10 {
+        assert_eq!(store.head().await.expect("a live connection"), 4);
+    }
+    db.cleanup().await;
+}

@@ -182,6 +182,9 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// few seconds; a pool of 16 busy for 2 s means overload, where refusing is right too.
 pub const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A pooled PostgreSQL connection idle this long is pinged before it is handed out.
+const PG_IDLE_CHECK: Duration = Duration::from_secs(1);
+
 impl Db {
     pub async fn connect_postgres(url: &str) -> Result<Self, StoreError> {
         // JIT compilation: the planner's estimates for the appends' UNNEST statements look
@@ -204,6 +207,18 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+            // sqlx pings every connection it hands out (one more round trip per query); only
+            // one that sat idle for a while is checked here, and a connection that broke in
+            // use fails its query, which the caller answers as the database being away.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for < PG_IDLE_CHECK {
+                        return Ok(true);
+                    }
+                    Ok(sqlx::Connection::ping(conn).await.is_ok())
+                })
+            })
             .connect_with(opts)
             .await?;
         Ok(Db::Postgres(pool))
