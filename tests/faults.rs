@@ -12,7 +12,6 @@ use common::pg::PrivateCluster;
 use common::process::{cli, http, request, start, stop, token_of};
 use common::{Kind, TestDb};
 use kokuho_ledger::store::sql::{Ty, Val};
-use sqlx::Connection as _;
 
 /// The codes a request may meet while the storage is away: each a 503 with `Retry-After`.
 const UNAVAILABLE: [&str; 4] = [
@@ -284,20 +283,10 @@ async fn connections_killed_mid_batch_lose_nothing_and_apply_nothing_twice() {
     let server = start(&db, dir.path());
     let load = Load::new(&server.addr, &token_of(&server.addr).unwrap());
     let threads = load.start(8, 2);
-    let name = db.url.rsplit('/').next().unwrap().to_owned();
-    let mut admin = sqlx::PgConnection::connect(&common::pg_admin_url()).await.unwrap();
     let mut killed = 0;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = $1 AND pid <> pg_backend_pid()) t",
-        )
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        killed += n;
+        killed += db.end_connections().await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     load.finish(threads);

@@ -34,6 +34,19 @@ fn request(stream: &str, expected: i64, events: Vec<NewEvent>) -> AppendRequest 
     }
 }
 
+/// `n` new streams `<prefix>0`, `<prefix>1`, … of one event each.
+fn registrations(prefix: &str, n: usize) -> Vec<AppendRequest> {
+    (0..n)
+        .map(|i| {
+            request(
+                &format!("{prefix}{i}"),
+                0,
+                vec![event("registered", json!({"type": "registered"}))],
+            )
+        })
+        .collect()
+}
+
 fn card(household: &str, number: &str) -> AppendRequest {
     AppendRequest {
         aggregate_type: "household".into(),
@@ -583,16 +596,7 @@ async fn a_batch_of_streams_is_read_by_index_with_or_without_statistics_postgres
         .execute("ALTER TABLE events SET (autovacuum_enabled = false)", &[])
         .await
         .unwrap();
-    let streams: Vec<AppendRequest> = (0..3000)
-        .map(|i| {
-            request(
-                &format!("p{i}"),
-                0,
-                vec![event("registered", json!({"type": "registered"}))],
-            )
-        })
-        .collect();
-    for chunk in streams.chunks(500) {
+    for chunk in registrations("p", 3000).chunks(500) {
         store.append_atomic(chunk).await.unwrap().unwrap();
     }
     let ids: Vec<String> = (0..60).map(|i| format!("p{}", i * 37)).collect();
@@ -644,31 +648,13 @@ async fn a_batch_of_streams_is_read_by_index_with_or_without_statistics_postgres
 /// before each query; one that breaks in use fails its query, answered as 503.)
 #[tokio::test]
 async fn a_connection_ended_while_idle_is_replaced_before_use_postgres() {
-    use sqlx::Connection as _;
     let db = TestDb::new(Kind::Postgres).await;
     let store = db.store().await;
-    let writes: Vec<AppendRequest> = (0..4)
-        .map(|i| {
-            request(
-                &format!("idle{i}"),
-                0,
-                vec![event("registered", json!({"type": "registered"}))],
-            )
-        })
-        .collect();
+    let writes = registrations("idle", 4);
     // Several connections in the pool at once.
     let appended = futures::future::join_all(writes.iter().map(|w| store.append_atomic(std::slice::from_ref(w)))).await;
     assert!(appended.into_iter().all(|a| matches!(a, Ok(Ok(_)))));
-    let name = db.url.rsplit('/').next().unwrap().to_owned();
-    let mut admin = sqlx::PgConnection::connect(&common::pg_admin_url()).await.unwrap();
-    let ended: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND pid <> pg_backend_pid()) t",
-    )
-    .bind(&name)
-    .fetch_one(&mut admin)
-    .await
-    .unwrap();
+    let ended = db.end_connections().await;
     assert!(ended >= 1, "the pool's connections were ended ({ended})");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     for _ in 0..10 {

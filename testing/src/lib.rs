@@ -126,6 +126,23 @@ impl TestDb {
         Store::connect(&self.url).await.unwrap()
     }
 
+    /// Ends every server connection to this PostgreSQL database but the caller's
+    /// (`pg_terminate_backend`, as an administrator or a failover would); how many it ended.
+    pub async fn end_connections(&self) -> i64 {
+        let (admin, name) = self.pg_admin.as_ref().expect("a PostgreSQL test database");
+        let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+        let ended = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+        )
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        ended
+    }
+
     /// Drops the PostgreSQL database (the SQLite directory goes with the value).
     pub async fn cleanup(self) {
         if let Some((admin, name)) = &self.pg_admin {
