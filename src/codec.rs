@@ -3,7 +3,6 @@
 
 use chrono::NaiveDate;
 use cqrs_es::{Aggregate, DomainEvent};
-use serde::Deserialize as _;
 use serde_json::{json, Value};
 
 use crate::request::RequestContext;
@@ -20,7 +19,9 @@ pub fn fold<A: Aggregate>(events: &[StoredEvent]) -> Result<A, StoreError> {
 
 /// One stored event as the aggregate's event type.
 pub fn decode<A: Aggregate>(e: &StoredEvent) -> Result<A::Event, StoreError> {
-    A::Event::deserialize(&e.payload).map_err(|err| StoreError::Corrupt(format!("position {}: {err}", e.position)))
+    e.payload
+        .decode()
+        .map_err(|err| StoreError::Corrupt(format!("position {}: {err}", e.position)))
 }
 
 /// Who recorded an event and why it is in the log: the metadata stored with it (ids only,
@@ -76,10 +77,27 @@ pub fn new_event<E: DomainEvent>(
 /// Whether the ledger recorded this event as the consequence of another one in the same
 /// append (card and branch numbers of a join, confirmations brought in line with a corrected
 /// birth date): it is no cause of its own.
-pub fn is_consequence(e: &StoredEvent) -> bool {
-    e.metadata.get("consequence").and_then(Value::as_bool) == Some(true)
+pub fn is_consequence(e: &StoredEvent) -> Result<bool, StoreError> {
+    let flags = flags(e)?;
+    Ok(flags.consequence == Some(true)
         // Card and branch numbers recorded before the flag existed.
         || (e.aggregate_type == "household"
             && matches!(e.event_type.as_str(), "card_number_assigned" | "branch_number_issued")
-            && e.metadata.get("actor").and_then(Value::as_str) == Some("system"))
+            && flags.actor.as_deref() == Some("system")))
+}
+
+/// What an event's metadata says of who recorded it and why.
+pub fn flags(e: &StoredEvent) -> Result<Flags<'_>, StoreError> {
+    e.metadata
+        .borrow()
+        .map_err(|err| StoreError::Corrupt(format!("position {}: metadata: {err}", e.position)))
+}
+
+/// The fields of an event's metadata that readers ask about (the others are skipped unread).
+#[derive(Debug, serde::Deserialize)]
+pub struct Flags<'a> {
+    /// Who recorded it: a staff id, or `system`.
+    #[serde(borrow)]
+    pub actor: Option<std::borrow::Cow<'a, str>>,
+    pub consequence: Option<bool>,
 }

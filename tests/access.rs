@@ -101,7 +101,7 @@ on_both!(jwts_of_the_identity_provider_are_checked, |kind| async move {
         .await;
     assert_eq!(w.status, StatusCode::CREATED, "{}", w.body);
     let log = api.t.store.read_log(0, 1000).await.unwrap();
-    assert_eq!(log.last().unwrap().metadata["actor"], "staff-0042");
+    assert_eq!(log.last().unwrap().metadata.value().unwrap()["actor"], "staff-0042");
 
     // Authenticated, but no role the ward maps: 403.
     let r = get(idp.sign(&idp.claims("staff-7", &["all-staff"], "kokuho-ledger"))).await;

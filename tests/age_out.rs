@@ -76,8 +76,8 @@ on_both!(records_each_insured_75th_birthday_once, |kind| async move {
     let events = t.store.load_stream("person", "901", None).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(last.event_type, "late_elderly_age_reached");
-    assert_eq!(last.payload["effective_date"], "2026-06-01");
-    assert_eq!(last.metadata["actor"], "system");
+    assert_eq!(last.payload.value().unwrap()["effective_date"], "2026-06-01");
+    assert_eq!(last.metadata.value().unwrap()["actor"], "system");
 
     let head = t.store.head().await.unwrap();
     let again = age_out::run(&t.ledger, today).await.unwrap();

@@ -209,12 +209,16 @@ async fn import_on(kind: Kind) {
         (1..=12).collect::<Vec<_>>()
     );
     assert_eq!(
-        events[1].payload["name_kana"], "カゾク　イチロウ",
+        events[1].payload.value().unwrap()["name_kana"],
+        "カゾク　イチロウ",
         "half-width kana stored full width"
     );
     // The events' actor is the host's user who ran the import, and each batch left its
     // access record naming the persons it wrote.
-    let actor = events[1].metadata["actor"].as_str().unwrap().to_owned();
+    let actor = events[1].metadata.value().unwrap()["actor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(actor.starts_with("os:") && actor.contains('@'), "{actor}");
     let records = kokuho_ledger::access::log::list(
         store.db(),
@@ -244,7 +248,7 @@ async fn import_on(kind: Kind) {
         .iter()
         .filter(|e| e.event_type == "branch_number_issued")
         .map(|e| {
-            let f = |k: &str| e.payload[k].as_str().unwrap().to_owned();
+            let f = |k: &str| e.payload.value().unwrap()[k].as_str().unwrap().to_owned();
             (f("person_id"), f("number"), f("branch"))
         })
         .collect();
@@ -333,7 +337,7 @@ async fn log_rows(store: &kokuho_ledger::store::Store) -> Vec<(i64, String, Stri
                 e.aggregate_id,
                 e.sequence,
                 e.event_type,
-                e.payload,
+                e.payload.value().unwrap(),
             )
         }));
     }

@@ -208,8 +208,11 @@ on_both!(system_events_follow_a_corrected_birth_date, |kind| async move {
         json!([{"stream": "person", "stream_id": "21", "sequence": 5, "position": r.body["position"].as_i64().unwrap() + 1, "type": "corrected"}])
     );
     let log = api.t.store.load_stream("person", "21", None).await.unwrap();
-    assert_eq!(log[4].metadata["actor"], "system");
-    assert_eq!(log[4].payload["replacement"]["effective_date"], "2026-03-01");
+    assert_eq!(log[4].metadata.value().unwrap()["actor"], "system");
+    assert_eq!(
+        log[4].payload.value().unwrap()["replacement"]["effective_date"],
+        "2026-03-01"
+    );
     assert_eq!(
         confirmations(&api, "21").await,
         vec![(3, json!("2026-06-01"), json!("corrected"))]

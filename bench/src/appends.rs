@@ -29,8 +29,8 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
 
     // Baseline: the same rows, one INSERT and one commit each, from the same number of clients.
     let sample = store.read_log(0, 1).await?.pop().context("a stored row")?;
-    let payload = serde_json::to_string(&sample.payload)?;
-    let metadata = serde_json::to_string(&sample.metadata)?;
+    let payload = sample.payload.as_str().to_owned();
+    let metadata = sample.metadata.as_str().to_owned();
     let next = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -64,7 +64,7 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     }
     let plain_rate = next.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     // The peer: postgres-es 0.5 with the same payload, same clients, same server.
-    let peer_rate = crate::peers::postgres_es_rate(&pool, &sample.payload, clients, seconds).await?;
+    let peer_rate = crate::peers::postgres_es_rate(&pool, &sample.payload.value()?, clients, seconds).await?;
     println!("appends: {clients} clients, {seconds} s each, idempotency keys: {idempotency}");
     println!("  ledger single-event commands: {ledger_rate:.0} events/s ({ledger_per_commit:.1} events per commit)");
     println!(

@@ -47,7 +47,7 @@ async fn bare_read(store: &Store) -> anyhow::Result<(i64, f64)> {
     let (mut after, mut rows) = (0i64, 0i64);
     loop {
         let (events, audit) = tokio::try_join!(
-            store.read_log_raw(after, 10_000),
+            store.read_log(after, 10_000),
             kokuho_ledger::audit::store::rows_after(&db, after, 10_000)
         )?;
         rows += events.len() as i64;

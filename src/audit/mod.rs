@@ -209,7 +209,7 @@ mod worked_example {
     use super::keys::Signer;
     use super::merkle::{self, Frontier};
     use super::*;
-    use crate::store::StoredEvent;
+    use crate::store::{Json, StoredEvent};
     use serde_json::json;
 
     fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
@@ -225,8 +225,8 @@ mod worked_example {
                 sequence,
                 event_type: ty.into(),
                 event_version: "1".into(),
-                payload,
-                metadata,
+                payload: Json::of(&payload),
+                metadata: Json::of(&metadata),
                 recorded_at: at(t),
             }
         };

@@ -15,7 +15,7 @@ use super::merkle::{self, decomposition, Frontier, Hash, CHAIN_START};
 use super::store::{self, Row, StoredCheckpoint};
 use super::{entry, Audit};
 use crate::store::sql::{Db, Ty, Val};
-use crate::store::{RawEvent, Store, StoreError};
+use crate::store::{Store, StoreError, StoredEvent};
 
 const PAGE: i64 = 10_000;
 
@@ -88,7 +88,7 @@ where
 type Leaves = Vec<(i64, Result<Hash, String>)>;
 
 fn leaf_hashes(
-    mut raw: mpsc::Receiver<Result<Vec<RawEvent>, StoreError>>,
+    mut raw: mpsc::Receiver<Result<Vec<StoredEvent>, StoreError>>,
 ) -> mpsc::Receiver<Result<Leaves, StoreError>> {
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
@@ -107,13 +107,13 @@ fn leaf_hashes(
     rx
 }
 
-fn hash_page(page: &[RawEvent]) -> Leaves {
-    let hash = |events: &[RawEvent]| -> Leaves {
+fn hash_page(page: &[StoredEvent]) -> Leaves {
+    let hash = |events: &[StoredEvent]| -> Leaves {
         let mut buf = Vec::with_capacity(1024);
         events
             .iter()
             .map(|e| {
-                let leaf = entry::canonical_raw(e, &mut buf)
+                let leaf = entry::canonical(e, &mut buf)
                     .map(|()| merkle::leaf_hash(&buf))
                     .map_err(|err| err.to_string());
                 (e.position, leaf)
@@ -303,15 +303,9 @@ async fn walk(
         pages(
             move |after| {
                 let store = store.clone();
-                async move {
-                    Ok(upto(
-                        store.read_log_raw(after, PAGE).await?,
-                        |e| e.position,
-                        bounds.events,
-                    ))
-                }
+                async move { Ok(upto(store.read_log(after, PAGE).await?, |e| e.position, bounds.events)) }
             },
-            |e: &RawEvent| e.position,
+            |e: &StoredEvent| e.position,
             from,
         )
     };

@@ -3,7 +3,7 @@
 use chrono::NaiveDate;
 
 use crate::store::sql::{Db, Ty, Val};
-use crate::store::{event_columns, raw_event, StoreError, StoredEvent, EVENT_TYS};
+use crate::store::{event_columns, stored_event, StoreError, StoredEvent, EVENT_TYS};
 
 /// The version of a bitemporal row that holds at position `$2`.
 const KNOWN_AT: &str = "known_from <= $2 AND (known_to IS NULL OR known_to > $2)";
@@ -240,7 +240,7 @@ pub async fn timeline_record(
     for mut r in rows {
         if r[0].as_int() == Some(0) {
             r.truncate(2 + EVENT_TYS.len());
-            stream.push(raw_event(r.split_off(2))?.parse()?);
+            stream.push(stored_event(r.split_off(2))?);
         } else {
             intervals.push(interval_with_card(&r[2 + EVENT_TYS.len()..])?);
         }

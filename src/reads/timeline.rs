@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::sql::{self, IntervalCardRow, PeriodRow};
 use super::views::{EligibilityView, EventView, IntervalCard, IntervalView, TimelineView};
 use super::{person_not_found, At, Query, Reads};
-use crate::codec::fold;
+use crate::codec::{flags, fold};
 use crate::domain::person::LATE_REPORT_DAYS;
 use crate::domain::{Person, PersonId};
 use crate::error::LedgerError;
@@ -40,10 +40,11 @@ impl Query for TimelineQuery {
             .iter()
             .zip(statuses)
             .map(|(e, status)| {
-                let date = |f: &str| e.payload.get(f).and_then(Value::as_str).and_then(|s| s.parse::<NaiveDate>().ok());
+                let body = e.payload.value()?;
+                let date = |f: &str| body.get(f).and_then(Value::as_str).and_then(|s| s.parse::<NaiveDate>().ok());
                 let (effective_date, reported_date) = (date("effective_date"), date("reported_date"));
                 let late_report = matches!((effective_date, reported_date), (Some(eff), Some(rep)) if (rep - eff).num_days() > LATE_REPORT_DAYS);
-                EventView {
+                Ok(EventView {
                     sequence: e.sequence,
                     position: e.position,
                     event_type: e.event_type.clone(),
@@ -52,11 +53,11 @@ impl Query for TimelineQuery {
                     recorded_at: format_instant(&e.recorded_at),
                     late_report,
                     status,
-                    body: e.payload.clone(),
-                    recorded_by: e.metadata.get("actor").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                }
+                    recorded_by: flags(e)?.actor.unwrap_or_default().into_owned(),
+                    body,
+                })
             })
-            .collect();
+            .collect::<Result<_, LedgerError>>()?;
         Ok(TimelineView {
             person_id: self.person_id.to_string(),
             intervals: intervals.into_iter().map(interval_view).collect(),

@@ -9,6 +9,7 @@
 mod append;
 mod careful;
 mod head;
+mod json;
 mod postgres;
 pub mod side;
 pub mod space;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use append::{AppendRequest, Appended, AppendedEvent, CardClaim, Outcome, Rejection, StreamAppend};
+pub use json::Json;
 use sql::{Db, Dialect, Ty, Val};
 
 /// Failure of the storage itself (not a refusal of a request).
@@ -113,7 +115,8 @@ pub(crate) fn disk_full(e: &StoreError) -> bool {
     }
 }
 
-/// An event as stored, with its place in the global log.
+/// An event as stored, with its place in the global log. Its payload and metadata stay JSON
+/// text until a reader parses them into what it needs ([`Json`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredEvent {
     pub position: i64,
@@ -122,40 +125,9 @@ pub struct StoredEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
+    pub payload: Json,
+    pub metadata: Json,
     pub recorded_at: DateTime<Utc>,
-}
-
-/// An event as stored with its payload and metadata still JSON text: what the audit verifier
-/// hashes without building values.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RawEvent {
-    pub position: i64,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: String,
-    pub metadata: String,
-    pub recorded_at: DateTime<Utc>,
-}
-
-impl RawEvent {
-    pub fn parse(self) -> Result<StoredEvent, StoreError> {
-        Ok(StoredEvent {
-            position: self.position,
-            aggregate_type: self.aggregate_type,
-            aggregate_id: self.aggregate_id,
-            sequence: self.sequence,
-            event_type: self.event_type,
-            event_version: self.event_version,
-            payload: parse_json(&self.payload)?,
-            metadata: parse_json(&self.metadata)?,
-            recorded_at: self.recorded_at,
-        })
-    }
 }
 
 /// An event to append.
@@ -257,7 +229,7 @@ pub fn sqlite_path(url: &str) -> Option<&str> {
     Some(rest.split('?').next().unwrap_or(rest))
 }
 
-/// The columns of an event row, in the order [`raw_event`] reads them.
+/// The columns of an event row, in the order [`stored_event`] reads them.
 pub(crate) const EVENT_TYS: [Ty; 9] = [
     Ty::Int,
     Ty::Text,
@@ -306,20 +278,20 @@ pub(crate) fn event_columns(d: Dialect) -> String {
     )
 }
 
-pub(crate) fn raw_event(row: Vec<Val>) -> Result<RawEvent, StoreError> {
+pub(crate) fn stored_event(row: Vec<Val>) -> Result<StoredEvent, StoreError> {
     let mut it = row.into_iter();
     let mut next = || it.next().ok_or_else(|| corrupt("short event row"));
     let int = |v: Val| v.as_int().ok_or_else(|| corrupt("event row: integer missing"));
     let text = |v: Val| v.into_text().ok_or_else(|| corrupt("event row: text missing"));
-    Ok(RawEvent {
+    Ok(StoredEvent {
         position: int(next()?)?,
         aggregate_type: text(next()?)?,
         aggregate_id: text(next()?)?,
         sequence: int(next()?)?,
         event_type: text(next()?)?,
         event_version: text(next()?)?,
-        payload: text(next()?)?,
-        metadata: text(next()?)?,
+        payload: Json::stored(text(next()?)?),
+        metadata: Json::stored(text(next()?)?),
         recorded_at: next()?
             .as_instant()
             .ok_or_else(|| corrupt("event row: recorded_at missing"))?,
@@ -492,25 +464,11 @@ impl Store {
 
     /// Events in global order after `after`, at most `limit`.
     pub async fn read_log(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read_log_raw(after, limit)
-            .await?
-            .into_iter()
-            .map(RawEvent::parse)
-            .collect()
-    }
-
-    /// As [`read_log`](Self::read_log), payload and metadata as stored text.
-    pub async fn read_log_raw(&self, after: i64, limit: i64) -> Result<Vec<RawEvent>, StoreError> {
         let sql = format!(
             "{} WHERE position > $1 ORDER BY position LIMIT $2",
             select_events(self.db.dialect())
         );
-        self.db
-            .fetch(&sql, &[Val::int(after), Val::int(limit)], &EVENT_TYS)
-            .await?
-            .into_iter()
-            .map(raw_event)
-            .collect()
+        self.events(&sql, &[Val::int(after), Val::int(limit)]).await
     }
 
     /// The events at positions `from..=to`, in position order.
@@ -523,7 +481,7 @@ impl Store {
             .fetch(sql, args, &EVENT_TYS)
             .await?
             .into_iter()
-            .map(|r| raw_event(r)?.parse())
+            .map(stored_event)
             .collect()
     }
 
@@ -581,8 +539,4 @@ fn idempotency_record(fingerprint: &str, response: &str) -> Result<IdempotencyRe
 
 pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
-}
-
-fn parse_json(s: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(s).map_err(corrupt)
 }

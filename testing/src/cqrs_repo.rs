@@ -11,16 +11,16 @@ use serde_json::Value;
 #[derive(Clone)]
 pub struct LogRepository(pub Store);
 
-fn serialized(e: StoredEvent) -> SerializedEvent {
-    SerializedEvent {
+fn serialized(e: StoredEvent) -> Result<SerializedEvent, PersistenceError> {
+    Ok(SerializedEvent {
+        payload: e.payload.value().map_err(failure)?,
+        metadata: e.metadata.value().map_err(failure)?,
         aggregate_id: e.aggregate_id,
         sequence: e.sequence as usize,
         aggregate_type: e.aggregate_type,
         event_type: e.event_type,
         event_version: e.event_version,
-        payload: e.payload,
-        metadata: e.metadata,
-    }
+    })
 }
 
 fn failure(e: StoreError) -> PersistenceError {
@@ -30,7 +30,7 @@ fn failure(e: StoreError) -> PersistenceError {
 impl PersistedEventRepository for LogRepository {
     async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
         let events = self.0.load_stream(A::TYPE, aggregate_id, None).await.map_err(failure)?;
-        Ok(events.into_iter().map(serialized).collect())
+        events.into_iter().map(serialized).collect()
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -99,7 +99,9 @@ impl PersistedEventRepository for LogRepository {
             let page = self.0.read_log(after, 10_000).await.map_err(failure)?;
             let Some(last) = page.last() else { break };
             after = last.position;
-            all.extend(page.into_iter().filter(|e| e.aggregate_type == A::TYPE).map(serialized));
+            for e in page.into_iter().filter(|e| e.aggregate_type == A::TYPE) {
+                all.push(serialized(e)?);
+            }
         }
         Ok(replay(all))
     }

@@ -33,7 +33,7 @@ const RECORD_COLS: [(&str, Ty); 6] = [
 ];
 
 /// An event the ledger recorded as the consequence of the event before it, in the same append.
-fn is_consequence(e: &StoredEvent) -> bool {
+fn is_consequence(e: &StoredEvent) -> Result<bool, crate::store::StoreError> {
     crate::codec::is_consequence(e)
 }
 

@@ -218,17 +218,17 @@ async fn units<'a>(store: &Store, batch: &'a [StoredEvent]) -> Result<Vec<(&'a S
     while i < batch.len() {
         let cause = &batch[i];
         i += 1;
-        if is_consequence(cause) {
+        if is_consequence(cause)? {
             continue;
         }
         let mut upto = cause.position;
-        while i < batch.len() && is_consequence(&batch[i]) {
+        while i < batch.len() && is_consequence(&batch[i])? {
             upto = batch[i].position;
             i += 1;
         }
         if i == batch.len() {
             for e in store.read_log(upto, 16).await? {
-                if !is_consequence(&e) {
+                if !is_consequence(&e)? {
                     break;
                 }
                 upto = e.position;
