@@ -1,13 +1,17 @@
 //! Reading ahead while a backlog is applied: the next batch of the log is read, and each
 //! projection's log-only work on it ([`Projection::prepare`]) done, in a task of its own while
-//! the current batch's transactions run. Nothing is written ahead: a projection's rows and
-//! checkpoint still move in its one transaction per batch, in log order, and prepared work is
-//! used only by a projection that stands exactly where it was prepared from.
+//! the current batch's transactions run; and the batch after that is read while the next one
+//! is prepared, so that reading, preparing and writing each take their own batch. Nothing is
+//! written ahead: a projection's rows and checkpoint still move in its one transaction per
+//! batch, in log order, and prepared work is used only by a projection that stands exactly
+//! where it was prepared from.
 
 use std::sync::Arc;
 
+use tokio::task::JoinHandle;
+
 use super::{Prepared, Projection, ProjectionError};
-use crate::store::{Store, StoredEvent};
+use crate::store::{Store, StoreError, StoredEvent};
 
 /// A batch of the log, with the work prepared for it so far.
 pub(super) struct Batch {
@@ -39,19 +43,52 @@ impl Batch {
 /// when the batch comes to be applied, and itself.
 pub(super) type Reader = (usize, i64, Arc<dyn Projection>);
 
-/// The read-ahead of one runner (a lane, a catch-up): at most one batch in flight.
+/// A read of the log begun early: where it starts, its limit, and the read.
+type Read = (i64, i64, JoinHandle<Result<Vec<StoredEvent>, StoreError>>);
+
+/// The read-ahead of one runner (a lane, a catch-up): at most one batch being prepared, and
+/// the read of the one after it.
 #[derive(Default)]
 pub(super) struct Cursor {
-    ahead: Option<(i64, tokio::task::JoinHandle<Result<Batch, ProjectionError>>)>,
+    ahead: Option<(i64, JoinHandle<Result<(Batch, Option<Read>), ProjectionError>>)>,
+    /// Begun when the batch being prepared was read (a full batch: the log goes on).
+    next_read: Option<Read>,
 }
 
 impl Cursor {
     /// Starts reading the `limit` events after `from` and preparing them for `readers`.
     pub(super) fn start(&mut self, store: &Store, from: i64, limit: i64, projections: usize, readers: Vec<Reader>) {
-        self.cancel();
+        if let Some((_, task)) = self.ahead.take() {
+            task.abort();
+        }
+        let early = match self.next_read.take() {
+            Some((start, l, read)) if start == from && l == limit => Some(read),
+            Some((_, _, read)) => {
+                read.abort();
+                None
+            }
+            None => None,
+        };
         let store = store.clone();
         let task = tokio::spawn(async move {
-            let mut batch = Batch::read_now(store.read_log(from, limit).await?, projections);
+            let events = match early {
+                Some(read) => read
+                    .await
+                    .map_err(|e| ProjectionError::corrupt(format!("read-ahead task failed: {e}")))??,
+                None => store.read_log(from, limit).await?,
+            };
+            let next = match events.last() {
+                Some(last) if events.len() as i64 >= limit => {
+                    let (store, after) = (store.clone(), last.position);
+                    Some((
+                        after,
+                        limit,
+                        tokio::spawn(async move { store.read_log(after, limit).await }),
+                    ))
+                }
+                _ => None,
+            };
+            let mut batch = Batch::read_now(events, projections);
             for (index, at, projection) in readers {
                 let start = batch.events.partition_point(|e| e.position <= at);
                 if start < batch.events.len() {
@@ -59,7 +96,7 @@ impl Cursor {
                     batch.work[index] = Some((at, work));
                 }
             }
-            Ok(batch)
+            Ok((batch, next))
         });
         self.ahead = Some((from, task));
     }
@@ -69,7 +106,11 @@ impl Cursor {
     pub(super) async fn take(&mut self, from: i64) -> Result<Option<Batch>, ProjectionError> {
         match self.ahead.take() {
             Some((start, task)) if start == from => match task.await {
-                Ok(batch) => batch.map(Some),
+                Ok(done) => {
+                    let (batch, next) = done?;
+                    self.next_read = next;
+                    Ok(Some(batch))
+                }
                 Err(e) => Err(ProjectionError::corrupt(format!("read-ahead task failed: {e}"))),
             },
             Some((_, task)) => {
@@ -83,6 +124,9 @@ impl Cursor {
     fn cancel(&mut self) {
         if let Some((_, task)) = self.ahead.take() {
             task.abort();
+        }
+        if let Some((_, _, read)) = self.next_read.take() {
+            read.abort();
         }
     }
 }
