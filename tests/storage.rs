@@ -651,14 +651,69 @@ async fn a_connection_ended_while_idle_is_replaced_before_use_postgres() {
     let db = TestDb::new(Kind::Postgres).await;
     let store = db.store().await;
     let writes = registrations("idle", 4);
-    // Several connections in the pool at once.
+    // Several connections in each pool at once (the batch writers' and the others').
     let appended = futures::future::join_all(writes.iter().map(|w| store.append_atomic(std::slice::from_ref(w)))).await;
     assert!(appended.into_iter().all(|a| matches!(a, Ok(Ok(_)))));
+    let ids: Vec<String> = (0..4).map(|i| format!("idle{i}")).collect();
+    let read = futures::future::join_all(ids.iter().map(|id| store.load_stream("person", id, None))).await;
+    assert!(read.into_iter().all(|r| r.expect("a stream").len() == 1));
     let ended = db.end_connections().await;
-    assert!(ended >= 1, "the pool's connections were ended ({ended})");
+    assert!(ended >= 2, "the pools' connections were ended ({ended})");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     for _ in 0..10 {
         assert_eq!(store.head().await.expect("a live connection"), 4);
     }
+    let more = store
+        .append_batch(&registrations("after", 1))
+        .await
+        .expect("a live batch connection");
+    assert!(matches!(&more[..], [Ok(_)]));
+    db.cleanup().await;
+}
+
+/// The batch statements (the event log's appends, the access log's records) are planned once
+/// per connection: re-planning them at each execution cost twice their run. Every other
+/// statement keeps PostgreSQL's own choice of plan.
+#[tokio::test]
+async fn batch_statements_are_planned_once_and_others_as_postgresql_chooses_postgres() {
+    use sqlx::Row as _;
+    let db = TestDb::new(Kind::Postgres).await;
+    let store = db.store().await;
+    for (i, w) in registrations("plan", 12).iter().enumerate() {
+        let out = store.append_batch(std::slice::from_ref(w)).await.unwrap();
+        assert!(
+            matches!(&out[..], [Ok(a)] if a.first_position() == i as i64 + 1),
+            "{out:?}"
+        );
+    }
+    let kokuho_ledger::store::sql::Db::Postgres(pg) = store.db() else {
+        unreachable!()
+    };
+    // Every connection the batch pool opened (back in the pool once their appends are
+    // answered), held at once so that each is a different one.
+    while pg.batches.num_idle() < pg.batches.size() as usize {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut held = Vec::new();
+    for _ in 0..pg.batches.size() {
+        held.push(pg.batches.acquire().await.unwrap());
+    }
+    let (mut generic, mut custom) = (0i64, 0i64);
+    for conn in &mut held {
+        let plans = sqlx::query(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH guard AS%'",
+        )
+        .fetch_all(&mut **conn)
+        .await
+        .unwrap();
+        for r in plans {
+            generic += r.get::<i64, _>(0);
+            custom += r.get::<i64, _>(1);
+        }
+    }
+    assert_eq!((generic, custom), (12, 0), "the append statement's plans (generic, custom)");
+    let mode = |r: sqlx::postgres::PgRow| r.get::<String, _>(0);
+    let shown = sqlx::query("SHOW plan_cache_mode").fetch_one(&pg.pool).await.unwrap();
+    assert_eq!(mode(shown), "auto", "the other statements' connections");
     db.cleanup().await;
 }

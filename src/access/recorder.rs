@@ -182,9 +182,9 @@ pub async fn restricted_among(db: &Db, mut persons: Vec<String>) -> Result<HashS
 /// that reads the head under its lock.
 async fn write(db: &Db, known: &mut Option<Head>, records: &mut [AccessRecord]) -> Result<Vec<i64>, StoreError> {
     mark_restricted(db, records).await?;
-    if let (Db::Postgres(pool), Some(head)) = (db, *known) {
+    if let (Db::Postgres(pg), Some(head)) = (db, *known) {
         let (next, rows) = chained(head, records);
-        match rows.write(pool).await {
+        match rows.write(&pg.batches).await {
             Ok(true) => {
                 *known = Some(next);
                 return Ok(records.iter().map(|r| r.id).collect());

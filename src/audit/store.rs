@@ -98,7 +98,7 @@ pub async fn rows_after(db: &Db, after: i64, limit: i64) -> Result<Vec<(i64, Row
     type Raw = (i64, Vec<u8>, Vec<u8>, Vec<u8>);
     let sql = "SELECT position, leaf_hash, chain_hash, subtrees FROM audit_entries WHERE position > $1 ORDER BY position LIMIT $2";
     let rows: Vec<Raw> = match db {
-        Db::Postgres(p) => sqlx::query_as(sql).bind(after).bind(limit).fetch_all(p).await?,
+        Db::Postgres(p) => sqlx::query_as(sql).bind(after).bind(limit).fetch_all(&p.pool).await?,
         Db::Sqlite { read, .. } => {
             sqlx::query_as(&sql.replace('$', "?"))
                 .bind(after)

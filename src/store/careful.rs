@@ -40,8 +40,8 @@ pub(super) async fn append_batch(
     if requests.is_empty() {
         return Ok(Vec::new());
     }
-    if let Db::Postgres(pool) = db {
-        match super::postgres::fast_append(pool, requests, side).await {
+    if let Db::Postgres(pg) = db {
+        match super::postgres::fast_append(&pg.batches, requests, side).await {
             Ok(Some(outcomes)) => return Ok(outcomes),
             // A stale expectation, a used Idempotency-Key or a uniqueness rule: nothing was
             // written; decide request by request on the careful path.
@@ -75,8 +75,8 @@ pub(super) async fn append_atomic(
         return Ok(Ok(Vec::new()));
     }
     // The fast path is all or nothing already: one statement that writes everything or nothing.
-    if let Db::Postgres(pool) = db {
-        match super::postgres::fast_append(pool, requests, None).await {
+    if let Db::Postgres(pg) = db {
+        match super::postgres::fast_append(&pg.batches, requests, None).await {
             Ok(Some(outcomes)) if outcomes.iter().all(Result::is_ok) => {
                 return Ok(Ok(outcomes.into_iter().filter_map(Result::ok).collect()));
             }

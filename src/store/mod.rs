@@ -333,7 +333,7 @@ impl Store {
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &self.db {
-            Db::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await?,
+            Db::Postgres(p) => sqlx::migrate!("migrations/postgres").run(&p.pool).await?,
             Db::Sqlite { write, .. } => sqlx::migrate!("migrations/sqlite").run(write).await?,
         }
         Ok(())
@@ -342,7 +342,7 @@ impl Store {
     /// The PostgreSQL pool, for tests and tools that need raw access.
     pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.db {
-            Db::Postgres(p) => Some(p),
+            Db::Postgres(p) => Some(&p.pool),
             Db::Sqlite { .. } => None,
         }
     }
