@@ -711,7 +711,11 @@ async fn batch_statements_are_planned_once_and_others_as_postgresql_chooses_post
             custom += r.get::<i64, _>(1);
         }
     }
-    assert_eq!((generic, custom), (12, 0), "the append statement's plans (generic, custom)");
+    assert_eq!(
+        (generic, custom),
+        (12, 0),
+        "the append statement's plans (generic, custom)"
+    );
     let mode = |r: sqlx::postgres::PgRow| r.get::<String, _>(0);
     let shown = sqlx::query("SHOW plan_cache_mode").fetch_one(&pg.pool).await.unwrap();
     assert_eq!(mode(shown), "auto", "the other statements' connections");

@@ -46,11 +46,14 @@ pub(super) type Reader = (usize, i64, Arc<dyn Projection>);
 /// A read of the log begun early: where it starts, its limit, and the read.
 type Read = (i64, i64, JoinHandle<Result<Vec<StoredEvent>, StoreError>>);
 
+/// A batch being read and prepared, and the read it began of the batch after it.
+type Preparing = JoinHandle<Result<(Batch, Option<Read>), ProjectionError>>;
+
 /// The read-ahead of one runner (a lane, a catch-up): at most one batch being prepared, and
 /// the read of the one after it.
 #[derive(Default)]
 pub(super) struct Cursor {
-    ahead: Option<(i64, JoinHandle<Result<(Batch, Option<Read>), ProjectionError>>)>,
+    ahead: Option<(i64, Preparing)>,
     /// Begun when the batch being prepared was read (a full batch: the log goes on).
     next_read: Option<Read>,
 }
