@@ -691,9 +691,14 @@ async fn batch_statements_are_planned_once_and_others_as_postgresql_chooses_post
     };
     // Every connection the batch pool opened (back in the pool once their appends are
     // answered), held at once so that each is a different one.
-    while pg.batches.num_idle() < pg.batches.size() as usize {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let returned = async {
+        while pg.batches.num_idle() < pg.batches.size() as usize {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), returned)
+        .await
+        .expect("the batch connections are back in the pool");
     let mut held = Vec::new();
     for _ in 0..pg.batches.size() {
         held.push(pg.batches.acquire().await.unwrap());
