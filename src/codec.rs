@@ -89,7 +89,7 @@ pub fn is_consequence(e: &StoredEvent) -> Result<bool, StoreError> {
 /// What an event's metadata says of who recorded it and why.
 pub fn flags(e: &StoredEvent) -> Result<Flags<'_>, StoreError> {
     e.metadata
-        .borrow()
+        .decode()
         .map_err(|err| StoreError::Corrupt(format!("position {}: metadata: {err}", e.position)))
 }
 

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use serde::de::{DeserializeOwned, Error as _};
+use serde::de::Error as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -33,14 +33,9 @@ impl Json {
         &self.0
     }
 
-    /// The document as `T`, straight from the text.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(&self.0)
-    }
-
-    /// The document as `T`, borrowing strings from the text where it can (a few fields read
-    /// out of a larger document).
-    pub fn borrow<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+    /// The document as `T`, straight from the text (a `T` that borrows, such as a few fields
+    /// read out of a larger document, borrows its strings from the text where it can).
+    pub fn decode<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
         serde_json::from_str(&self.0)
     }
 
@@ -90,7 +85,7 @@ mod tests {
             #[serde(rename = "type")]
             ty: &'a str,
         }
-        assert_eq!(doc.borrow::<Some<'_>>().unwrap().ty, "moved_in");
+        assert_eq!(doc.decode::<Some<'_>>().unwrap().ty, "moved_in");
     }
 
     #[test]
