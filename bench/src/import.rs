@@ -22,7 +22,12 @@ pub async fn run(db: &TestDb, persons: usize, batch_lines: usize) -> anyhow::Res
             .env("KOKUHO_VAULT_KEY_FILE", process::vault_key(dir.path()))
             .env("KOKUHO_AUDIT_KEY_FILE", process::audit_key(dir.path()))
             .env("KOKUHO_INSURER_NUMBER", "131999")
-            .env("RUST_LOG", "warn"),
+            // BENCH_IMPORT_LOG: the import's own log filter, e.g. `kokuho_ledger::import=debug`
+            // for each batch's decide and write times (to stderr).
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_IMPORT_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
     )?;
     let store = Store::connect(url).await?;
     let n = store.head().await?;

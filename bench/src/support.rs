@@ -316,6 +316,10 @@ pub fn timed(command: &mut std::process::Command) -> anyhow::Result<(f64, u64, S
     let secs = started.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
     anyhow::ensure!(out.status.success(), "the command failed: {stderr}");
+    // What the command logged (nothing at the default level), passed on.
+    for line in stderr.lines().filter(|l| !l.starts_with("peak-rss-kib ")) {
+        eprintln!("{line}");
+    }
     let rss = stderr
         .lines()
         .find_map(|l| l.strip_prefix("peak-rss-kib "))
