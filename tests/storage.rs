@@ -671,11 +671,66 @@ async fn a_connection_ended_while_idle_is_replaced_before_use_postgres() {
     db.cleanup().await;
 }
 
+/// Single statements (most reads) run on connections that are reused without sqlx's round
+/// trip on release. So a connection goes back only when its statement ran to the end: one
+/// whose caller went away mid-statement, or whose statement failed, is closed, and the next
+/// statement gets a clean connection, never another statement's rows or error. At most eight
+/// are open at once.
+#[tokio::test]
+async fn single_statements_reuse_only_connections_whose_statement_finished_postgres() {
+    use kokuho_ledger::store::sql::{Db, Ty};
+    let db = TestDb::new(Kind::Postgres).await;
+    let store = db.store().await;
+    let Db::Postgres(pg) = store.db() else { unreachable!() };
+    let backend = || async {
+        store
+            .db()
+            .fetch_int("SELECT pg_backend_pid()::bigint", &[])
+            .await
+            .unwrap()
+    };
+    let first = backend().await;
+    for _ in 0..10 {
+        assert_eq!(backend().await, first, "statements in a row share one connection");
+    }
+    assert_eq!(pg.singles.idle(), 1);
+
+    // The caller goes away mid-statement: its connection is not handed out again.
+    let slow = store.db().fetch("SELECT 7::bigint FROM pg_sleep(3)", &[], &[Ty::Int]);
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(200), slow)
+        .await
+        .is_err());
+    assert_eq!(pg.singles.idle(), 0, "the abandoned connection was dropped");
+    assert_eq!(store.db().fetch_int("SELECT (40 + 2)::bigint", &[]).await.unwrap(), 42);
+    let second = backend().await;
+    assert_ne!(second, first);
+
+    // A statement fails: the error is its own, and its connection goes too.
+    let failed = store.db().fetch("SELECT 1 / 0", &[], &[Ty::Int]).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(pg.singles.idle(), 0);
+    assert_eq!(store.db().fetch_int("SELECT 5::bigint", &[]).await.unwrap(), 5);
+    assert_ne!(backend().await, second);
+
+    // Many at once: never more than eight connections.
+    let pids = futures::future::join_all((0..40).map(|_| {
+        store
+            .db()
+            .fetch_int("SELECT pg_backend_pid()::bigint FROM pg_sleep(0.05)", &[])
+    }))
+    .await;
+    let distinct: std::collections::BTreeSet<i64> = pids.into_iter().map(Result::unwrap).collect();
+    assert!((2..=8).contains(&distinct.len()), "{} connections", distinct.len());
+    assert!(pg.singles.idle() <= 8);
+    db.cleanup().await;
+}
+
 /// The batch statements (the event log's appends, the access log's records) are planned once
 /// per connection: re-planning them at each execution cost twice their run. Every other
 /// statement keeps PostgreSQL's own choice of plan.
 #[tokio::test]
 async fn batch_statements_are_planned_once_and_others_as_postgresql_chooses_postgres() {
+    use kokuho_ledger::store::sql::Ty;
     use sqlx::Row as _;
     let db = TestDb::new(Kind::Postgres).await;
     let store = db.store().await;
@@ -689,26 +744,20 @@ async fn batch_statements_are_planned_once_and_others_as_postgresql_chooses_post
     let kokuho_ledger::store::sql::Db::Postgres(pg) = store.db() else {
         unreachable!()
     };
-    // Every connection the batch pool opened (back in the pool once their appends are
-    // answered), held at once so that each is a different one.
-    let returned = async {
-        while pg.batches.num_idle() < pg.batches.size() as usize {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), returned)
-        .await
-        .expect("the batch connections are back in the pool");
+    // Every connection the batch statements opened (idle again as soon as its append was
+    // answered), leased at once so that each is a different one.
+    let opened = pg.batches.idle();
+    assert!(opened >= 1, "the appends' connections are idle again");
     let mut held = Vec::new();
-    for _ in 0..pg.batches.size() {
-        held.push(pg.batches.acquire().await.unwrap());
+    for _ in 0..opened {
+        held.push(pg.batches.lease().await.unwrap());
     }
     let (mut generic, mut custom) = (0i64, 0i64);
-    for conn in &mut held {
+    for lease in &mut held {
         let plans = sqlx::query(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH guard AS%'",
         )
-        .fetch_all(&mut **conn)
+        .fetch_all(lease.conn())
         .await
         .unwrap();
         for r in plans {
@@ -723,6 +772,16 @@ async fn batch_statements_are_planned_once_and_others_as_postgresql_chooses_post
     );
     let mode = |r: sqlx::postgres::PgRow| r.get::<String, _>(0);
     let shown = sqlx::query("SHOW plan_cache_mode").fetch_one(&pg.pool).await.unwrap();
-    assert_eq!(mode(shown), "auto", "the other statements' connections");
+    assert_eq!(mode(shown), "auto", "the transactions' connections");
+    let single = store
+        .db()
+        .fetch("SHOW plan_cache_mode", &[], &[Ty::Text])
+        .await
+        .unwrap();
+    assert_eq!(
+        single[0][0].as_text(),
+        Some("auto"),
+        "the other single statements' connections"
+    );
     db.cleanup().await;
 }

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row as _};
+use sqlx::Row as _;
 
 use super::append::{plan, Outcome, Row};
 use super::side::{Boarding, Rider, SideLog, SideSql};
+use super::sql::Singles;
 use super::{commit_instant, corrupt, AppendRequest, StoreError, VaultEntry};
 
 /// Rows as column arrays, for `INSERT … SELECT FROM UNNEST(…)`: one statement whatever the
@@ -79,7 +80,7 @@ impl From<&Vec<(VaultEntry, i64)>> for VaultColumns {
 /// it did, so either both logs take the batch or neither does. A side head moved by another
 /// process sends the batch once more without riders.
 pub(super) async fn fast_append(
-    pool: &PgPool,
+    pool: &Singles,
     requests: &[AppendRequest],
     side: Option<&dyn SideLog>,
 ) -> Result<Option<Vec<Outcome>>, StoreError> {
@@ -155,8 +156,20 @@ pub(super) async fn fast_append(
         None => q,
         Some(b) => b.rows.bind(q),
     };
-    let row = match q.fetch_optional(pool).await {
-        Ok(row) => row,
+    let mut lease = match pool.lease().await {
+        Ok(lease) => lease,
+        Err(e) => {
+            if let Some(b) = boarding {
+                b.settle(false);
+            }
+            return Err(e);
+        }
+    };
+    let row = match q.fetch_optional(lease.conn()).await {
+        Ok(row) => {
+            lease.finished();
+            row
+        }
         Err(e) => {
             if let Some(b) = boarding {
                 b.settle(false);

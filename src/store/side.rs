@@ -8,9 +8,9 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use sqlx::{PgPool, Row as _};
+use sqlx::Row as _;
 
-use super::sql::{bind_pg_rows, pg_unnest, PgQuery, Ty, Val};
+use super::sql::{bind_pg_rows, pg_unnest, PgQuery, Singles, Ty, Val};
 use super::StoreError;
 
 /// What one request carries for the side log (the log's owner knows its type).
@@ -96,13 +96,16 @@ impl SideRows {
 
     /// Writes the rows by themselves in one autocommit statement. `Ok(false)`: the head had
     /// moved, nothing was written.
-    pub async fn write(&self, pool: &PgPool) -> Result<bool, StoreError> {
+    pub async fn write(&self, pool: &Singles) -> Result<bool, StoreError> {
         let SideSql { head, inserts, .. } = self.sql(1, "true");
         let sql = format!(
             "WITH {}{inserts} SELECT count(*) FROM side_head",
             head.trim_end_matches(", ")
         );
-        let moved: i64 = self.bind(sqlx::query(&sql)).fetch_one(pool).await?.try_get(0)?;
+        let mut lease = pool.lease().await?;
+        let row = self.bind(sqlx::query(&sql)).fetch_one(lease.conn()).await?;
+        lease.finished();
+        let moved: i64 = row.try_get(0)?;
         Ok(moved == 1)
     }
 }
