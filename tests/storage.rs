@@ -672,10 +672,10 @@ async fn a_connection_ended_while_idle_is_replaced_before_use_postgres() {
 }
 
 /// Single statements (most reads) run on connections that are reused without sqlx's round
-/// trip on release. So a connection goes back only when its statement ran to the end: one
-/// whose caller went away mid-statement, or whose statement failed, is closed, and the next
-/// statement gets a clean connection, never another statement's rows or error. At most eight
-/// are open at once.
+/// trip on release. So a connection goes back only when its statement ran to the end or the
+/// server refused it: one whose caller went away mid-statement is closed. The next statement
+/// gets its own answer, never another statement's rows or error. At most eight are open at
+/// once.
 #[tokio::test]
 async fn single_statements_reuse_only_connections_whose_statement_finished_postgres() {
     use kokuho_ledger::store::sql::{Db, Ty};
@@ -705,12 +705,24 @@ async fn single_statements_reuse_only_connections_whose_statement_finished_postg
     let second = backend().await;
     assert_ne!(second, first);
 
-    // A statement fails: the error is its own, and its connection goes too.
+    // The server refuses a statement: the error is that statement's, and the connection
+    // answers the next one with the next one's rows (what was left of the refusal is read
+    // first). A statement refused after some of its rows were sent, likewise.
     let failed = store.db().fetch("SELECT 1 / 0", &[], &[Ty::Int]).await;
-    assert!(failed.is_err(), "{failed:?}");
-    assert_eq!(pg.singles.idle(), 0);
+    assert!(format!("{failed:?}").contains("division by zero"), "{failed:?}");
+    assert_eq!(pg.singles.idle(), 1, "a refused statement's connection is kept");
     assert_eq!(store.db().fetch_int("SELECT 5::bigint", &[]).await.unwrap(), 5);
-    assert_ne!(backend().await, second);
+    let midway = store
+        .db()
+        .fetch(
+            "SELECT 10 / (3 - n)::bigint FROM generate_series(1, 5) n",
+            &[],
+            &[Ty::Int],
+        )
+        .await;
+    assert!(format!("{midway:?}").contains("division by zero"), "{midway:?}");
+    assert_eq!(store.db().fetch_int("SELECT 6::bigint", &[]).await.unwrap(), 6);
+    assert_eq!(backend().await, second, "one connection throughout");
 
     // Many at once: never more than eight connections.
     let pids = futures::future::join_all((0..40).map(|_| {

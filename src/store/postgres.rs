@@ -165,16 +165,14 @@ pub(super) async fn fast_append(
             return Err(e);
         }
     };
-    let row = match q.fetch_optional(lease.conn()).await {
-        Ok(row) => {
-            lease.finished();
-            row
-        }
+    let row = q.fetch_optional(lease.conn()).await;
+    let row = match lease.settle(row) {
+        Ok(row) => row,
         Err(e) => {
             if let Some(b) = boarding {
                 b.settle(false);
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     let Some(row) = row else {

@@ -103,9 +103,8 @@ impl SideRows {
             head.trim_end_matches(", ")
         );
         let mut lease = pool.lease().await?;
-        let row = self.bind(sqlx::query(&sql)).fetch_one(lease.conn()).await?;
-        lease.finished();
-        let moved: i64 = row.try_get(0)?;
+        let row = self.bind(sqlx::query(&sql)).fetch_one(lease.conn()).await;
+        let moved: i64 = lease.settle(row)?.try_get(0)?;
         Ok(moved == 1)
     }
 }

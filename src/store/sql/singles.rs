@@ -5,9 +5,10 @@
 //! pool, to catch a connection left mid-protocol by a cancelled query. For a one-statement read
 //! (a stream, a timeline, the log head) that is a second round trip per query: measured 10 % of
 //! the ledger's CPU during HTTP appends, and as much work again for the server. Here a
-//! connection goes back only after its statement ran to the end (ReadyForQuery read); one whose
-//! statement failed or whose caller went away is dropped with its socket, so no connection is
-//! ever handed out mid-protocol. One idle for [`IDLE_CHECK`] is pinged before use, as the pool
+//! connection goes back only after its statement ran to the end (ReadyForQuery read) or was
+//! refused by the server (sqlx reads the rest of that answer before the next statement); one
+//! whose connection broke or whose caller went away is dropped with its socket, so no
+//! connection is ever handed out mid-protocol. One idle for [`IDLE_CHECK`] is pinged before use, as the pool
 //! does, so a connection the server ended meanwhile is replaced unseen.
 
 use std::sync::Mutex;
@@ -48,8 +49,8 @@ impl Singles {
     /// Runs one statement and reads its rows as `tys`.
     pub async fn fetch(&self, sql: &str, args: &[Val], tys: &[Ty]) -> Result<Vec<Vec<Val>>, StoreError> {
         let mut lease = self.lease().await?;
-        let rows = bind_pg(sqlx::query(sql), args).fetch_all(lease.conn()).await?;
-        lease.finished();
+        let rows = bind_pg(sqlx::query(sql), args).fetch_all(lease.conn()).await;
+        let rows = lease.settle(rows)?;
         rows.iter().map(|r| read_pg(r, tys)).collect()
     }
 
@@ -97,8 +98,8 @@ impl Singles {
 }
 
 /// A connection lent for one statement. It goes back to the idle ones only through
-/// [`Lease::finished`], after its statement ran to the end; dropped otherwise (an error, or
-/// the caller gone mid-statement), it is closed with its socket.
+/// [`Lease::settle`]; dropped otherwise (the caller gone mid-statement), it is closed with its
+/// socket.
 pub struct Lease<'a> {
     singles: &'a Singles,
     conn: Option<PgConnection>,
@@ -118,10 +119,16 @@ impl<'a> Lease<'a> {
         self.conn.as_mut().expect("a lease holds its connection until finished")
     }
 
-    /// The statement ran to the end: the connection may serve the next one.
-    pub fn finished(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.singles.lock().push((conn, Instant::now()));
+    /// The statement's result: its connection goes back for the next statement when the
+    /// statement ran to the end or the server refused it (an error response keeps the protocol
+    /// in step: the next statement first reads what is left of this one's answer); after any
+    /// other failure (the connection broken, the caller gone) it is closed.
+    pub fn settle<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
+            if let Some(conn) = self.conn.take() {
+                self.singles.lock().push((conn, Instant::now()));
+            }
         }
+        Ok(result?)
     }
 }
