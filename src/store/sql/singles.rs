@@ -72,7 +72,12 @@ impl Singles {
                 };
                 return Ok(Lease::new(self, conn, permit));
             };
-            if since.elapsed() < IDLE_CHECK || conn.ping().await.is_ok() {
+            if since.elapsed() < IDLE_CHECK {
+                return Ok(Lease::new(self, conn, permit));
+            }
+            // A server that stopped answering must not hold the statement (and its permit)
+            // for good: no answer in time counts as dead.
+            if let Ok(Ok(())) = tokio::time::timeout(self.acquire_timeout, conn.ping()).await {
                 return Ok(Lease::new(self, conn, permit));
             }
         }
