@@ -156,17 +156,13 @@ pub(super) async fn fast_append(
         None => q,
         Some(b) => b.rows.bind(q),
     };
-    let mut lease = match pool.lease().await {
-        Ok(lease) => lease,
-        Err(e) => {
-            if let Some(b) = boarding {
-                b.settle(false);
-            }
-            return Err(e);
-        }
-    };
-    let row = q.fetch_optional(lease.conn()).await;
-    let row = match lease.settle(row) {
+    let row = async {
+        let mut lease = pool.lease().await?;
+        let row = q.fetch_optional(lease.conn()).await;
+        lease.settle(row)
+    }
+    .await;
+    let row = match row {
         Ok(row) => row,
         Err(e) => {
             if let Some(b) = boarding {

@@ -8,8 +8,8 @@
 //! connection goes back only after its statement ran to the end (ReadyForQuery read) or was
 //! refused by the server (sqlx reads the rest of that answer before the next statement); one
 //! whose connection broke or whose caller went away is dropped with its socket, so no
-//! connection is ever handed out mid-protocol. One idle for [`IDLE_CHECK`] is pinged before use, as the pool
-//! does, so a connection the server ended meanwhile is replaced unseen.
+//! connection is ever handed out mid-protocol. One idle for [`IDLE_CHECK`] is pinged before
+//! use, as the pool does, so a connection the server ended meanwhile is replaced unseen.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -107,33 +107,30 @@ impl Singles {
 /// socket.
 pub struct Lease<'a> {
     singles: &'a Singles,
-    conn: Option<PgConnection>,
-    _permit: SemaphorePermit<'a>,
+    conn: PgConnection,
+    permit: SemaphorePermit<'a>,
 }
 
 impl<'a> Lease<'a> {
     fn new(singles: &'a Singles, conn: PgConnection, permit: SemaphorePermit<'a>) -> Self {
-        Self {
-            singles,
-            conn: Some(conn),
-            _permit: permit,
-        }
+        Self { singles, conn, permit }
     }
 
     pub fn conn(&mut self) -> &mut PgConnection {
-        self.conn.as_mut().expect("a lease holds its connection until finished")
+        &mut self.conn
     }
 
     /// The statement's result: its connection goes back for the next statement when the
     /// statement ran to the end or the server refused it (an error response keeps the protocol
     /// in step: the next statement first reads what is left of this one's answer); after any
     /// other failure (the connection broken, the caller gone) it is closed.
-    pub fn settle<T>(mut self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+    pub fn settle<T>(self, result: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        let Lease { singles, conn, permit } = self;
         if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
-            if let Some(conn) = self.conn.take() {
-                self.singles.lock().push((conn, Instant::now()));
-            }
+            singles.lock().push((conn, Instant::now()));
         }
+        // Given back after the connection: open connections never exceed the permits.
+        drop(permit);
         Ok(result?)
     }
 }
