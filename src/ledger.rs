@@ -15,7 +15,7 @@ use crate::domain::{HouseholdId, PersonId};
 use crate::error::LedgerError;
 use crate::feed::Feed;
 use crate::projections::{Projection, Projections};
-use crate::reads::{Query, Read, Reads};
+use crate::reads::{PersonQuery, Query, Read, Reads, TimelineQuery};
 use crate::request::RequestContext;
 use crate::settings::Settings;
 use crate::store::writer::Writer;
@@ -128,6 +128,22 @@ impl Ledger {
     /// Answers a query (consistently, unless `r` opts out).
     pub async fn ask<Q: Query>(&self, query: &Q, r: &Read) -> Result<Q::Answer, LedgerError> {
         self.reads.ask(query, r).await
+    }
+
+    /// A person's timeline as the JSON the API answers with (kept in memory while it stays
+    /// the answer).
+    pub async fn timeline_json(&self, query: &TimelineQuery, r: &Read) -> Result<bytes::Bytes, LedgerError> {
+        self.reads.timeline_json(query, r).await
+    }
+
+    /// A person as the JSON the API answers with (kept in memory while it stays the answer).
+    pub async fn person_json(&self, query: &PersonQuery, r: &Read) -> Result<bytes::Bytes, LedgerError> {
+        self.reads.person_json(query, r).await
+    }
+
+    /// The reads' service (its memory of answers, for metrics and tests).
+    pub fn reads(&self) -> &Reads {
+        &self.reads
     }
 
     /// Reads of the audit trail.

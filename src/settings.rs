@@ -28,6 +28,10 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ),
     ("KOKUHO_CARD_NUMBER_WIDTH", "digits of card numbers (default 8)"),
     (
+        "KOKUHO_READ_MEMORY_MIB",
+        "memory for person views and timelines answered before, given again until an event changes them (default 256; 0: none)",
+    ),
+    (
         "KOKUHO_LOG_ORIGIN",
         "the audit log's origin name (default kokuho-ledger.local)",
     ),
@@ -190,7 +194,13 @@ pub struct Settings {
     pub timeouts: crate::http::serve::Timeouts,
     /// Requests per principal (`KOKUHO_RATE_LIMIT_*`).
     pub rate_limit: crate::http::rate::RateLimit,
+    /// Bytes of answers kept in memory (`KOKUHO_READ_MEMORY_MIB`).
+    pub read_memory: u64,
 }
+
+/// The default memory for answers kept: a ward of 100,000 persons' timelines and views (about
+/// 1.4 and 0.4 KiB each, compressed) fit in it.
+pub const READ_MEMORY_MIB: u64 = 256;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -213,6 +223,7 @@ impl Default for Settings {
             nats: RelayConfig::default(),
             timeouts: crate::http::serve::Timeouts::default(),
             rate_limit: crate::http::rate::RateLimit::default(),
+            read_memory: READ_MEMORY_MIB << 20,
         }
     }
 }
@@ -314,6 +325,14 @@ impl Settings {
         }
         if let Some(v) = var("KOKUHO_BODY_TIMEOUT_SECONDS") {
             s.timeouts.body_read = seconds("KOKUHO_BODY_TIMEOUT_SECONDS", &v)?;
+        }
+        if let Some(v) = var("KOKUHO_READ_MEMORY_MIB") {
+            s.read_memory = v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 1 << 20)
+                .map(|n| n << 20)
+                .ok_or_else(|| anyhow::anyhow!("KOKUHO_READ_MEMORY_MIB must be 0 to 1048576"))?;
         }
         // Read by the store when it opens the embedded database; refused here, at start.
         crate::store::space::reserve_bytes_from_env().map_err(anyhow::Error::msg)?;

@@ -98,6 +98,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
     let head = s.ledger.store().head().await.ok();
     let projections = s.ledger.projections().status().await.unwrap_or_default();
     let mut text = metrics::global().render(head, &gauges(&projections));
+    text.push_str(&s.ledger.reads().answers().render());
     if relay::status::global().snapshot().is_some() {
         let feed_head = feed_head(s.ledger.store().db()).await.ok();
         text.push_str(&relay::status::global().render(feed_head));

@@ -11,12 +11,14 @@
 //! why the ledger does not use them.
 
 mod ahead;
+mod changes;
 pub mod feed;
 pub mod households;
 pub mod persons;
 mod rebuild;
 mod runner;
 
+pub use changes::Changes;
 #[cfg(feature = "test-hooks")]
 pub use runner::Faults;
 pub use runner::Projections;

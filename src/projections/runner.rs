@@ -10,6 +10,7 @@ use chrono::Utc;
 use tokio::sync::{watch, Notify};
 
 use super::ahead::{Batch, Cursor};
+use super::changes::Changes;
 use super::{Lagging, Lane, Prepared, Projection, ProjectionError, Status, LANES};
 use crate::metrics;
 use crate::store::sql::{Db, Dialect, Tx, Ty, Val};
@@ -76,6 +77,8 @@ pub struct Projections {
     committed: Notify,
     /// Set once the checkpoints were read from the database (before that, positions are 0).
     loaded: tokio::sync::OnceCell<()>,
+    /// Where each stream last changed, recorded before the read models' checkpoints move.
+    changes: Changes,
     #[cfg(feature = "test-hooks")]
     pub faults: Faults,
 }
@@ -108,6 +111,7 @@ impl Projections {
             wakes: std::array::from_fn(|_| Notify::new()),
             committed: Notify::new(),
             loaded: tokio::sync::OnceCell::new(),
+            changes: Changes::new(),
             #[cfg(feature = "test-hooks")]
             faults: Faults::default(),
         }
@@ -115,6 +119,25 @@ impl Projections {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Where each stream last changed, as far as the read models' committed positions go.
+    pub fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
+    /// Moves a checkpoint to `to` for a reason other than this process's own commit (only
+    /// forward with `forward_only`): the changes in between were not seen here, so every stream
+    /// counts as changed up to there before the new position is published.
+    fn moved_elsewhere(&self, entry: &Entry, to: i64, forward_only: bool) {
+        entry.position.send_if_modified(|p| {
+            if *p == to || (forward_only && to < *p) {
+                return false;
+            }
+            self.changes.unseen_through((*p).max(to));
+            *p = to;
+            true
+        });
     }
 
     /// The projections a rebuild empties and builds again (not the feed).
@@ -203,11 +226,7 @@ impl Projections {
                 self.upgrade(e, stored).await?;
             }
             let p = self.stored_checkpoint(name).await?;
-            e.position.send_if_modified(|old| {
-                let moved = *old != p;
-                *old = p;
-                moved
-            });
+            self.moved_elsewhere(e, p, false);
         }
         let _ = self.loaded.set(());
         Ok(())
@@ -305,7 +324,7 @@ impl Projections {
         if stored != from {
             // Another process (or a rebuild) moved it: continue from what is committed.
             drop(tx);
-            entry.position.send_replace(stored);
+            self.moved_elsewhere(entry, stored, false);
             return Ok(None);
         }
         Ok(Some(tx))
@@ -321,6 +340,10 @@ impl Projections {
         prepared: Prepared,
     ) -> Result<Written, ProjectionError> {
         let last = events.last().map_or(0, |e| e.position);
+        if entry.projection.lane() == Lane::Reads {
+            // Before the commit publishes the checkpoint: a reader that sees it sees these.
+            self.changes.observe(events);
+        }
         entry.projection.apply(&self.store, &mut tx, events, prepared).await?;
         tx.execute(
             "UPDATE projection_checkpoints SET position = $2, updated_at = CURRENT_TIMESTAMP WHERE name = $1",
@@ -579,11 +602,7 @@ impl Projections {
         for e in &self.entries {
             let name = e.projection.name();
             let position = self.stored_checkpoint(name).await?;
-            e.position.send_if_modified(|p| {
-                let moved = position > *p;
-                *p = (*p).max(position);
-                moved
-            });
+            self.moved_elsewhere(e, position, true);
             let lag_seconds = if position < head {
                 match self.store.read_log(position, 1).await?.first() {
                     Some(oldest) => (Utc::now() - oldest.recorded_at).num_microseconds().unwrap_or(0) as f64 / 1e6,

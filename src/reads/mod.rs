@@ -10,6 +10,7 @@
 
 mod cards;
 mod household;
+pub mod memo;
 mod person;
 mod search;
 pub mod sql;
@@ -20,10 +21,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 
 pub use cards::CardBranches;
 pub use household::HouseholdQuery;
+pub use memo::{Answers, Resource};
 pub use person::PersonQuery;
 pub use search::{SearchQuery, SearchView, MAX_RESULTS};
 pub use timeline::{EligibilityQuery, TimelineQuery};
@@ -34,6 +37,7 @@ use crate::error::LedgerError;
 use crate::projections::Projections;
 use crate::settings::Settings;
 use crate::store::Store;
+use memo::Sources;
 
 /// How long a read waits for the projections to reach the position it needs.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
@@ -78,11 +82,14 @@ pub struct Reads {
     pub(crate) projections: Arc<Projections>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Arc<Settings>,
+    /// Answers given before, given again while the log has not changed them.
+    answers: Answers,
 }
 
 impl Reads {
     pub fn new(store: Store, projections: Arc<Projections>, clock: Arc<dyn Clock>, settings: Arc<Settings>) -> Self {
         Self {
+            answers: Answers::new(settings.read_memory),
             store,
             projections,
             clock,
@@ -92,12 +99,75 @@ impl Reads {
 
     /// Answers a query at the position `r` calls for.
     pub async fn ask<Q: Query>(&self, query: &Q, r: &Read) -> Result<Q::Answer, LedgerError> {
-        let at = At {
+        query.run(self, self.at(r).await?).await
+    }
+
+    /// Where a read runs: the position `r` calls for, and today.
+    async fn at(&self, r: &Read) -> Result<At, LedgerError> {
+        Ok(At {
             position: self.position(r).await?,
             today: self.clock.today(),
             as_of: r.as_of.is_some(),
-        };
-        query.run(self, at).await
+        })
+    }
+
+    /// A person's timeline as JSON (`GET /v1/persons/{id}/timeline`): from memory while no
+    /// event since the kept answer touched the person or a household of its intervals.
+    pub async fn timeline_json(&self, query: &TimelineQuery, r: &Read) -> Result<Bytes, LedgerError> {
+        self.kept_json(Resource::Timeline, &query.person_id, r, |at| async move {
+            let view = query.run(self, at).await?;
+            let households = view.intervals.iter().filter_map(|i| i.household_id.clone()).collect();
+            Ok((
+                to_json(&view)?,
+                Some(Sources {
+                    today: None,
+                    households,
+                }),
+            ))
+        })
+        .await
+    }
+
+    /// A person as JSON (`GET /v1/persons/{id}`): from memory on the same day while no event
+    /// since the kept answer touched the person or a household it names.
+    pub async fn person_json(&self, query: &PersonQuery, r: &Read) -> Result<Bytes, LedgerError> {
+        self.kept_json(Resource::Person, &query.person_id, r, |at| async move {
+            let (view, sources) = query.answer(self, at).await?;
+            Ok((to_json(&view)?, sources))
+        })
+        .await
+    }
+
+    /// An answer about a person as JSON: the kept one while it is still the answer, else the
+    /// one `work` works out at the read's position (kept when it says what it read).
+    async fn kept_json<F, Fut>(
+        &self,
+        resource: Resource,
+        id: &PersonId,
+        r: &Read,
+        work: F,
+    ) -> Result<Bytes, LedgerError>
+    where
+        F: FnOnce(At) -> Fut,
+        Fut: Future<Output = Result<(Vec<u8>, Option<Sources>), LedgerError>>,
+    {
+        let at = self.at(r).await?;
+        let changes = self.projections.changes();
+        if let Some(json) = self.answers.get(resource, id.as_str(), at.position, at.today, changes) {
+            return Ok(json);
+        }
+        let (json, sources) = work(at).await?;
+        if let Some(mut sources) = sources {
+            sources.households.sort_unstable();
+            sources.households.dedup();
+            self.answers.put(resource, id.as_str(), at.position, sources, &json);
+        }
+        Ok(json.into())
+    }
+
+    /// The memory of answers (its counters and size, for metrics).
+    pub fn answers(&self) -> &Answers {
+        &self.answers
     }
 
     /// The log position a read answers at, after waiting (at most [`READ_WAIT`]) for the read
@@ -138,6 +208,10 @@ impl Reads {
         // Never beyond what every read model has committed.
         Ok(at.min(self.projections.committed().await?))
     }
+}
+
+fn to_json(view: &impl serde::Serialize) -> Result<Vec<u8>, LedgerError> {
+    serde_json::to_vec(view).map_err(|e| LedgerError::Internal(format!("answer JSON: {e}")))
 }
 
 pub(crate) fn person_not_found(person_id: &PersonId, at: At) -> LedgerError {

@@ -1,5 +1,6 @@
 //! `GET /v1/persons/{id}`: the person today (Asia/Tokyo), as known at a position.
 
+use super::memo::Sources;
 use super::sql;
 use super::views::{CardView, PersonView};
 use super::{person_not_found, At, Query, Reads};
@@ -15,6 +16,14 @@ pub struct PersonQuery {
 impl Query for PersonQuery {
     type Answer = PersonView;
     async fn run(&self, reads: &Reads, at: At) -> Result<PersonView, LedgerError> {
+        Ok(self.answer(reads, at).await?.0)
+    }
+}
+
+impl PersonQuery {
+    /// The view, and what it was read from besides the person's stream when that is only
+    /// the households it names (None: it also read other persons' rows).
+    pub(super) async fn answer(&self, reads: &Reads, at: At) -> Result<(PersonView, Option<Sources>), LedgerError> {
         let (today, position) = (at.today, at.position);
         let db = reads.store.db();
         let id = self.person_id.as_str();
@@ -62,15 +71,23 @@ impl Query for PersonQuery {
                 .map(|(c, branch)| card_view(c.symbol, c.number, branch)),
             (None, None) => None,
         };
+        let mut households: Vec<String> = intervals.iter().filter_map(|(i, _)| i.household_id.clone()).collect();
+        households.extend(household_id.clone());
+        let mut sources = Some(Sources {
+            today: Some(today),
+            households,
+        });
         // Only an uninsured register head can be a deemed head; the household's rule decides.
         let mut deemed_head = false;
         if let (None, Some(h)) = (current, &household_id) {
+            // That rule reads the other members' rows: such an answer is not kept.
+            sources = None;
             let hid = HouseholdId::parse(h).map_err(|e| corrupt(format!("stored household id: {e}")))?;
             if let Some(v) = reads.household_view(&hid, today, position).await? {
                 deemed_head = v.deemed_head && v.head_person_id.as_deref() == Some(id);
             }
         }
-        Ok(PersonView {
+        let view = PersonView {
             person_id: self.person_id.to_string(),
             name: row.name,
             name_kana: row.name_kana,
@@ -94,6 +111,7 @@ impl Query for PersonQuery {
             deceased_on: row.deceased_on,
             last_sequence: row.last_sequence as u64,
             today,
-        })
+        };
+        Ok((view, sources))
     }
 }
