@@ -222,3 +222,124 @@ on_both!(a_person_view_kept_yesterday_is_not_today_s, |kind: Kind| async move {
     assert_eq!(next["insured"], true);
     api.t.db.cleanup().await;
 });
+
+on_both!(
+    under_concurrent_writes_every_reader_sees_what_was_acknowledged_before_it,
+    |kind: Kind| async move {
+        let api = std::sync::Arc::new(Api::new(kind).await);
+        const PERSONS: usize = 4;
+        const EVENTS: usize = 12;
+        for p in 0..PERSONS {
+            let id = (41 + p).to_string();
+            record(&api, &id, registered("1970-01-01")).await;
+            record(&api, &id, moved_in("2021-04-01", "970")).await;
+        }
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Readers keep every person's answers in memory and race the writers' invalidations.
+        let readers: Vec<_> = (0..4)
+            .map(|r| {
+                let (api, done) = (api.clone(), done.clone());
+                tokio::spawn(async move {
+                    let mut n = r;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                        let id = 41 + n % PERSONS;
+                        let path = if n % 2 == 0 {
+                            format!("/v1/persons/{id}/timeline")
+                        } else {
+                            format!("/v1/persons/{id}")
+                        };
+                        assert_eq!(api.get(&path).await.status, 200);
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        // Each writer is the only one writing its person: after each acknowledged event, its
+        // own next read must show exactly the events written so far.
+        let writers: Vec<_> = (0..PERSONS)
+            .map(|p| {
+                let api = api.clone();
+                tokio::spawn(async move {
+                    let id = (41 + p).to_string();
+                    for k in 0..EVENTS {
+                        let date = format!("2022-{:02}-{:02}", 1 + k % 12, 1 + k / 12);
+                        record(&api, &id, json!({"type": "document_collected", "effective_date": date})).await;
+                        let t = api.get(&format!("/v1/persons/{id}/timeline")).await.body;
+                        assert_eq!(events(&t), 3 + k, "person {id} after event {k}: {t}");
+                        let v = api.get(&format!("/v1/persons/{id}")).await.body;
+                        assert_eq!(v["last_sequence"], 3 + k as u64, "person {id} after event {k}");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        for r in readers {
+            r.await.unwrap();
+        }
+        for p in 0..PERSONS {
+            read_and_check(&api, &(41 + p).to_string()).await;
+        }
+        let api = std::sync::Arc::into_inner(api).expect("every task is done");
+        api.t.db.cleanup().await;
+    }
+);
+
+on_both!(
+    a_deemed_head_s_view_follows_the_other_members,
+    |kind: Kind| async move {
+        let api = Api::new(kind).await;
+        for id in ["51", "52"] {
+            record(&api, id, registered("1970-01-01")).await;
+            record(&api, id, moved_in("2021-04-01", "980")).await;
+        }
+        let head = json!({"type": "household_head_changed", "effective_date": "2021-04-01", "person_id": "51"});
+        assert_eq!(api.household("980", head).await.status, 201);
+        record(
+            &api,
+            "51",
+            json!({"type": "employee_insurance_joined", "effective_date": "2022-04-01"}),
+        )
+        .await;
+        let deemed = |v: Value| v["deemed_head"].clone();
+        read_and_check(&api, "51").await;
+        assert_eq!(
+            deemed(api.get("/v1/persons/51").await.body),
+            true,
+            "uninsured head, insured member"
+        );
+        // Every change below is another person's: person 51's own stream stays as it is.
+        let steps = [
+            // The only insured member leaves the NHI: no deemed head.
+            (
+                "52",
+                json!({"type": "employee_insurance_joined", "effective_date": "2023-04-01"}),
+                false,
+            ),
+            // A new insured member joins.
+            ("53", registered("1990-01-01"), false),
+            ("53", moved_in("2023-06-01", "980"), true),
+            // … and moves to another household; then that move is rescinded (no event names
+            // household 980, yet its members change back).
+            (
+                "53",
+                json!({"type": "household_changed", "effective_date": "2023-09-01", "household_id": "981"}),
+                false,
+            ),
+            (
+                "53",
+                json!({"type": "rescinded", "target_sequence": 3, "reason": "recorded in error"}),
+                true,
+            ),
+        ];
+        for (id, body, want) in steps {
+            record(&api, id, body.clone()).await;
+            read_and_check(&api, "51").await;
+            assert_eq!(deemed(api.get("/v1/persons/51").await.body), want, "after {id} {body}");
+        }
+        assert!(api.t.ledger.reads().answers().hits(Resource::Person) > 0);
+        api.t.db.cleanup().await;
+    }
+);

@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use crate::store::StoredEvent;
 
+/// The kind of a household's list of members in [`Changes::touch`] (written by its members'
+/// events, not by the household's stream).
+pub const MEMBERS: &str = "members";
+
 /// 2^20 slots: about one in seven of a 150,000-stream ward's streams shares its slot.
 const SLOTS: usize = 1 << 20;
 
@@ -46,13 +50,20 @@ impl Changes {
         }
     }
 
+    /// Records that the rows of `(kind, id)` (not a stream: a set of rows such as a
+    /// household's members, [`MEMBERS`]) changed at `position`.
+    pub(crate) fn touch(&self, kind: &str, id: &str, position: i64) {
+        self.slot(kind, id).fetch_max(position, Ordering::SeqCst);
+    }
+
     /// Every stream may have changed up to `position` without this process seeing the events
     /// (a checkpoint another process or a rebuild moved).
     pub(crate) fn unseen_through(&self, position: i64) {
         self.floor.fetch_max(position, Ordering::SeqCst);
     }
 
-    /// The last position at which stream `(aggregate_type, id)` may have changed (0: never).
+    /// The last position at which stream `(aggregate_type, id)` (or set of rows, see
+    /// [`touch`](Self::touch)) may have changed (0: never).
     pub fn last(&self, aggregate_type: &str, id: &str) -> i64 {
         self.slot(aggregate_type, id)
             .load(Ordering::SeqCst)

@@ -18,7 +18,7 @@ pub mod persons;
 mod rebuild;
 mod runner;
 
-pub use changes::Changes;
+pub use changes::{Changes, MEMBERS};
 #[cfg(feature = "test-hooks")]
 pub use runner::Faults;
 pub use runner::Projections;
@@ -95,6 +95,12 @@ pub trait Projection: Send + Sync {
         batch: &[StoredEvent],
         prepared: Prepared,
     ) -> Result<(), ProjectionError>;
+    /// Sets of rows a batch changes that belong to no stream of the batch, as (kind, id), from
+    /// what [`prepare`](Self::prepare) gave: recorded in [`Changes`] with the batch (the
+    /// persons projection: the households whose list of members it changed).
+    fn touches(&self, _prepared: &Prepared) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// Called after every round of its lane, busy or idle, with its committed position: work
     /// that depends on time rather than on new events (the audit trail's tail checkpoint).
     async fn tick(&self, _store: &Store, _db: &Db, _position: i64) -> Result<(), ProjectionError> {

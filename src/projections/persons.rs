@@ -8,12 +8,12 @@
 //! position of the event that caused them, so the tables are the same however the log was cut
 //! into batches: incremental runs and a rebuild produce identical rows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::NaiveDate;
 use cqrs_es::Aggregate;
 
-use super::{prepared, Prepared, Projection, ProjectionError};
+use super::{prepared, Prepared, Projection, ProjectionError, MEMBERS};
 use crate::codec::{decode, fold};
 use crate::domain::{HouseholdId, Kana, Name, Person, Sex};
 use crate::store::sql::{Tx, Ty, Val};
@@ -252,6 +252,12 @@ impl Projection for Persons {
     async fn apply(&self, _: &Store, tx: &mut Tx, _: &[StoredEvent], work: Prepared) -> Result<(), ProjectionError> {
         self.write(tx, prepared(work, NAME)?).await
     }
+
+    fn touches(&self, work: &Prepared) -> Vec<(&'static str, String)> {
+        work.downcast_ref::<Plan>()
+            .map(|p| p.members_of.iter().map(|h| (MEMBERS, h.clone())).collect())
+            .unwrap_or_default()
+    }
 }
 
 impl Persons {
@@ -279,7 +285,12 @@ const ATTRIBUTES: usize = 0;
 struct Plan {
     inserts: [Rows; 4],
     closes: [Vec<(String, i64, i64)>; 4],
+    /// Households whose membership rows the batch changes (their lists of members).
+    members_of: BTreeSet<String>,
 }
+
+/// The index of `proj_membership` in [`tables`].
+const MEMBERSHIPS: usize = 3;
 
 /// Derives a batch's versions from the persons' streams up to each of their events.
 async fn plan(store: &Store, batch: &[StoredEvent]) -> Result<Plan, ProjectionError> {
@@ -301,7 +312,11 @@ async fn plan(store: &Store, batch: &[StoredEvent]) -> Result<Plan, ProjectionEr
     for e in store.load_streams_before(Person::TYPE, &ids, first.position).await? {
         earlier.entry(e.aggregate_id.clone()).or_default().push(e);
     }
-    let Plan { inserts, closes } = &mut out;
+    let Plan {
+        inserts,
+        closes,
+        members_of,
+    } = &mut out;
     for id in order {
         let stream = earlier.remove(id).unwrap_or_default();
         // Each event is deserialised once and applied once; rows are derived per event.
@@ -319,6 +334,15 @@ async fn plan(store: &Store, batch: &[StoredEvent]) -> Result<Plan, ProjectionEr
             for t in 0..4 {
                 if current[t] == previous[t] {
                     continue;
+                }
+                if t == MEMBERSHIPS {
+                    // Every household named before or after: a superset of those whose
+                    // members changed, which is all a reader needs.
+                    for row in previous[t].iter().chain(&current[t]) {
+                        if let Row::Membership(h, ..) = row {
+                            members_of.insert(h.as_str().to_owned());
+                        }
+                    }
                 }
                 // Row by row: a period that did not change keeps its version, so a new event
                 // writes the rows it changed, not the person's whole history again. Rows

@@ -343,6 +343,9 @@ impl Projections {
         if entry.projection.lane() == Lane::Reads {
             // Before the commit publishes the checkpoint: a reader that sees it sees these.
             self.changes.observe(events);
+            for (kind, id) in entry.projection.touches(&prepared) {
+                self.changes.touch(kind, &id, last);
+            }
         }
         entry.projection.apply(&self.store, &mut tx, events, prepared).await?;
         tx.execute(

@@ -4,12 +4,12 @@
 //!
 //! A timeline or person view at position P is read from the person's stream and from rows of
 //! the read models that only the person's events and their households' events write
-//! (attributes, periods, memberships, intervals, cards, branches). So it is still the answer
-//! at any later position Q, on the same day, as long as none of those streams changed in
-//! (P, Q]; [`Changes`] tells, for every position the read models have committed. An answer
-//! that read other persons' rows (a person view that asks the household who heads it) is not
-//! kept. A kept answer is never given for a position before its own, and one the log has
-//! made stale is worked out again: memory saves work, it never changes an answer.
+//! (attributes, periods, memberships, intervals, cards, branches); the view of an uninsured
+//! register head also from the household's list of members and their rows. So it is still
+//! the answer at any later position Q, on the same day, as long as none of those changed in
+//! (P, Q]; [`Changes`] tells, for every position the read models have committed. A kept
+//! answer is never given for a position before its own, and one the log has made stale is
+//! worked out again: memory saves work, it never changes an answer.
 //!
 //! The JSON is kept lz4-compressed (about a third of its size): a ward's timelines fit in the
 //! default budget, and decompressing one costs microseconds against a query's round trip.
@@ -45,17 +45,26 @@ impl Resource {
 }
 
 /// What an answer was read from, besides the person's own stream.
+#[derive(Default)]
 pub struct Sources {
     /// The day the answer is for, when it depends on the day.
     pub today: Option<NaiveDate>,
-    pub households: Vec<String>,
+    /// Other streams, and sets of rows ([`Changes::touch`]), as (kind, id).
+    pub streams: Vec<(&'static str, String)>,
+}
+
+impl Sources {
+    /// Household `id`'s stream (its card, branches and facts).
+    pub fn household(&mut self, id: &str) {
+        self.streams.push((Household::TYPE, id.to_owned()));
+    }
 }
 
 /// One kept answer.
 struct Kept {
     position: i64,
     today: Option<NaiveDate>,
-    households: Box<[String]>,
+    streams: Box<[(&'static str, String)]>,
     /// The answer's JSON, compressed with its length in front.
     json: Box<[u8]>,
 }
@@ -68,7 +77,7 @@ struct Size;
 
 impl Weighter<Key, Arc<Kept>> for Size {
     fn weight(&self, (_, id): &Key, kept: &Arc<Kept>) -> u64 {
-        (kept.json.len() + id.len() + kept.households.iter().map(|h| h.len() + 24).sum::<usize>() + 104) as u64
+        (kept.json.len() + id.len() + kept.streams.iter().map(|(_, s)| s.len() + 40).sum::<usize>() + 104) as u64
     }
 }
 
@@ -127,7 +136,7 @@ impl Answers {
         let kept = Kept {
             position,
             today: read.today,
-            households: read.households.into(),
+            streams: read.streams.into(),
             json: lz4_flex::compress_prepend_size(json).into(),
         };
         cache.insert(key, Arc::new(kept));
@@ -177,9 +186,7 @@ impl Answers {
 fn still_valid(k: &Kept, id: &str, position: i64, changes: &Changes) -> bool {
     k.position <= position
         && changes.last(Person::TYPE, id) <= k.position
-        && k.households
-            .iter()
-            .all(|h| changes.last(Household::TYPE, h) <= k.position)
+        && k.streams.iter().all(|(kind, s)| changes.last(kind, s) <= k.position)
 }
 
 #[cfg(test)]
@@ -192,10 +199,9 @@ mod tests {
     }
 
     fn from(households: &[&str]) -> Sources {
-        Sources {
-            today: None,
-            households: households.iter().map(|h| h.to_string()).collect(),
-        }
+        let mut s = Sources::default();
+        households.iter().for_each(|h| s.household(h));
+        s
     }
 
     #[test]
@@ -228,7 +234,7 @@ mod tests {
         let t = Answers::new(1 << 20);
         let today = Sources {
             today: Some(day(1)),
-            households: vec![],
+            ..Sources::default()
         };
         t.put(Person, "7", 10, today, b"{}");
         assert!(t.get(Person, "7", 11, day(1), &changes).is_some());

@@ -116,14 +116,12 @@ impl Reads {
     pub async fn timeline_json(&self, query: &TimelineQuery, r: &Read) -> Result<Bytes, LedgerError> {
         self.kept_json(Resource::Timeline, &query.person_id, r, |at| async move {
             let view = query.run(self, at).await?;
-            let households = view.intervals.iter().filter_map(|i| i.household_id.clone()).collect();
-            Ok((
-                to_json(&view)?,
-                Some(Sources {
-                    today: None,
-                    households,
-                }),
-            ))
+            let mut sources = Sources::default();
+            view.intervals
+                .iter()
+                .filter_map(|i| i.household_id.as_deref())
+                .for_each(|h| sources.household(h));
+            Ok((to_json(&view)?, Some(sources)))
         })
         .await
     }
@@ -158,8 +156,8 @@ impl Reads {
         }
         let (json, sources) = work(at).await?;
         if let Some(mut sources) = sources {
-            sources.households.sort_unstable();
-            sources.households.dedup();
+            sources.streams.sort_unstable();
+            sources.streams.dedup();
             self.answers.put(resource, id.as_str(), at.position, sources, &json);
         }
         Ok(json.into())

@@ -4,9 +4,11 @@ use super::memo::Sources;
 use super::sql;
 use super::views::{CardView, PersonView};
 use super::{person_not_found, At, Query, Reads};
-use crate::domain::{HouseholdId, PersonId};
+use crate::domain::{HouseholdId, Person, PersonId};
 use crate::error::LedgerError;
+use crate::projections::MEMBERS;
 use crate::store::corrupt;
+use cqrs_es::Aggregate;
 
 /// `GET /v1/persons/{person_id}`.
 pub struct PersonQuery {
@@ -21,8 +23,7 @@ impl Query for PersonQuery {
 }
 
 impl PersonQuery {
-    /// The view, and what it was read from besides the person's stream when that is only
-    /// the households it names (None: it also read other persons' rows).
+    /// The view, and what it was read from besides the person's own stream.
     pub(super) async fn answer(&self, reads: &Reads, at: At) -> Result<(PersonView, Option<Sources>), LedgerError> {
         let (today, position) = (at.today, at.position);
         let db = reads.store.db();
@@ -71,20 +72,25 @@ impl PersonQuery {
                 .map(|(c, branch)| card_view(c.symbol, c.number, branch)),
             (None, None) => None,
         };
-        let mut households: Vec<String> = intervals.iter().filter_map(|(i, _)| i.household_id.clone()).collect();
-        households.extend(household_id.clone());
-        let mut sources = Some(Sources {
+        let mut sources = Sources {
             today: Some(today),
-            households,
-        });
+            ..Sources::default()
+        };
+        intervals
+            .iter()
+            .filter_map(|(i, _)| i.household_id.as_deref())
+            .chain(household_id.as_deref())
+            .for_each(|h| sources.household(h));
         // Only an uninsured register head can be a deemed head; the household's rule decides.
         let mut deemed_head = false;
         if let (None, Some(h)) = (current, &household_id) {
-            // That rule reads the other members' rows: such an answer is not kept.
-            sources = None;
             let hid = HouseholdId::parse(h).map_err(|e| corrupt(format!("stored household id: {e}")))?;
+            // That rule reads the household's list of members and their intervals too.
+            sources.streams.push((MEMBERS, h.clone()));
             if let Some(v) = reads.household_view(&hid, today, position).await? {
                 deemed_head = v.deemed_head && v.head_person_id.as_deref() == Some(id);
+                let members = v.members.into_iter().map(|m| (Person::TYPE, m.person_id));
+                sources.streams.extend(members);
             }
         }
         let view = PersonView {
@@ -112,6 +118,6 @@ impl PersonQuery {
             last_sequence: row.last_sequence as u64,
             today,
         };
-        Ok((view, sources))
+        Ok((view, Some(sources)))
     }
 }
