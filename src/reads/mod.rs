@@ -121,7 +121,7 @@ impl Reads {
                 .iter()
                 .filter_map(|i| i.household_id.as_deref())
                 .for_each(|h| sources.household(h));
-            Ok((to_json(&view)?, Some(sources)))
+            Ok((to_json(&view)?, sources))
         })
         .await
     }
@@ -137,7 +137,7 @@ impl Reads {
     }
 
     /// An answer about a person as JSON: the kept one while it is still the answer, else the
-    /// one `work` works out at the read's position (kept when it says what it read).
+    /// one `work` works out at the read's position, kept with what it was read from.
     async fn kept_json<F, Fut>(
         &self,
         resource: Resource,
@@ -147,19 +147,17 @@ impl Reads {
     ) -> Result<Bytes, LedgerError>
     where
         F: FnOnce(At) -> Fut,
-        Fut: Future<Output = Result<(Vec<u8>, Option<Sources>), LedgerError>>,
+        Fut: Future<Output = Result<(Vec<u8>, Sources), LedgerError>>,
     {
         let at = self.at(r).await?;
         let changes = self.projections.changes();
         if let Some(json) = self.answers.get(resource, id.as_str(), at.position, at.today, changes) {
             return Ok(json);
         }
-        let (json, sources) = work(at).await?;
-        if let Some(mut sources) = sources {
-            sources.streams.sort_unstable();
-            sources.streams.dedup();
-            self.answers.put(resource, id.as_str(), at.position, sources, &json);
-        }
+        let (json, mut sources) = work(at).await?;
+        sources.streams.sort_unstable();
+        sources.streams.dedup();
+        self.answers.put(resource, id.as_str(), at.position, sources, &json);
         Ok(json.into())
     }
 

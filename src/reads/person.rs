@@ -24,7 +24,7 @@ impl Query for PersonQuery {
 
 impl PersonQuery {
     /// The view, and what it was read from besides the person's own stream.
-    pub(super) async fn answer(&self, reads: &Reads, at: At) -> Result<(PersonView, Option<Sources>), LedgerError> {
+    pub(super) async fn answer(&self, reads: &Reads, at: At) -> Result<(PersonView, Sources), LedgerError> {
         let (today, position) = (at.today, at.position);
         let db = reads.store.db();
         let id = self.person_id.as_str();
@@ -118,6 +118,6 @@ impl PersonQuery {
             last_sequence: row.last_sequence as u64,
             today,
         };
-        Ok((view, Some(sources)))
+        Ok((view, sources))
     }
 }
