@@ -133,6 +133,9 @@ pub async fn projections(url: &str, persons: usize, clients: usize, seconds: u64
         ("timeline", "/timeline", "open loop", Some(rate)),
         ("person", "", "closed loop, first pass", None),
         ("person", "", "closed loop, second pass", None),
+        // Views are read after the timelines: a third pass finds them all kept, as the
+        // timelines' second does.
+        ("person", "", "closed loop, third pass", None),
     ];
     for (what, resource, label, pace) in passes {
         let kind = if resource.is_empty() {
