@@ -1,9 +1,9 @@
 //! The last log position at which each stream changed, as far as this process's read models
 //! know: what an answer kept in memory checks before it is given again.
 //!
-//! A Reads-lane projection records a batch's streams before it publishes the checkpoint that
-//! covers them, so a reader that sees a committed position `Q` also sees every change at or
-//! before `Q`. Checkpoints moved by another process (or by a rebuild) carry changes nobody
+//! The runner records the streams of each batch it reads for the read models before any of
+//! their checkpoints covering it is published, so a reader that sees a committed position `Q`
+//! also sees every change at or before `Q`. Checkpoints moved by another process (or by a rebuild) carry changes nobody
 //! here saw: they raise a floor under every stream instead.
 //!
 //! Streams share a fixed array of slots by hash: a collision can only make a stream look

@@ -341,8 +341,8 @@ impl Projections {
     ) -> Result<Written, ProjectionError> {
         let last = events.last().map_or(0, |e| e.position);
         if entry.projection.lane() == Lane::Reads {
-            // Before the commit publishes the checkpoint: a reader that sees it sees these.
-            self.changes.observe(events);
+            // Before the commit publishes the checkpoint (the batch's streams were recorded
+            // by `round`): a reader that sees it sees these.
             for (kind, id) in entry.projection.touches(&prepared) {
                 self.changes.touch(kind, &id, last);
             }
@@ -456,6 +456,17 @@ impl Projections {
             if start < events.len() {
                 work.push((entry, at, &events[start..], batch_read.take(index, at)));
             }
+        }
+        let reads_from = work
+            .iter()
+            .filter(|w| w.0.projection.lane() == Lane::Reads)
+            .map(|w| w.1)
+            .min();
+        if let Some(from) = reads_from {
+            // Once per batch read, before any read model's checkpoint covering it is published:
+            // a reader that sees the checkpoint sees these changes.
+            self.changes
+                .observe(&events[events.partition_point(|e| e.position <= from)..]);
         }
         if self.db.dialect() == Dialect::Postgres {
             // The projections' transactions are written side by side (each on its own
