@@ -248,6 +248,61 @@ on_both!(if_match_conflicts_are_409, |kind| async move {
     api.t.db.cleanup().await;
 });
 
+// A registration is decided before its stream is read (commands::Command::creates_stream):
+// whatever the stream holds, the answer must be the one a read would have given.
+on_both!(a_registration_answers_as_if_its_stream_was_read, |kind| async move {
+    let api = Api::new(kind).await;
+    let r = api.register("8", "1980-06-15").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    // Refused on the stream's history, not on the empty stream it was first decided against
+    // (there, the future date would have been the refusal).
+    let future = json!({"type": "registered", "effective_date": "2099-01-01", "name": "山田 太郎",
+        "name_kana": "ヤマダ　タロウ", "birth_date": "1980-06-15", "sex": "1"})
+    .to_string();
+    for headers in [&[][..], &[("if-match", "\"1\"")][..]] {
+        let r = api.post("/v1/persons/8/events", &future, headers).await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "already_registered"),
+            "{headers:?}"
+        );
+        let r = api.register("8", "1980-06-15").await;
+        assert_eq!(
+            (r.status, code(&r)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "already_registered")
+        );
+    }
+    // On a new stream the date rules still answer.
+    let r = api.post("/v1/persons/9/events", &future, &[]).await;
+    assert_eq!((r.status, code(&r)), (StatusCode::UNPROCESSABLE_ENTITY, "future_date"));
+    assert_eq!(api.head().await, 1, "refusals write nothing");
+
+    // Eight registrations of one new person at once: one is written, the others are refused
+    // on what it wrote.
+    let answers = futures::future::join_all((0..8).map(|_| api.register("10", "1990-01-01"))).await;
+    let mut statuses: Vec<(u16, String)> = answers
+        .iter()
+        .map(|r| {
+            (
+                r.status.as_u16(),
+                r.body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses[0].0, 201, "{statuses:?}");
+    assert!(
+        statuses[1..]
+            .iter()
+            .all(|(s, c)| *s == 422 && c == "already_registered"),
+        "{statuses:?}"
+    );
+    assert_eq!(api.head().await, 2);
+    let stream = api.t.store.load_stream("person", "10", None).await.unwrap();
+    assert_eq!(stream.len(), 1);
+    api.t.db.cleanup().await;
+});
+
 // The forms src/http/openapi.json states, at their edges (the schemathesis run of
 // scripts/schemathesis.sh holds the whole document against the server).
 on_both!(headers_and_numbers_take_the_documented_forms, |kind| async move {
