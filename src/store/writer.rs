@@ -1,5 +1,6 @@
 //! Group commit: concurrent appends are gathered into one transaction, so the cost of a commit
-//! (one fsync under the log head lock) is shared by every request waiting at that moment.
+//! (one fsync under the log head lock) is shared by every request waiting at that moment, and
+//! by those that usually join it (see [`Usual`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -54,8 +55,40 @@ impl Drop for Ticket {
     }
 }
 
-/// The longest a batch waits for commands still being prepared.
+/// The longest a batch waits for commands still being prepared or usually in it.
 const GATHER_WINDOW: Duration = Duration::from_millis(2);
+
+/// How many commands a batch usually carries: an average of the last batches' sizes, each
+/// batch weighing 1/8. Commands come in waves: the clients one commit answered come back
+/// together, but not all of them have announced a command (a [`Ticket`]) when the writer
+/// looks, since each is still on its way back through the network and the HTTP stack. A
+/// batch that waits (within the window) for the usual number carries the whole wave, where
+/// it used to carry the half that was quick and leave the rest to a commit of its own.
+#[derive(Debug)]
+struct Usual(f64);
+
+impl Default for Usual {
+    fn default() -> Self {
+        Self(1.0)
+    }
+}
+
+impl Usual {
+    fn want(&self) -> usize {
+        self.0.round().max(1.0) as usize
+    }
+
+    /// A batch that waited out the window short of the usual number says the load fell: the
+    /// next batches wait only for what came, so a drop costs one window, once.
+    fn observe(&mut self, size: usize, timed_out: bool) {
+        let size = size as f64;
+        if timed_out && size < self.0 {
+            self.0 = size;
+        } else {
+            self.0 += (size - self.0) / 8.0;
+        }
+    }
+}
 
 fn count(outcome: &Outcome) {
     if let Ok(a) = outcome {
@@ -78,6 +111,7 @@ impl Writer {
         let waiting = preparing.clone();
         let handle = tokio::spawn(async move {
             let mut held: Option<Job> = None;
+            let mut usual = Usual::default();
             loop {
                 let first = match held.take() {
                     Some(j) => j,
@@ -103,13 +137,19 @@ impl Writer {
                 let mut requests = vec![request];
                 let mut replies = vec![reply];
                 let deadline = tokio::time::Instant::now() + GATHER_WINDOW;
+                let want = usual.want().min(max_batch);
+                let mut timed_out = false;
                 while requests.len() < max_batch {
                     let next = match rx.try_recv() {
                         Ok(j) => j,
-                        Err(_) if waiting.load(Ordering::SeqCst) > 0 => {
+                        Err(_) if requests.len() < want || waiting.load(Ordering::SeqCst) > 0 => {
                             match tokio::time::timeout_at(deadline, rx.recv()).await {
                                 Ok(Some(j)) => j,
-                                _ => break,
+                                Ok(None) => break,
+                                Err(_) => {
+                                    timed_out = true;
+                                    break;
+                                }
                             }
                         }
                         Err(_) => break,
@@ -126,6 +166,7 @@ impl Writer {
                         }
                     }
                 }
+                usual.observe(requests.len(), timed_out);
                 metrics::global().append_batches.inc();
                 match store.append_riding(&requests, side.as_deref()).await {
                     Ok(outcomes) => {
@@ -182,5 +223,35 @@ impl Writer {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Usual;
+
+    #[test]
+    fn a_batch_waits_for_the_usual_number_until_the_load_falls() {
+        let mut usual = Usual::default();
+        assert_eq!(usual.want(), 1);
+        for _ in 0..40 {
+            usual.observe(8, false);
+        }
+        assert_eq!(usual.want(), 8);
+        // One batch short of it because a client was slow (it came within the window, then
+        // the next batch was full again): still waiting for about the same.
+        usual.observe(7, false);
+        assert_eq!(usual.want(), 8);
+        // Seven clients left: the batch that waited for them in vain resets the expectation.
+        usual.observe(1, true);
+        assert_eq!(usual.want(), 1);
+        // A batch that timed out at or above the usual number (commands still being prepared)
+        // is an ordinary observation.
+        usual.observe(3, true);
+        assert_eq!(usual.want(), 1);
+        for _ in 0..40 {
+            usual.observe(4, false);
+        }
+        assert_eq!(usual.want(), 4);
     }
 }
