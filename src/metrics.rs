@@ -27,6 +27,10 @@ pub struct Metrics {
     pub events_appended: Counter,
     pub append_batches: Counter,
     pub commands_refused: Counter,
+    /// Registrations decided without reading their stream (see `commands`): answered so, or
+    /// decided again after a read because the stream was not empty.
+    pub registrations_unread_answered: Counter,
+    pub registrations_unread_read_again: Counter,
     pub projection_errors: Counter,
     /// The shared feed tail's queries, by cause (a feed commit seen, the periodic look).
     feed_tail_queries_commit: Counter,
@@ -113,6 +117,15 @@ impl Metrics {
             "kokuho_commands_refused_total",
             "Commands refused by a domain rule.",
             self.commands_refused.get(),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP kokuho_registrations_unread_total Registrations decided before reading their stream, by outcome.\n\
+             # TYPE kokuho_registrations_unread_total counter\n\
+             kokuho_registrations_unread_total{{outcome=\"answered\"}} {}\n\
+             kokuho_registrations_unread_total{{outcome=\"read_again\"}} {}",
+            self.registrations_unread_answered.get(),
+            self.registrations_unread_read_again.get()
         );
         let _ = writeln!(
             out,

@@ -252,6 +252,12 @@ on_both!(if_match_conflicts_are_409, |kind| async move {
 // whatever the stream holds, the answer must be the one a read would have given.
 on_both!(a_registration_answers_as_if_its_stream_was_read, |kind| async move {
     let api = Api::new(kind).await;
+    // Process-wide counters (other tests may add to them meanwhile, never take away).
+    let m = kokuho_ledger::metrics::global();
+    let before = (
+        m.registrations_unread_answered.get(),
+        m.registrations_unread_read_again.get(),
+    );
     let r = api.register("8", "1980-06-15").await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     // Refused on the stream's history, not on the empty stream it was first decided against
@@ -300,6 +306,15 @@ on_both!(a_registration_answers_as_if_its_stream_was_read, |kind| async move {
     assert_eq!(api.head().await, 2);
     let stream = api.t.store.load_stream("person", "10", None).await.unwrap();
     assert_eq!(stream.len(), 1);
+    // Two registrations answered unread; read again: the two refusals on person 8 without
+    // If-Match, the future date on person 9, and the seven refused of the eight.
+    assert!(m.registrations_unread_answered.get() - before.0 >= 2);
+    assert!(m.registrations_unread_read_again.get() - before.1 >= 10);
+    let text = api.get("/metrics").await.body.as_str().unwrap().to_owned();
+    assert!(
+        text.contains("kokuho_registrations_unread_total{outcome=\"read_again\"}"),
+        "{text}"
+    );
     api.t.db.cleanup().await;
 });
 

@@ -170,7 +170,10 @@ impl Commands {
             let decision = match decision {
                 Ok(d) => d,
                 // Refused against the guess: the answer is the stream's, so read it.
-                Err(LedgerError::Rule(_) | LedgerError::Input(_)) if guessed => continue,
+                Err(LedgerError::Rule(_) | LedgerError::Input(_)) if guessed => {
+                    metrics::global().registrations_unread_read_again.inc();
+                    continue;
+                }
                 Err(e @ (LedgerError::Rule(_) | LedgerError::Input(_))) => return self.or_replay(e, ctx).await,
                 Err(e) => return Err(e),
             };
@@ -205,7 +208,15 @@ impl Commands {
             };
             // The household and card locks are held until the append is answered.
             let _held = (decision.follow.guards, decision.follow.card_guard);
-            if let Some(r) = self.submit(ticket, request, ctx, caused).await? {
+            let submitted = self.submit(ticket, request, ctx, caused).await?;
+            if guessed {
+                let m = metrics::global();
+                match submitted {
+                    Some(_) => m.registrations_unread_answered.inc(),
+                    None => m.registrations_unread_read_again.inc(),
+                }
+            }
+            if let Some(r) = submitted {
                 tracing::info!(
                     stream,
                     id,
