@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::support::{command_rate, ledger, percentiles, serve, PLAIN_TABLE};
+use kokuho_ledger::domain::PersonId;
+use kokuho_ledger::request::RequestContext;
+
+use crate::support::{command_rate, ledger, percentiles, registration, serve, NEXT_PERSON, PLAIN_TABLE};
 
 pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> anyhow::Result<()> {
     let app = ledger(url, None).await?;
@@ -76,7 +79,64 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     println!("  ratio ledger over HTTP / plain: {:.2}", http_rate / plain_rate);
     println!("  ratio postgres-es / plain: {:.2}", peer_rate / plain_rate);
     println!("  ratio ledger / postgres-es: {:.2}", ledger_rate / peer_rate);
+    load_drop(&ledger, clients).await?;
     store.close().await;
+    Ok(())
+}
+
+/// What a sudden drop of the load costs the client that stays: the writer waits for as many
+/// commands as its batches usually carry, so the first batches after `clients` become one may
+/// wait for commands that no longer come. Prints that client's latencies alone, then right
+/// after the drop.
+async fn load_drop(ledger: &Arc<kokuho_ledger::ledger::Ledger>, clients: usize) -> anyhow::Result<()> {
+    let one = |ledger: Arc<kokuho_ledger::ledger::Ledger>| async move {
+        let n = NEXT_PERSON.fetch_add(1, Ordering::Relaxed);
+        let id = PersonId::parse(&format!("{}", 900_000_000_000u64 + n))?;
+        let ctx = RequestContext {
+            actor: "bench".into(),
+            request_id: format!("drop-{n}"),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        ledger.record_person_event(&id, &registration(n as usize), &ctx).await?;
+        anyhow::Ok(t.elapsed())
+    };
+    let mut alone = Vec::new();
+    for _ in 0..200 {
+        alone.push(one(ledger.clone()).await?);
+    }
+    let (alone_p50, _, _) = percentiles(alone);
+    let others = Arc::new(AtomicBool::new(false));
+    let crowd: Vec<_> = (1..clients)
+        .map(|_| {
+            let (ledger, others) = (ledger.clone(), others.clone());
+            tokio::spawn(async move {
+                while !others.load(Ordering::Relaxed) {
+                    one(ledger.clone()).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        one(ledger.clone()).await?;
+    }
+    others.store(true, Ordering::Relaxed);
+    for t in crowd {
+        t.await??;
+    }
+    let mut after = Vec::new();
+    for _ in 0..20 {
+        after.push(one(ledger.clone()).await?);
+    }
+    let first = after[0];
+    let worst = after.iter().max().copied().unwrap_or_default();
+    let (after_p50, _, _) = percentiles(after);
+    println!(
+        "  load drop ({clients} clients to 1, in process): alone p50 {alone_p50:?}; \
+         the 20 commands after the drop: first {first:?}, worst {worst:?}, p50 {after_p50:?}"
+    );
     Ok(())
 }
 

@@ -238,7 +238,7 @@ pub async fn serve(app: &App) -> anyhow::Result<Served> {
     })
 }
 
-static NEXT_PERSON: AtomicU64 = AtomicU64::new(0);
+pub static NEXT_PERSON: AtomicU64 = AtomicU64::new(0);
 
 /// `clients` record single-event commands (new persons' registrations) through the full
 /// command path for `seconds`, each with its own Idempotency-Key if asked: events/s.
