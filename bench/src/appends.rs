@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use kokuho_ledger::domain::PersonId;
 use kokuho_ledger::request::RequestContext;
 
-use crate::support::{command_rate, ledger, percentiles, registration, serve, NEXT_PERSON, PLAIN_TABLE};
+use crate::support::{command_rate, ledger, percentiles, register_new, serve, PLAIN_TABLE};
 
 pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> anyhow::Result<()> {
     let app = ledger(url, None).await?;
@@ -90,15 +89,13 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
 /// after the drop.
 async fn load_drop(ledger: &Arc<kokuho_ledger::ledger::Ledger>, clients: usize) -> anyhow::Result<()> {
     let one = |ledger: Arc<kokuho_ledger::ledger::Ledger>| async move {
-        let n = NEXT_PERSON.fetch_add(1, Ordering::Relaxed);
-        let id = PersonId::parse(&format!("{}", 900_000_000_000u64 + n))?;
         let ctx = RequestContext {
             actor: "bench".into(),
-            request_id: format!("drop-{n}"),
+            request_id: "load-drop".into(),
             ..Default::default()
         };
         let t = Instant::now();
-        ledger.record_person_event(&id, &registration(n as usize), &ctx).await?;
+        register_new(&ledger, 0, &ctx).await?;
         anyhow::Ok(t.elapsed())
     };
     let mut alone = Vec::new();

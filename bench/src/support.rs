@@ -238,7 +238,16 @@ pub async fn serve(app: &App) -> anyhow::Result<Served> {
     })
 }
 
-pub static NEXT_PERSON: AtomicU64 = AtomicU64::new(0);
+static NEXT_PERSON: AtomicU64 = AtomicU64::new(0);
+
+/// Registers a person never used before (fresh across calls: a run may append more than
+/// once) through the full command path, with the `i`th registration body.
+pub async fn register_new(ledger: &Ledger, i: usize, ctx: &RequestContext) -> anyhow::Result<()> {
+    let n = NEXT_PERSON.fetch_add(1, Ordering::Relaxed);
+    let id = PersonId::parse(&format!("{}", 900_000_000_000u64 + n))?;
+    ledger.record_person_event(&id, &registration(i), ctx).await?;
+    Ok(())
+}
 
 /// `clients` record single-event commands (new persons' registrations) through the full
 /// command path for `seconds`, each with its own Idempotency-Key if asked: events/s.
@@ -257,9 +266,6 @@ pub async fn command_rate(
             tokio::spawn(async move {
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    // Fresh persons across calls (a run may append more than once).
-                    let n = NEXT_PERSON.fetch_add(1, Ordering::Relaxed);
-                    let id = PersonId::parse(&format!("{}", 900_000_000_000u64 + n)).unwrap();
                     let key = idempotency.then(|| format!("bench-{c}-{i}"));
                     let ctx = RequestContext {
                         actor: "bench".into(),
@@ -268,10 +274,7 @@ pub async fn command_rate(
                         idempotency_key: key,
                         ..Default::default()
                     };
-                    ledger
-                        .record_person_event(&id, &registration(i), &ctx)
-                        .await
-                        .expect("append");
+                    register_new(&ledger, i, &ctx).await.expect("append");
                     count.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
