@@ -797,3 +797,81 @@ async fn batch_statements_are_planned_once_and_others_as_postgresql_chooses_post
     );
     db.cleanup().await;
 }
+
+on_both!(
+    the_log_followed_from_memory_is_what_the_database_holds,
+    |kind| async move {
+        let db = TestDb::new(kind).await;
+        let store = db.store().await;
+        // Another process writing the same log.
+        let other = db.store().await;
+        let awkward = json!({
+            "type": "registered",
+            "name": "山田 花子\u{3000}ヤマダ",
+            "note": "tab\tquote\"backslash\\bell\u{7}",
+            "nested": {"b": [1, 2.5, null, true], "a": "z"}
+        });
+        let head = |s: Store| async move { s.head().await.unwrap() };
+
+        // One batch of new streams (PostgreSQL's one-statement path), with a multi-event request.
+        let mut batch = registrations("m", 5);
+        batch[0].events.push(event("registered", awkward.clone()));
+        batch.push(card("h1", "000001"));
+        assert!(store.append_batch(&batch).await.unwrap().iter().all(Result::is_ok));
+        assert_eq!(store.followed_from_memory(), Some((1, 8)));
+
+        // A batch whose second request conflicts with its first: written request by request.
+        let out = store
+            .append_batch(&[
+                request("c", 0, vec![event("x", awkward.clone())]),
+                request("c", 0, vec![event("y", json!({}))]),
+            ])
+            .await
+            .unwrap();
+        assert!(out[0].is_ok() && matches!(out[1], Err(Rejection::Conflict { .. })));
+        assert_eq!(store.followed_from_memory(), Some((1, 9)));
+
+        // All or nothing: a refused batch leaves the memory as it was.
+        let refused = store
+            .append_atomic(&[request("c", 0, vec![event("z", json!({}))])])
+            .await
+            .unwrap();
+        assert!(refused.is_err());
+        assert_eq!(store.followed_from_memory(), Some((1, 9)));
+        let all = registrations("a", 3);
+        assert!(store.append_atomic(&all).await.unwrap().is_ok());
+        assert_eq!(store.followed_from_memory(), Some((1, 12)));
+
+        // Another process writes 13 and 14: this one's next events start the memory afresh.
+        assert!(other
+            .append_batch(&registrations("o", 2))
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        assert_eq!(store.followed_from_memory(), Some((1, 12)));
+        assert!(store
+            .append_batch(&registrations("n", 2))
+            .await
+            .unwrap()
+            .iter()
+            .all(Result::is_ok));
+        assert_eq!(store.followed_from_memory(), Some((15, 16)));
+        assert_eq!(head(store.clone()).await, 16);
+
+        // From every position, what is followed is what the database holds, field for field.
+        let stored = all_events(&store).await;
+        for after in 0..16 {
+            let followed = store.follow_log(after, 3).await.unwrap();
+            assert!(!followed.is_empty(), "after {after}: nothing followed");
+            let from_database = &stored[after as usize..];
+            assert_eq!(
+                &followed[..],
+                &from_database[..followed.len()],
+                "after {after}: memory and database differ"
+            );
+        }
+        assert!(store.follow_log(16, 3).await.unwrap().is_empty());
+        db.cleanup().await;
+    }
+);

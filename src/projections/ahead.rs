@@ -56,9 +56,30 @@ pub(super) struct Cursor {
     ahead: Option<(i64, Preparing)>,
     /// Begun when the batch being prepared was read (a full batch: the log goes on).
     next_read: Option<Read>,
+    /// Reads the database only, never what this process has just committed (a verification
+    /// checks what the database holds).
+    database_only: bool,
+}
+
+/// The `limit` events after `after`, as a runner follows the log or from the database only.
+async fn read(store: &Store, after: i64, limit: i64, database_only: bool) -> Result<Vec<StoredEvent>, StoreError> {
+    if database_only {
+        store.read_log(after, limit).await
+    } else {
+        store.follow_log(after, limit).await
+    }
 }
 
 impl Cursor {
+    /// A cursor that reads the database only.
+    pub(super) fn database_only() -> Self {
+        Self {
+            ahead: None,
+            next_read: None,
+            database_only: true,
+        }
+    }
+
     /// Starts reading the `limit` events after `from` and preparing them for `readers`.
     pub(super) fn start(&mut self, store: &Store, from: i64, limit: i64, projections: usize, readers: Vec<Reader>) {
         if let Some((_, task)) = self.ahead.take() {
@@ -73,12 +94,13 @@ impl Cursor {
             None => None,
         };
         let store = store.clone();
+        let database_only = self.database_only;
         let task = tokio::spawn(async move {
             let events = match early {
                 Some(read) => read
                     .await
                     .map_err(|e| ProjectionError::corrupt(format!("read-ahead task failed: {e}")))??,
-                None => store.read_log(from, limit).await?,
+                None => read(&store, from, limit, database_only).await?,
             };
             let next = match events.last() {
                 Some(last) if events.len() as i64 >= limit => {
@@ -86,7 +108,7 @@ impl Cursor {
                     Some((
                         after,
                         limit,
-                        tokio::spawn(async move { store.read_log(after, limit).await }),
+                        tokio::spawn(async move { read(&store, after, limit, database_only).await }),
                     ))
                 }
                 _ => None,

@@ -433,7 +433,7 @@ impl Projections {
         };
         let mut batch_read = match cursor.take(from).await? {
             Some(ahead) => ahead,
-            None => Batch::read_now(self.store.read_log(from, batch).await?, self.entries.len()),
+            None => Batch::read_now(self.store.follow_log(from, batch).await?, self.entries.len()),
         };
         let read = batch_read.events.len();
         if let Some(last) = batch_read.events.last().map(|e| e.position) {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::side::Rider;
 use super::sql::Ty;
-use super::{corrupt, IdempotencyClaim, IdempotencyRecord, NewEvent, StoreError, VaultEntry};
+use super::{corrupt, IdempotencyClaim, IdempotencyRecord, Json, NewEvent, StoreError, StoredEvent, VaultEntry};
 
 /// One atomic append: events of one stream, plus optionally events of other streams that must
 /// commit with them or not at all (e.g. the branch number a join causes in its household).
@@ -149,6 +149,23 @@ pub(super) struct Row {
     pub payload: String,
     pub metadata: String,
     pub position: i64,
+}
+
+impl Row {
+    /// The event as the log holds it once committed, at `base` plus its planned position.
+    pub(super) fn stored(self, base: i64, recorded_at: DateTime<Utc>) -> StoredEvent {
+        StoredEvent {
+            position: base + self.position,
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            payload: Json::stored(self.payload),
+            metadata: Json::stored(self.metadata),
+            recorded_at,
+        }
+    }
 }
 
 pub(super) fn plan(

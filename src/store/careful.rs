@@ -28,20 +28,24 @@ const KEY_COLS: [(&str, Ty); 5] = [
     ("position", Ty::Int),
     ("created_at", Ty::Instant),
 ];
+use std::sync::Arc;
+
+use super::recent::Recent;
 use super::side::SideLog;
 use super::sql::{Db, Dialect, Tx, Ty, Val};
-use super::{commit_instant, corrupt, idempotency_record, StoreError};
+use super::{commit_instant, corrupt, idempotency_record, StoreError, StoredEvent};
 
 pub(super) async fn append_batch(
     db: &Db,
     requests: &[AppendRequest],
     side: Option<&dyn SideLog>,
+    recent: &Arc<Recent>,
 ) -> Result<Vec<Outcome>, StoreError> {
     if requests.is_empty() {
         return Ok(Vec::new());
     }
     if let Db::Postgres(pg) = db {
-        match super::postgres::fast_append(&pg.batches, requests, side).await {
+        match super::postgres::fast_append(&pg.batches, requests, side, recent).await {
             Ok(Some(outcomes)) => return Ok(outcomes),
             // A stale expectation, a used Idempotency-Key or a uniqueness rule: nothing was
             // written; decide request by request on the careful path.
@@ -50,7 +54,7 @@ pub(super) async fn append_batch(
             Err(other) => return Err(other),
         }
     }
-    match careful(db, requests, false).await {
+    match careful(db, requests, false, recent).await {
         Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
             let constraint = e.constraint().unwrap_or("unique").to_owned();
             if requests.len() == 1 {
@@ -59,7 +63,7 @@ pub(super) async fn append_batch(
             // One request broke a uniqueness rule: find it by appending one at a time.
             let mut out = Vec::with_capacity(requests.len());
             for r in requests {
-                out.extend(Box::pin(append_batch(db, std::slice::from_ref(r), None)).await?);
+                out.extend(Box::pin(append_batch(db, std::slice::from_ref(r), None, recent)).await?);
             }
             Ok(out)
         }
@@ -70,13 +74,14 @@ pub(super) async fn append_batch(
 pub(super) async fn append_atomic(
     db: &Db,
     requests: &[AppendRequest],
+    recent: &Arc<Recent>,
 ) -> Result<Result<Vec<Appended>, (Option<usize>, Rejection)>, StoreError> {
     if requests.is_empty() {
         return Ok(Ok(Vec::new()));
     }
     // The fast path is all or nothing already: one statement that writes everything or nothing.
     if let Db::Postgres(pg) = db {
-        match super::postgres::fast_append(&pg.batches, requests, None).await {
+        match super::postgres::fast_append(&pg.batches, requests, None, recent).await {
             Ok(Some(outcomes)) if outcomes.iter().all(Result::is_ok) => {
                 return Ok(Ok(outcomes.into_iter().filter_map(Result::ok).collect()));
             }
@@ -86,7 +91,7 @@ pub(super) async fn append_atomic(
             Err(other) => return Err(other),
         }
     }
-    let outcomes = match careful(db, requests, true).await {
+    let outcomes = match careful(db, requests, true, recent).await {
         Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
             let constraint = e.constraint().unwrap_or("unique").to_owned();
             return Ok(Err((None, Rejection::Unique(constraint))));
@@ -106,25 +111,37 @@ pub(super) async fn append_atomic(
 /// One transaction on either backend: lock the head, read the heads of the streams concerned
 /// and the keys claimed, plan, write. With `atomic`, a single rejection rolls everything back.
 /// The transaction runs to its end in a task of its own, so a caller that goes away never
-/// leaves a connection inside a transaction.
-async fn careful(db: &Db, requests: &[AppendRequest], atomic: bool) -> Result<Vec<Outcome>, StoreError> {
+/// leaves a connection inside a transaction. What it committed goes to `recent`.
+async fn careful(
+    db: &Db,
+    requests: &[AppendRequest],
+    atomic: bool,
+    recent: &Arc<Recent>,
+) -> Result<Vec<Outcome>, StoreError> {
     let db = db.clone();
     let requests = requests.to_vec();
+    let recent = recent.clone();
     tokio::spawn(async move {
         let mut tx = db.begin().await?;
-        let outcomes = careful_in(&mut tx, &requests, atomic).await?;
+        let (outcomes, events) = careful_in(&mut tx, &requests, atomic).await?;
         if atomic && outcomes.iter().any(|o| o.is_err()) {
             // Dropped uncommitted: nothing of the batch is written.
             return Ok(outcomes);
         }
         tx.commit().await?;
+        recent.committed(events);
         Ok(outcomes)
     })
     .await
     .map_err(|e| StoreError::Task(e.to_string()))?
 }
 
-async fn careful_in(tx: &mut Tx, requests: &[AppendRequest], atomic: bool) -> Result<Vec<Outcome>, StoreError> {
+/// The outcomes, and the events written as the log will hold them once committed.
+async fn careful_in(
+    tx: &mut Tx,
+    requests: &[AppendRequest],
+    atomic: bool,
+) -> Result<(Vec<Outcome>, Vec<StoredEvent>), StoreError> {
     let d = tx.dialect();
     // The log head lock: held until commit, it orders every writer.
     let head = tx
@@ -202,22 +219,22 @@ async fn careful_in(tx: &mut Tx, requests: &[AppendRequest], atomic: bool) -> Re
 
     let plan = plan(requests, heads, used, last_position, recorded_at)?;
     if atomic && plan.outcomes.iter().any(|o| o.is_err()) {
-        return Ok(plan.outcomes);
+        return Ok((plan.outcomes, Vec::new()));
     }
     let at = Val::Instant(Some(recorded_at));
-    let rows: Vec<Vec<Val>> = plan
-        .rows
-        .into_iter()
-        .map(|r| {
+    let events: Vec<StoredEvent> = plan.rows.into_iter().map(|r| r.stored(0, recorded_at)).collect();
+    let rows: Vec<Vec<Val>> = events
+        .iter()
+        .map(|e| {
             vec![
-                Val::Text(Some(r.aggregate_type)),
-                Val::Text(Some(r.aggregate_id)),
-                Val::int(r.sequence),
-                Val::Text(Some(r.event_type)),
-                Val::Text(Some(r.event_version)),
-                Val::Json(Some(r.payload)),
-                Val::Json(Some(r.metadata)),
-                Val::int(r.position),
+                Val::text(&e.aggregate_type),
+                Val::text(&e.aggregate_id),
+                Val::int(e.sequence),
+                Val::text(&e.event_type),
+                Val::text(&e.event_version),
+                Val::Json(Some(e.payload.as_str().to_owned())),
+                Val::Json(Some(e.metadata.as_str().to_owned())),
+                Val::int(e.position),
                 at.clone(),
             ]
         })
@@ -271,5 +288,5 @@ async fn careful_in(tx: &mut Tx, requests: &[AppendRequest], atomic: bool) -> Re
         )
         .await?;
     }
-    Ok(plan.outcomes)
+    Ok((plan.outcomes, events))
 }

@@ -11,6 +11,7 @@ mod careful;
 mod head;
 mod json;
 mod postgres;
+mod recent;
 pub mod side;
 pub mod space;
 pub mod sql;
@@ -204,6 +205,8 @@ fn commit_instant(last: DateTime<Utc>) -> DateTime<Utc> {
 pub struct Store {
     db: Db,
     heads: head::SharedHead,
+    /// What this process committed last, for the runners that follow the log.
+    recent: std::sync::Arc<recent::Recent>,
 }
 
 /// Which database a URL selects.
@@ -316,6 +319,7 @@ impl Store {
         Ok(Self {
             db,
             heads: head::SharedHead::new(),
+            recent: Default::default(),
         })
     }
 
@@ -378,7 +382,7 @@ impl Store {
         side: Option<&dyn side::SideLog>,
     ) -> Result<Vec<Outcome>, StoreError> {
         self.room()?;
-        let result = careful::append_batch(&self.db, requests, side).await;
+        let result = careful::append_batch(&self.db, requests, side, &self.recent).await;
         self.note(result)
     }
 
@@ -411,7 +415,7 @@ impl Store {
         requests: &[AppendRequest],
     ) -> Result<Result<Vec<Appended>, (Option<usize>, Rejection)>, StoreError> {
         self.room()?;
-        let result = careful::append_atomic(&self.db, requests).await;
+        let result = careful::append_atomic(&self.db, requests, &self.recent).await;
         self.note(result)
     }
 
@@ -469,6 +473,22 @@ impl Store {
             select_events(self.db.dialect())
         );
         self.events(&sql, &[Val::int(after), Val::int(limit)]).await
+    }
+
+    /// As [`read_log`](Self::read_log) for a runner that follows the log: the events this
+    /// process has just committed come from memory (exactly what the database stored), the
+    /// rest from the database. It may answer fewer than the log already holds, as a read a
+    /// moment earlier would.
+    pub async fn follow_log(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        match self.recent.after(after, limit) {
+            Some(events) => Ok(events),
+            None => self.read_log(after, limit).await,
+        }
+    }
+
+    /// The positions [`follow_log`](Self::follow_log) answers from memory (diagnostics, tests).
+    pub fn followed_from_memory(&self) -> Option<(i64, i64)> {
+        self.recent.range()
     }
 
     /// The events at positions `from..=to`, in position order.

@@ -9,7 +9,10 @@ use sqlx::Row as _;
 use super::append::{plan, Outcome, Row};
 use super::side::{Boarding, Rider, SideLog, SideSql};
 use super::sql::Singles;
-use super::{commit_instant, corrupt, AppendRequest, StoreError, VaultEntry};
+use std::sync::Arc;
+
+use super::recent::Recent;
+use super::{commit_instant, corrupt, AppendRequest, Json, StoreError, StoredEvent, VaultEntry};
 
 /// Rows as column arrays, for `INSERT … SELECT FROM UNNEST(…)`: one statement whatever the
 /// number of rows.
@@ -37,6 +40,34 @@ impl From<Vec<Row>> for Columns {
             c.metadata.push(r.metadata);
         }
         c
+    }
+}
+
+impl Columns {
+    /// The rows as the log holds them once committed: positions follow `base` in row order.
+    fn into_events(self, base: i64, recorded_at: DateTime<Utc>) -> Vec<StoredEvent> {
+        let c = self;
+        c.types
+            .into_iter()
+            .zip(c.ids)
+            .zip(c.sequences)
+            .zip(c.event_types)
+            .zip(c.versions)
+            .zip(c.payloads)
+            .zip(c.metadata)
+            .enumerate()
+            .map(|(i, ((((((t, id), sequence), et), ev), p), m))| StoredEvent {
+                position: base + 1 + i as i64,
+                aggregate_type: t,
+                aggregate_id: id,
+                sequence,
+                event_type: et,
+                event_version: ev,
+                payload: Json::stored(p),
+                metadata: Json::stored(m),
+                recorded_at,
+            })
+            .collect()
     }
 }
 
@@ -83,6 +114,7 @@ pub(super) async fn fast_append(
     pool: &Singles,
     requests: &[AppendRequest],
     side: Option<&dyn SideLog>,
+    recent: &Arc<Recent>,
 ) -> Result<Option<Vec<Outcome>>, StoreError> {
     // Each stream is where its first request in the batch expects it; the plan chains later
     // requests of the same stream from there, and the guard checks only those first
@@ -176,7 +208,7 @@ pub(super) async fn fast_append(
             // The side head had moved (or a stream had): once more, the events alone.
             Some(b) => {
                 b.settle(false);
-                Box::pin(fast_append(pool, requests, None)).await
+                Box::pin(fast_append(pool, requests, None, recent)).await
             }
             None => Ok(None),
         };
@@ -187,6 +219,8 @@ pub(super) async fn fast_append(
     }
     let (base, micros): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
     let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| corrupt("recorded_at"))?;
+    // The statement committed: its rows are the log's from `base` on.
+    recent.committed(c.into_events(base, at));
     Ok(Some(
         plan.outcomes
             .into_iter()

@@ -172,7 +172,7 @@ impl Feed {
         // The next batch is read and planned while this one is generated and compared. The
         // log is gapless, so a limit of `upto - after` stops exactly at `upto`.
         let me: Arc<dyn Projection> = Arc::new(self.clone());
-        let mut cursor = Cursor::default();
+        let mut cursor = Cursor::database_only();
         let read = |cursor: &mut Cursor, after: i64| {
             let limit = VERIFY_BATCH.min(upto - after);
             cursor.start(store, after, limit, 1, vec![(0, after, me.clone())]);
