@@ -11,6 +11,7 @@
 //! any failure — a corrected line, a conflict, a killed process — skips what is already in the
 //! ledger and finishes the load without duplicating a line. Memory holds one batch.
 
+use std::collections::HashSet;
 use std::io::BufRead as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -160,30 +161,60 @@ impl std::fmt::Display for Report {
 /// How often a batch is decided again when another writer moved one of its streams.
 const BATCH_RETRIES: usize = 5;
 
-/// Imports `file` into `ledger`; `progress` is told the bytes read so far.
-pub async fn run(ledger: &Ledger, file: &Path, options: &Options, progress: impl Fn(u64)) -> anyhow::Result<Report> {
-    let started = Instant::now();
-    let today = ledger.clock().today();
-    let reader =
-        std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
-    let mut report = Report::default();
-    let mut batch: Vec<Line> = Vec::with_capacity(options.batch_lines);
-    let (mut bytes, mut number) = (0u64, 0usize);
-    let mut lines = reader.lines();
-    loop {
-        let next = lines.next();
-        let end_of_file = next.is_none();
-        let mut stop = None;
-        if let Some(text) = next {
-            number += 1;
-            let text = text.with_context(|| format!("reading line {number}"))?;
-            bytes += text.len() as u64 + 1;
-            if !text.trim().is_empty() {
+/// A batch of lines read, parsed and looked up while the batch before it is written.
+struct Parsed {
+    lines: Vec<Line>,
+    /// The keys among them already in the ledger when the batch was read.
+    known: HashSet<String>,
+    /// The line that could not be parsed: the import stops after this batch.
+    stop: Option<LineFailure>,
+    /// Bytes read through this batch.
+    bytes: u64,
+    /// The last line number read.
+    number: usize,
+    /// The file ends with this batch.
+    end: bool,
+}
+
+/// Reads, parses and looks up the file's batches in a thread of their own, one batch ahead of
+/// the writes (two batches in memory at most). It stops at the end of the file, after a line
+/// that does not parse, or when the receiver goes away.
+fn read_ahead(
+    file: std::fs::File,
+    store: crate::store::Store,
+    vault: Arc<crate::vault::Vault>,
+    today: chrono::NaiveDate,
+    batch_lines: usize,
+) -> tokio::sync::mpsc::Receiver<anyhow::Result<Parsed>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(file).lines();
+        let (mut bytes, mut number) = (0u64, 0usize);
+        loop {
+            let mut batch: Vec<Line> = Vec::with_capacity(batch_lines);
+            let mut stop = None;
+            let mut end = false;
+            while batch.len() < batch_lines && stop.is_none() {
+                let Some(text) = lines.next() else {
+                    end = true;
+                    break;
+                };
+                number += 1;
+                let text = match text.with_context(|| format!("reading line {number}")) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                bytes += text.len() as u64 + 1;
+                if text.trim().is_empty() {
+                    continue;
+                }
                 let key = format!(
                     "import:{}",
-                    &ledger
-                        .vault()
-                        .fingerprint(&[number.to_string().as_bytes(), text.as_bytes()])[..40]
+                    &vault.fingerprint(&[number.to_string().as_bytes(), text.as_bytes()])[..40]
                 );
                 match parse_line(&text, today) {
                     Ok(target) => batch.push(Line { number, key, target }),
@@ -195,26 +226,65 @@ pub async fn run(ledger: &Ledger, file: &Path, options: &Options, progress: impl
                     }
                 }
             }
+            let known = match runtime.block_on(known_keys(store.db(), &batch)) {
+                Ok(k) => k,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            let last = end || stop.is_some();
+            let parsed = Parsed {
+                lines: batch,
+                known,
+                stop,
+                bytes,
+                number,
+                end,
+            };
+            if tx.blocking_send(Ok(parsed)).is_err() || last {
+                return;
+            }
         }
-        let end = end_of_file || stop.is_some();
-        if batch.len() >= options.batch_lines || (end && !batch.is_empty()) {
-            let lines = std::mem::take(&mut batch);
-            let last = lines.last().map_or(0, |l| l.number);
-            match write_batch(ledger, &lines, options, &mut report).await? {
+    });
+    rx
+}
+
+/// Imports `file` into `ledger`; `progress` is told the bytes read so far.
+pub async fn run(ledger: &Ledger, file: &Path, options: &Options, progress: impl Fn(u64)) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let opened = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut batches = read_ahead(
+        opened,
+        ledger.store().clone(),
+        ledger.vault().clone(),
+        ledger.clock().today(),
+        options.batch_lines.max(1),
+    );
+    let mut report = Report::default();
+    let mut bytes;
+    loop {
+        let Some(parsed) = batches.recv().await else {
+            anyhow::bail!("reading {} stopped before its end", file.display());
+        };
+        let parsed = parsed?;
+        bytes = parsed.bytes;
+        if let Some(last) = parsed.lines.last().map(|l| l.number) {
+            match write_batch(ledger, &parsed.lines, parsed.known, options, &mut report).await? {
                 Some(failure) => {
                     report.failure = Some(failure);
                     break;
                 }
                 None => report.in_ledger_through = last,
             }
-            progress(bytes);
         }
-        if let Some(failure) = stop {
+        progress(bytes);
+        if let Some(failure) = parsed.stop {
             report.failure = Some(failure);
             break;
         }
-        if end {
-            report.in_ledger_through = number;
+        if parsed.end {
+            report.in_ledger_through = parsed.number;
             break;
         }
     }
@@ -227,14 +297,13 @@ pub async fn run(ledger: &Ledger, file: &Path, options: &Options, progress: impl
 }
 
 /// The keys of `lines` already in the ledger.
-async fn known_keys(ledger: &Ledger, lines: &[Line]) -> Result<std::collections::HashSet<String>, LedgerError> {
-    let db = ledger.store().db();
+async fn known_keys(db: &crate::store::sql::Db, lines: &[Line]) -> Result<HashSet<String>, LedgerError> {
     let keys: Vec<&str> = lines.iter().map(|l| l.key.as_str()).collect();
     let sql = format!(
         "SELECT key FROM idempotency_keys WHERE {}",
         db.dialect().in_json_array("key", 1)
     );
-    let mut known = std::collections::HashSet::new();
+    let mut known = HashSet::new();
     for chunk in keys.chunks(5000) {
         for r in db.fetch(&sql, &[sql::json_array(chunk)], &[Ty::Text]).await? {
             known.extend(r.into_iter().next().and_then(|v| v.into_text()));
@@ -249,12 +318,18 @@ async fn known_keys(ledger: &Ledger, lines: &[Line]) -> Result<std::collections:
 async fn write_batch(
     ledger: &Ledger,
     lines: &[Line],
+    known: HashSet<String>,
     options: &Options,
     report: &mut Report,
 ) -> anyhow::Result<Option<LineFailure>> {
     let actor = options.actor.as_str();
+    let mut read_ahead = Some(known);
     for attempt in 0.. {
-        let known = known_keys(ledger, lines).await?;
+        // Looked up again when another writer moved a stream meanwhile.
+        let known = match read_ahead.take() {
+            Some(known) => known,
+            None => known_keys(ledger.store().db(), lines).await?,
+        };
         let todo: Vec<&Line> = lines.iter().filter(|l| !known.contains(&l.key)).collect();
         let already = lines.len() - todo.len();
         // The batch's streams stay locked until its append is answered.

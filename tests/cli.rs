@@ -428,6 +428,72 @@ async fn import_resumes_after_kill_9_sqlite() {
     import_resumes_after_kill_9_on(Kind::Sqlite).await;
 }
 
+/// The batches are read ahead of the writes: a line that does not parse in a later batch
+/// stops the import only after the batches before it, and its own lines before it, are
+/// written; the batch read ahead of a refused one is not written.
+async fn import_stops_in_a_batch_read_ahead_on(kind: Kind) {
+    let second = kind_of(&kind);
+    let db = TestDb::new(kind).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = db.store().await;
+    // Batches of 7: lines 1–7, then 8–10 with line 9 malformed.
+    let mut malformed = family();
+    malformed.insert(
+        8,
+        json!({"person_id": "503", "type": "died", "effective_date": "2021-13-01"}),
+    );
+    let out = import(&db, dir.path(), &malformed);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 9") && err.contains("lines 1–8 are in the ledger"),
+        "{err}"
+    );
+    // Eight lines and the branch numbers of the three joins.
+    assert_eq!(store.head().await.unwrap(), 11);
+
+    // A refused line in the first batch: the second batch, already read, is not written.
+    let db2 = TestDb::new(second).await;
+    let store2 = db2.store().await;
+    let mut refused = family();
+    refused.insert(
+        2,
+        json!({"person_id": "501", "type": "moved_out", "effective_date": "2019-01-01", "to": "abroad"}),
+    );
+    let out = import(&db2, dir.path(), &refused);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3") && err.contains("lines 1–2 are in the ledger"),
+        "{err}"
+    );
+    assert_eq!(store2.head().await.unwrap(), 2);
+
+    // The corrected file finishes the first load with the one line it lacked.
+    let out = import(&db, dir.path(), &family());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("1 lines written (1 events), 8 already in the ledger; lines 1–9 are in the ledger"),
+        "{said}"
+    );
+    assert_eq!(store.head().await.unwrap(), 12);
+    store.close().await;
+    store2.close().await;
+    db.cleanup().await;
+    db2.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_stops_in_a_batch_read_ahead_postgres() {
+    import_stops_in_a_batch_read_ahead_on(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_stops_in_a_batch_read_ahead_sqlite() {
+    import_stops_in_a_batch_read_ahead_on(Kind::Sqlite).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn import_postgres() {
     import_on(Kind::Postgres).await;
