@@ -9,7 +9,8 @@
 //! report says exactly which lines are in the ledger. Every line carries an Idempotency-Key of
 //! its own (a keyed hash of its line number and text), so running the same file again after
 //! any failure — a corrected line, a conflict, a killed process — skips what is already in the
-//! ledger and finishes the load without duplicating a line. Memory holds one batch.
+//! ledger and finishes the load without duplicating a line. Memory holds two batches: the one
+//! being written and the next, read ahead ([`read_ahead`]).
 
 use std::collections::HashSet;
 use std::io::BufRead as _;

@@ -4,6 +4,7 @@
 //! without gaps.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -28,8 +29,6 @@ const KEY_COLS: [(&str, Ty); 5] = [
     ("position", Ty::Int),
     ("created_at", Ty::Instant),
 ];
-use std::sync::Arc;
-
 use super::recent::Recent;
 use super::side::SideLog;
 use super::sql::{Db, Dialect, Tx, Ty, Val};

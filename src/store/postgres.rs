@@ -2,16 +2,15 @@
 //! held for one round trip and the commit.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
 use super::append::{plan, Outcome, Row};
+use super::recent::Recent;
 use super::side::{Boarding, Rider, SideLog, SideSql};
 use super::sql::Singles;
-use std::sync::Arc;
-
-use super::recent::Recent;
 use super::{commit_instant, corrupt, AppendRequest, Json, StoreError, StoredEvent, VaultEntry};
 
 /// Rows as column arrays, for `INSERT … SELECT FROM UNNEST(…)`: one statement whatever the
@@ -46,15 +45,14 @@ impl From<Vec<Row>> for Columns {
 impl Columns {
     /// The rows as the log holds them once committed: positions follow `base` in row order.
     fn into_events(self, base: i64, recorded_at: DateTime<Utc>) -> Vec<StoredEvent> {
-        let c = self;
-        c.types
+        self.types
             .into_iter()
-            .zip(c.ids)
-            .zip(c.sequences)
-            .zip(c.event_types)
-            .zip(c.versions)
-            .zip(c.payloads)
-            .zip(c.metadata)
+            .zip(self.ids)
+            .zip(self.sequences)
+            .zip(self.event_types)
+            .zip(self.versions)
+            .zip(self.payloads)
+            .zip(self.metadata)
             .enumerate()
             .map(|(i, ((((((t, id), sequence), et), ev), p), m))| StoredEvent {
                 position: base + 1 + i as i64,
