@@ -484,15 +484,10 @@ async fn import_stops_in_a_batch_read_ahead_on(kind: Kind) {
     db2.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn import_stops_in_a_batch_read_ahead_postgres() {
-    import_stops_in_a_batch_read_ahead_on(Kind::Postgres).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn import_stops_in_a_batch_read_ahead_sqlite() {
-    import_stops_in_a_batch_read_ahead_on(Kind::Sqlite).await;
-}
+kokuho_testing::on_both!(
+    import_stops_in_a_batch_read_ahead,
+    import_stops_in_a_batch_read_ahead_on
+);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn import_postgres() {

@@ -70,6 +70,11 @@ fn card(household: &str, number: &str) -> AppendRequest {
     }
 }
 
+/// Whether every request of the batch was written.
+async fn all_written(store: &Store, requests: &[AppendRequest]) -> bool {
+    store.append_batch(requests).await.unwrap().iter().all(Result::is_ok)
+}
+
 async fn all_events(store: &Store) -> Vec<kokuho_ledger::store::StoredEvent> {
     store.read_log(0, 1_000_000).await.unwrap()
 }
@@ -811,13 +816,12 @@ on_both!(
             "note": "tab\tquote\"backslash\\bell\u{7}",
             "nested": {"b": [1, 2.5, null, true], "a": "z"}
         });
-        let head = |s: Store| async move { s.head().await.unwrap() };
 
         // One batch of new streams (PostgreSQL's one-statement path), with a multi-event request.
         let mut batch = registrations("m", 5);
         batch[0].events.push(event("registered", awkward.clone()));
         batch.push(card("h1", "000001"));
-        assert!(store.append_batch(&batch).await.unwrap().iter().all(Result::is_ok));
+        assert!(all_written(&store, &batch).await);
         assert_eq!(store.followed_from_memory(), Some((1, 8)));
 
         // A batch whose second request conflicts with its first: written request by request.
@@ -843,21 +847,11 @@ on_both!(
         assert_eq!(store.followed_from_memory(), Some((1, 12)));
 
         // Another process writes 13 and 14: this one's next events start the memory afresh.
-        assert!(other
-            .append_batch(&registrations("o", 2))
-            .await
-            .unwrap()
-            .iter()
-            .all(Result::is_ok));
+        assert!(all_written(&other, &registrations("o", 2)).await);
         assert_eq!(store.followed_from_memory(), Some((1, 12)));
-        assert!(store
-            .append_batch(&registrations("n", 2))
-            .await
-            .unwrap()
-            .iter()
-            .all(Result::is_ok));
+        assert!(all_written(&store, &registrations("n", 2)).await);
         assert_eq!(store.followed_from_memory(), Some((15, 16)));
-        assert_eq!(head(store.clone()).await, 16);
+        assert_eq!(store.head().await.unwrap(), 16);
 
         // From every position, what is followed is what the database holds, field for field.
         let stored = all_events(&store).await;
