@@ -16,22 +16,57 @@ use crate::support::{import, ledger, percentiles, serve, unrecorded, write_impor
 /// Single-event appends (new persons' registrations) over HTTP from `clients` connections
 /// for `seconds`: requests/s and latencies.
 pub async fn appends(addr: &Served, clients: usize, seconds: u64, base: u64) -> anyhow::Result<(f64, Vec<Duration>)> {
+    closed_loop(addr, Some(&addr.token), clients, seconds, base, |n| {
+        let body = json!({"type": "registered", "effective_date": "2000-01-01", "name": "山田 太郎",
+            "name_kana": "ヤマダ　タロウ", "birth_date": "1970-01-01", "sex": "1"})
+        .to_string();
+        ("POST", format!("/v1/persons/{n}/events"), body, 201)
+    })
+    .await
+}
+
+/// `GET /healthz` from `clients` connections for `seconds`: without a credential the HTTP
+/// exchange with nothing behind it; with the bearer token, the same and the request's access
+/// record, durably written before the answer (access.md), and nothing else. Requests/s and
+/// latencies.
+pub async fn exchanges(
+    addr: &Served,
+    credential: bool,
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let token = credential.then_some(addr.token.as_str());
+    closed_loop(addr, token, clients, seconds, 0, |_| {
+        ("GET", "/healthz".to_owned(), String::new(), 200)
+    })
+    .await
+}
+
+/// `clients` connections (with the bearer `token`, if any), each sending the request `make(n)`
+/// builds (method, path, body, expected status) as soon as the last one is answered, for
+/// `seconds`.
+async fn closed_loop(
+    addr: &Served,
+    token: Option<&str>,
+    clients: usize,
+    seconds: u64,
+    base: u64,
+    make: fn(u64) -> (&'static str, String, String, u16),
+) -> anyhow::Result<(f64, Vec<Duration>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(base));
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (addr, stop, next) = (addr.clone(), stop.clone(), next.clone());
+        let credential = token.map_or_else(|| "X-Bench: bare".to_owned(), |t| format!("Authorization: Bearer {t}"));
         tasks.push(tokio::spawn(async move {
-            let mut conn = Conn::open(&addr).await?;
+            let mut conn = Conn::open_with(&addr, credential).await?;
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let body = json!({"type": "registered", "effective_date": "2000-01-01", "name": "山田 太郎",
-                    "name_kana": "ヤマダ　タロウ", "birth_date": "1970-01-01", "sex": "1"})
-                .to_string();
+                let (method, path, body, expected) = make(next.fetch_add(1, Ordering::Relaxed));
                 let t = Instant::now();
-                let (status, _) = conn.request("POST", &format!("/v1/persons/{n}/events"), &body).await?;
-                anyhow::ensure!(status == 201, "status {status}");
+                let (status, _) = conn.request(method, &path, &body).await?;
+                anyhow::ensure!(status == expected, "{method} {path}: status {status}");
                 lat.push(t.elapsed());
             }
             anyhow::Ok(lat)

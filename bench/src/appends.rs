@@ -1,5 +1,6 @@
 //! Single-event appends from concurrent clients against plain single-row INSERT commits of the
-//! same rows, on the same server, in the same run.
+//! same rows, on the same server, in the same run; over HTTP also against two floors of the
+//! same run (the HTTP exchange alone, and a request whose only write is its access record).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,13 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     let (http_rate, latencies) = crate::access::appends(&served, clients, seconds, 700_000_000_000).await?;
     let http_per_commit = commits.events_per_commit();
     let (http_p50, http_p99, _) = percentiles(latencies);
+    // Two floors under an append over HTTP, as many clients: `GET /healthz` without a
+    // credential (the loopback and both HTTP stacks on these two cores, nothing stored), and
+    // with one (its access record committed before the answer, nothing else).
+    let (bare_rate, bare_latencies) = crate::access::exchanges(&served, false, clients, seconds).await?;
+    let (bare_p50, _, _) = percentiles(bare_latencies);
+    let (recorded_rate, recorded_latencies) = crate::access::exchanges(&served, true, clients, seconds).await?;
+    let (recorded_p50, _, _) = percentiles(recorded_latencies);
 
     // Baseline: the same rows, one INSERT and one commit each, from the same number of clients.
     let sample = store.read_log(0, 1).await?.pop().context("a stored row")?;
@@ -72,10 +80,16 @@ pub async fn run(url: &str, clients: usize, seconds: u64, idempotency: bool) -> 
     println!(
         "  ledger over HTTP with access records: {http_rate:.0} events/s (p50 {http_p50:?}, p99 {http_p99:?}; {http_per_commit:.1} events per commit)"
     );
+    println!("  the HTTP exchange alone (GET /healthz, no credential, no record): {bare_rate:.0} requests/s (p50 {bare_p50:?})");
+    println!(
+        "  the access record alone (GET /healthz with the token: its record committed, nothing else): \
+         {recorded_rate:.0} requests/s (p50 {recorded_p50:?})"
+    );
     println!("  postgres-es 0.5 single-event commands: {peer_rate:.0} events/s");
     println!("  plain INSERT, one commit each: {plain_rate:.0} rows/s");
     println!("  ratio ledger / plain: {:.2}", ledger_rate / plain_rate);
     println!("  ratio ledger over HTTP / plain: {:.2}", http_rate / plain_rate);
+    println!("  ratio access record alone / plain: {:.2}", recorded_rate / plain_rate);
     println!("  ratio postgres-es / plain: {:.2}", peer_rate / plain_rate);
     println!("  ratio ledger / postgres-es: {:.2}", ledger_rate / peer_rate);
     load_drop(&ledger, clients).await?;

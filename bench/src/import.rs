@@ -1,6 +1,7 @@
 //! `kokuho-ledger import` of 10 events per person, run as users run it (its own process, peak
 //! memory measured), against a plain batched INSERT of the same rows in the same run; then how
-//! long `kokuho-ledger serve` takes to be ready on what the import left.
+//! long `kokuho-ledger serve` takes to be ready on what the import left, and how fast
+//! PostgreSQL writes those rows alone (the floor under any import on the machine).
 
 use anyhow::Context as _;
 use kokuho_ledger::store::Store;
@@ -88,8 +89,59 @@ pub async fn run(db: &TestDb, persons: usize, batch_lines: usize) -> anyhow::Res
     let plain = rows.len() as f64 / started.elapsed().as_secs_f64();
     println!("  plain batched INSERT of the same rows: {plain:.0} rows/s");
     println!("  ratio (end to end / plain): {:.2}", n as f64 / secs / plain);
+
+    let (rows, tables, floor, each) = rows_alone(&pool).await?;
+    println!(
+        "  the rows the import left alone ({rows} rows in {tables} tables, {:.1} per event), copied by PostgreSQL itself \
+         into empty tables with the same indexes, one statement per table, one session: {floor:.1} s, {:.0} events/s",
+        rows as f64 / n as f64,
+        n as f64 / floor
+    );
+    println!(
+        "  ratio (end to end / the rows alone): {:.2}; the rows alone need {:.0} µs of one core per event",
+        floor / secs,
+        floor * 1e6 / n as f64
+    );
+    let largest: Vec<String> = each
+        .iter()
+        .take(5)
+        .map(|(t, r, s)| format!("{t} {r} rows {s:.1} s"))
+        .collect();
+    println!("  of which: {}", largest.join(", "));
     store.close().await;
     Ok(())
+}
+
+/// Every row the ledger's tables hold, written again by the server itself (`INSERT … SELECT`
+/// into a `LIKE … INCLUDING ALL` copy: same columns and indexes, no client, no parsing, no
+/// network), one table after another, with the commits: (rows, tables, seconds, and each
+/// table's rows and seconds, slowest first). What an import writes cannot be written faster
+/// than this on the same server from one session.
+async fn rows_alone(pool: &sqlx::PgPool) -> anyhow::Result<(i64, usize, f64, Vec<(String, i64, f64)>)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' \
+         AND table_type = 'BASE TABLE' AND table_name NOT IN ('bench_plain', '_sqlx_migrations') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut each = Vec::new();
+    for t in &tables {
+        let copy = format!("floor_{t}");
+        sqlx::query(&format!("CREATE TABLE {copy} (LIKE {t} INCLUDING ALL)"))
+            .execute(pool)
+            .await?;
+        let started = std::time::Instant::now();
+        let rows = sqlx::query(&format!("INSERT INTO {copy} SELECT * FROM {t}"))
+            .execute(pool)
+            .await?
+            .rows_affected() as i64;
+        each.push((t.clone(), rows, started.elapsed().as_secs_f64()));
+        sqlx::query(&format!("DROP TABLE {copy}")).execute(pool).await?;
+    }
+    each.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let rows = each.iter().map(|e| e.1).sum();
+    let secs = each.iter().map(|e| e.2).sum();
+    Ok((rows, tables.len(), secs, each))
 }
 
 /// Starts `serve` on the database (with the keys the import used) and times, from its start,

@@ -45,7 +45,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum What {
-    /// Single-event commands from concurrent clients vs plain single-row INSERT commits.
+    /// Single-event commands from concurrent clients vs plain single-row INSERT commits; over
+    /// HTTP also vs the HTTP exchange alone and a request whose only write is its access record.
     Appends {
         #[arg(long, default_value_t = 8)]
         clients: usize,
@@ -56,7 +57,7 @@ enum What {
         idempotency: bool,
     },
     /// `kokuho-ledger import` (its own process) of 10 events per person vs a plain batched
-    /// INSERT of the same rows; peak memory.
+    /// INSERT of the same rows; peak memory; the rows it left written again by PostgreSQL alone.
     Import {
         #[arg(long, default_value_t = 100_000)]
         persons: usize,
