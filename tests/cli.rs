@@ -146,6 +146,15 @@ fn import(db: &TestDb, dir: &std::path::Path, lines: &[Value]) -> std::process::
         .unwrap()
 }
 
+/// Imports `family()` with `line` inserted at index `at`: the import stops (exit 1). Its report.
+fn import_stopped(db: &TestDb, dir: &std::path::Path, at: usize, line: Value) -> String {
+    let mut lines = family();
+    lines.insert(at, line);
+    let out = import(db, dir, &lines);
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn family() -> Vec<Value> {
     // The card number is recorded first, so the joins get their branch numbers under it.
     let mut lines = vec![
@@ -169,27 +178,23 @@ async fn import_on(kind: Kind) {
     let store = db.store().await;
     // An invalid line: reported by number; the valid lines before it in its batch are in the
     // ledger, it and everything after are not, and the report says exactly that.
-    let mut bad = family();
-    bad.insert(
+    let err = import_stopped(
+        &db,
+        dir.path(),
         4,
         json!({"person_id": "502", "type": "moved_out", "effective_date": "2021-01-01", "to": "abroad"}),
     );
-    let out = import(&db, dir.path(), &bad);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 5") && err.contains("not_resident"), "{err}");
     assert!(err.contains("lines 1–4 are in the ledger"), "{err}");
     // Lines 1–4: the card, 501 registered and moved in (with its branch number), 502 registered.
     assert_eq!(store.head().await.unwrap(), 5);
     // The same file with a malformed line 3: lines 1–2 are found in the ledger, line 3 stops it.
-    let mut malformed = family();
-    malformed.insert(
+    let err = import_stopped(
+        &db,
+        dir.path(),
         2,
         json!({"person_id": "50x", "type": "died", "effective_date": "2021-01-01"}),
     );
-    let out = import(&db, dir.path(), &malformed);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 3") && err.contains("invalid_person_id"), "{err}");
     assert_eq!(store.head().await.unwrap(), 5, "nothing of a refused line is written");
 
@@ -437,14 +442,12 @@ async fn import_stops_in_a_batch_read_ahead_on(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
     let store = db.store().await;
     // Batches of 7: lines 1–7, then 8–10 with line 9 malformed.
-    let mut malformed = family();
-    malformed.insert(
+    let err = import_stopped(
+        &db,
+        dir.path(),
         8,
         json!({"person_id": "503", "type": "died", "effective_date": "2021-13-01"}),
     );
-    let out = import(&db, dir.path(), &malformed);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("line 9") && err.contains("lines 1–8 are in the ledger"),
         "{err}"
@@ -455,14 +458,12 @@ async fn import_stops_in_a_batch_read_ahead_on(kind: Kind) {
     // A refused line in the first batch: the second batch, already read, is not written.
     let db2 = TestDb::new(second).await;
     let store2 = db2.store().await;
-    let mut refused = family();
-    refused.insert(
+    let err = import_stopped(
+        &db2,
+        dir.path(),
         2,
         json!({"person_id": "501", "type": "moved_out", "effective_date": "2019-01-01", "to": "abroad"}),
     );
-    let out = import(&db2, dir.path(), &refused);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("line 3") && err.contains("lines 1–2 are in the ledger"),
         "{err}"

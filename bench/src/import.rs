@@ -90,7 +90,9 @@ pub async fn run(db: &TestDb, persons: usize, batch_lines: usize) -> anyhow::Res
     println!("  plain batched INSERT of the same rows: {plain:.0} rows/s");
     println!("  ratio (end to end / plain): {:.2}", n as f64 / secs / plain);
 
-    let (rows, tables, floor, each) = rows_alone(&pool).await?;
+    let each = rows_alone(&pool).await?;
+    let (rows, tables) = (each.iter().map(|e| e.1).sum::<i64>(), each.len());
+    let floor: f64 = each.iter().map(|e| e.2).sum();
     println!(
         "  the rows the import left alone ({rows} rows in {tables} tables, {:.1} per event), copied by PostgreSQL itself \
          into empty tables with the same indexes, one statement per table, one session: {floor:.1} s, {:.0} events/s",
@@ -114,10 +116,10 @@ pub async fn run(db: &TestDb, persons: usize, batch_lines: usize) -> anyhow::Res
 
 /// Every row the ledger's tables hold, written again by the server itself (`INSERT … SELECT`
 /// into a `LIKE … INCLUDING ALL` copy: same columns and indexes, no client, no parsing, no
-/// network), one table after another, with the commits: (rows, tables, seconds, and each
-/// table's rows and seconds, slowest first). What an import writes cannot be written faster
-/// than this on the same server from one session.
-async fn rows_alone(pool: &sqlx::PgPool) -> anyhow::Result<(i64, usize, f64, Vec<(String, i64, f64)>)> {
+/// network), one table after another, with the commits: each table's rows and seconds, slowest
+/// first. What an import writes cannot be written faster than this on the same server from one
+/// session.
+async fn rows_alone(pool: &sqlx::PgPool) -> anyhow::Result<Vec<(String, i64, f64)>> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' \
          AND table_type = 'BASE TABLE' AND table_name NOT IN ('bench_plain', '_sqlx_migrations') ORDER BY 1",
@@ -139,9 +141,7 @@ async fn rows_alone(pool: &sqlx::PgPool) -> anyhow::Result<(i64, usize, f64, Vec
         sqlx::query(&format!("DROP TABLE {copy}")).execute(pool).await?;
     }
     each.sort_by(|a, b| b.2.total_cmp(&a.2));
-    let rows = each.iter().map(|e| e.1).sum();
-    let secs = each.iter().map(|e| e.2).sum();
-    Ok((rows, tables.len(), secs, each))
+    Ok(each)
 }
 
 /// Starts `serve` on the database (with the keys the import used) and times, from its start,
