@@ -10,10 +10,10 @@ use sqlx::Row as _;
 use super::append::{plan, Outcome, Row};
 use super::recent::Recent;
 use super::side::{Boarding, Rider, SideLog, SideSql};
-use super::sql::Singles;
+use super::sql::{pg_rows, pg_rows_numbered, Singles};
 use super::{commit_instant, corrupt, AppendRequest, Json, StoreError, StoredEvent, VaultEntry};
 
-/// Rows as column arrays, for `INSERT … SELECT FROM UNNEST(…)`: one statement whatever the
+/// Rows as column arrays, unnested in step by `INSERT … SELECT`: one statement whatever the
 /// number of rows.
 #[derive(Default)]
 struct Columns {
@@ -252,10 +252,39 @@ fn statement(boarding: Option<&Boarding>) -> String {
     } else {
         ""
     };
+    let guard_rows = pg_rows(&[("$9::text[]", "t"), ("$10::text[]", "i"), ("$11::bigint[]", "s")]);
+    // The ordinal walks in step with the arrays: positions follow the rows' order.
+    let event_rows = pg_rows_numbered(
+        &[
+            ("$1::text[]", "t"),
+            ("$2::text[]", "i"),
+            ("$3::bigint[]", "s"),
+            ("$4::text[]", "et"),
+            ("$5::text[]", "ev"),
+            ("$6::text[]", "p"),
+            ("$12::text[]", "m"),
+        ],
+        "o",
+    );
+    let key_rows = pg_rows(&[
+        ("$13::text[]", "key"),
+        ("$14::text[]", "fp"),
+        ("$15::bigint[]", "f"),
+        ("$16::bigint[]", "l"),
+    ]);
+    let vault_rows = pg_rows(&[
+        ("$17::text[]", "c"),
+        ("$18::text[]", "p"),
+        ("$19::bytea[]", "n"),
+        ("$20::bytea[]", "x"),
+        ("$21::text[]", "b"),
+        ("$22::bigint[]", "pos"),
+    ]);
+    let card_rows = pg_rows(&[("$23::text[]", "s"), ("$24::bigint[]", "w"), ("$25::bigint[]", "n")]);
     format!(
         "WITH guard AS (\
            SELECT count(*) = cardinality($9::text[]) AS ok FROM events e \
-           JOIN UNNEST($9::text[], $10::text[], $11::bigint[]) AS g(t, i, s) \
+           JOIN {guard_rows} AS g \
              ON e.aggregate_type = g.t AND e.aggregate_id = g.i AND e.sequence = g.s), \
          {side_head}\
          head AS (\
@@ -265,24 +294,22 @@ fn statement(boarding: Option<&Boarding>) -> String {
          inserted AS (\
            INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at) \
            SELECT u.t, u.i, u.s, u.et, u.ev, u.p::json, u.m::json, head.base + u.o, head.at \
-           FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $12::text[]) \
-             WITH ORDINALITY AS u(t, i, s, et, ev, p, m, o), head \
+           FROM {event_rows} AS u, head \
            RETURNING 1), \
          keys AS (\
            INSERT INTO idempotency_keys (key, fingerprint, response, position, created_at) \
            SELECT k.key, k.fp, json_build_object('first_position', head.base + k.f, 'last_position', head.base + k.l), \
              head.base + k.l, head.at \
-           FROM UNNEST($13::text[], $14::text[], $15::bigint[], $16::bigint[]) AS k(key, fp, f, l), head \
+           FROM {key_rows} AS k, head \
            RETURNING 1), \
          vault AS (\
            INSERT INTO my_numbers (commitment, person_id, nonce, sealed, blind_index, position, created_at) \
            SELECT v.c, v.p, v.n, v.x, v.b, head.base + v.pos, head.at \
-           FROM UNNEST($17::text[], $18::text[], $19::bytea[], $20::bytea[], $21::text[], $22::bigint[]) \
-             AS v(c, p, n, x, b, pos), head \
+           FROM {vault_rows} AS v, head \
            RETURNING 1), \
          cards AS (\
            INSERT INTO card_sequence (symbol, width, last) \
-           SELECT c.s, c.w, c.n FROM UNNEST($23::text[], $24::bigint[], $25::bigint[]) AS c(s, w, n), head \
+           SELECT c.s, c.w, c.n FROM {card_rows} AS c, head \
            ON CONFLICT (symbol, width) DO UPDATE SET last = greatest(card_sequence.last, excluded.last) \
            RETURNING 1){side_inserts} \
          SELECT head.base, (extract(epoch FROM head.at) * 1000000)::bigint FROM head \

@@ -1,6 +1,6 @@
 //! Large bulk inserts on PostgreSQL through `COPY … FROM STDIN` (text format): the server
 //! fills whole heap pages per WAL record (its multi-insert path) instead of one tuple at a
-//! time as an `INSERT … SELECT FROM UNNEST` does. Small inserts keep the one-statement UNNEST
+//! time as an `INSERT … SELECT` of unnested arrays does. Small inserts keep that one statement
 //! (COPY costs an extra round trip).
 
 use std::fmt::Write as _;

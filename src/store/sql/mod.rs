@@ -17,7 +17,7 @@ mod bind;
 mod copy;
 mod singles;
 use bind::{bind_pg, bind_sqlite, read_pg, read_sqlite, sqlite_sql};
-pub use bind::{bind_pg_rows, pg_unnest, PgQuery};
+pub use bind::{bind_pg_rows, pg_rows, pg_rows_numbered, pg_unnest, PgQuery};
 pub use singles::{Lease, Singles};
 
 /// A column value. Dates are ISO `YYYY-MM-DD` text on both backends (their order is the
@@ -180,7 +180,7 @@ pub enum Db {
 /// goes back to its pool).
 ///
 /// `batches` serves the batch statements of the event and access logs' writers. Those are long
-/// statements (a dozen `UNNEST`s in CTEs) whose custom plan, made again at every execution,
+/// statements (a dozen arrays unnested in CTEs) whose custom plan, made again at every execution,
 /// cost twice their run (measured: bind 356 µs, execute 179 µs). Their connections plan once
 /// (`plan_cache_mode = force_generic_plan`), which this statement shape can afford: every
 /// access in it is by primary key. `singles` serves every other single statement (most reads),
@@ -523,8 +523,9 @@ impl Tx {
         match self {
             Tx::Postgres(tx) => {
                 let sql = format!(
-                    "UPDATE {table} t SET known_to = u.p FROM UNNEST($1::text[], $2::bigint[]) AS u(k, p) \
-                     WHERE t.{key} = u.k AND t.known_to IS NULL"
+                    "UPDATE {table} t SET known_to = u.p FROM {} AS u \
+                     WHERE t.{key} = u.k AND t.known_to IS NULL",
+                    pg_rows(&[("$1::text[]", "k"), ("$2::bigint[]", "p")])
                 );
                 let (keys, positions): (Vec<String>, Vec<i64>) = closes.iter().cloned().unzip();
                 sqlx::query(&sql).bind(keys).bind(positions).execute(&mut **tx).await?;
@@ -553,8 +554,9 @@ impl Tx {
         match self {
             Tx::Postgres(tx) => {
                 let sql = format!(
-                    "UPDATE {table} t SET known_to = u.p FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS u(k, o, p) \
-                     WHERE t.{key} = u.k AND t.ordinal = u.o AND t.known_to IS NULL"
+                    "UPDATE {table} t SET known_to = u.p FROM {} AS u \
+                     WHERE t.{key} = u.k AND t.ordinal = u.o AND t.known_to IS NULL",
+                    pg_rows(&[("$1::text[]", "k"), ("$2::bigint[]", "o"), ("$3::bigint[]", "p")])
                 );
                 let mut keys = Vec::with_capacity(closes.len());
                 let (mut ordinals, mut positions) =
