@@ -11,27 +11,30 @@ use crate::store::{format_instant, StoreError};
 /// Arrays of one length as rows: `(SELECT unnest(a1) AS n1, unnest(a2) AS n2, …)`, for a
 /// `FROM` clause. The arrays are walked in step in the select list, not by
 /// `FROM UNNEST(a1, a2, …)`, which first copies each array into a tuplestore of its own: the
-/// same rows, in array order, for less of the server's time (measured: 8 rows of 14 arrays,
-/// 73 µs instead of 90).
+/// same rows, in array order, for less of the server's time (measured: eight rows of 14
+/// arrays, 123 µs a statement with its round trip instead of 140).
 pub fn pg_rows(arrays: &[(&str, &str)]) -> String {
-    format!("(SELECT {})", unnested(arrays))
+    select_all(arrays.iter().map(unnested).collect())
 }
 
 /// [`pg_rows`] with each row's 1-based ordinal in the arrays as column `ordinal`.
 pub fn pg_rows_numbered(arrays: &[(&str, &str)], ordinal: &str) -> String {
     let first = arrays.first().map_or("'{}'::text[]", |(a, _)| a);
-    format!(
-        "(SELECT {}, generate_subscripts({first}, 1) AS {ordinal})",
-        unnested(arrays)
-    )
+    let mut columns: Vec<String> = arrays.iter().map(unnested).collect();
+    columns.push(format!("generate_subscripts({first}, 1) AS {ordinal}"));
+    select_all(columns)
 }
 
-fn unnested(arrays: &[(&str, &str)]) -> String {
-    arrays
-        .iter()
-        .map(|(array, name)| format!("unnest({array}) AS {name}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+fn unnested((array, name): &(&str, &str)) -> String {
+    format!("unnest({array}) AS {name}")
+}
+
+/// `(SELECT c1, c2, …)`; no columns is no rows.
+fn select_all(columns: Vec<String>) -> String {
+    if columns.is_empty() {
+        return "(SELECT WHERE false)".to_owned();
+    }
+    format!("(SELECT {})", columns.join(", "))
 }
 
 /// `SELECT … FROM (arrays as rows) AS u` over `cols`, their arrays bound from parameter
