@@ -2,7 +2,7 @@
 //! held for one round trip and the commit.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
@@ -237,6 +237,47 @@ pub(super) async fn fast_append(
     ))
 }
 
+/// Where the batch statement reads its rows from: the same for every batch, so built once.
+struct RowSources {
+    guard: String,
+    events: String,
+    keys: String,
+    vault: String,
+    cards: String,
+}
+
+static ROW_SOURCES: LazyLock<RowSources> = LazyLock::new(|| RowSources {
+    guard: pg_rows(&[("$9::text[]", "t"), ("$10::text[]", "i"), ("$11::bigint[]", "s")]),
+    // The ordinal walks in step with the arrays: positions follow the rows' order.
+    events: pg_rows_numbered(
+        &[
+            ("$1::text[]", "t"),
+            ("$2::text[]", "i"),
+            ("$3::bigint[]", "s"),
+            ("$4::text[]", "et"),
+            ("$5::text[]", "ev"),
+            ("$6::text[]", "p"),
+            ("$12::text[]", "m"),
+        ],
+        "o",
+    ),
+    keys: pg_rows(&[
+        ("$13::text[]", "key"),
+        ("$14::text[]", "fp"),
+        ("$15::bigint[]", "f"),
+        ("$16::bigint[]", "l"),
+    ]),
+    vault: pg_rows(&[
+        ("$17::text[]", "c"),
+        ("$18::text[]", "p"),
+        ("$19::bytea[]", "n"),
+        ("$20::bytea[]", "x"),
+        ("$21::text[]", "b"),
+        ("$22::bigint[]", "pos"),
+    ]),
+    cards: pg_rows(&[("$23::text[]", "s"), ("$24::bigint[]", "w"), ("$25::bigint[]", "n")]),
+});
+
 /// The fast path's statement; with a boarding, its side head (moved only if the guard holds)
 /// and inserts, parameters from `$26` on.
 fn statement(boarding: Option<&Boarding>) -> String {
@@ -252,35 +293,13 @@ fn statement(boarding: Option<&Boarding>) -> String {
     } else {
         ""
     };
-    let guard_rows = pg_rows(&[("$9::text[]", "t"), ("$10::text[]", "i"), ("$11::bigint[]", "s")]);
-    // The ordinal walks in step with the arrays: positions follow the rows' order.
-    let event_rows = pg_rows_numbered(
-        &[
-            ("$1::text[]", "t"),
-            ("$2::text[]", "i"),
-            ("$3::bigint[]", "s"),
-            ("$4::text[]", "et"),
-            ("$5::text[]", "ev"),
-            ("$6::text[]", "p"),
-            ("$12::text[]", "m"),
-        ],
-        "o",
-    );
-    let key_rows = pg_rows(&[
-        ("$13::text[]", "key"),
-        ("$14::text[]", "fp"),
-        ("$15::bigint[]", "f"),
-        ("$16::bigint[]", "l"),
-    ]);
-    let vault_rows = pg_rows(&[
-        ("$17::text[]", "c"),
-        ("$18::text[]", "p"),
-        ("$19::bytea[]", "n"),
-        ("$20::bytea[]", "x"),
-        ("$21::text[]", "b"),
-        ("$22::bigint[]", "pos"),
-    ]);
-    let card_rows = pg_rows(&[("$23::text[]", "s"), ("$24::bigint[]", "w"), ("$25::bigint[]", "n")]);
+    let RowSources {
+        guard: guard_rows,
+        events: event_rows,
+        keys: key_rows,
+        vault: vault_rows,
+        cards: card_rows,
+    } = &*ROW_SOURCES;
     format!(
         "WITH guard AS (\
            SELECT count(*) = cardinality($9::text[]) AS ok FROM events e \
