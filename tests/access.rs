@@ -294,6 +294,8 @@ on_both!(every_request_leaves_one_record_with_every_field, |kind| async move {
         .get_with("/v1/households/10", &[("x-request-id", "r-household")])
         .await;
     assert_eq!(household.status, StatusCode::OK);
+    // The feed is generated behind the log (as in tests/correctness.rs): caught up first.
+    api.t.ledger.projections().catch_up().await.unwrap();
     let feed = api.get_with("/v1/feed?limit=1000", &[("x-request-id", "r-feed")]).await;
     assert_eq!(feed.status, StatusCode::OK);
     let search = api
